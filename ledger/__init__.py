@@ -1,0 +1,1 @@
+"""The books of a residents' basic pension fund: domain, commands and stores."""

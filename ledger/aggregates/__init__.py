@@ -1,0 +1,1 @@
+"""Event-sourced aggregates: every state change is an event."""

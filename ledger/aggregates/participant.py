@@ -1,0 +1,672 @@
+"""Participant (参保人): one resident's enrolment, individual account and pension.
+
+The individual account (个人账户) keeps each source as its own sub-balance, because
+refunds and inheritance treat sources differently.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from ledger.aggregates.base import Aggregate, Immutable
+from ledger.errors import InvalidInput, Refused
+from ledger.resident_id import age_on
+from ledger.rules import IDENTITY_GROUPS, SUBSIDY_LEVELS, Parameters, RuleVersion
+
+# Sources of the individual account. The split is never lost.
+SOURCES = (
+    "contribution",          # 个人缴费 (including back-payment 补缴)
+    "subsidy_province",      # 缴费补贴, by funding level
+    "subsidy_city",
+    "subsidy_county",
+    "collective",            # 集体补助 and other donations
+    "on_behalf",             # 代缴 by the government for hardship groups
+    "interest",              # 记账利息
+)
+SUBSIDY_SOURCES = ("subsidy_province", "subsidy_city", "subsidy_county", "on_behalf")
+
+Status = Literal["enrolled", "pensioner", "suspended", "deceased", "terminated"]
+CHANNELS = ("bank", "cash", "township_station", "online", "import")
+SUSPEND_REASONS = ("no_proof_of_life", "imprisoned", "bank_return", "death_check", "other")
+TERMINATE_REASONS = ("death", "emigration", "employee_scheme", "transfer_out", "double_enrolment")
+MAX_CONTRIBUTION_YEARS = 80
+MAX_BOOKINGS = 100_000
+
+
+class BankAccount(Immutable):
+    account_name: str
+    account_number: str
+    bank_code: str
+
+
+class Booking(Immutable):
+    """One change to one source of the individual account."""
+
+    value_date: date
+    source: str
+    amount_fen: int
+    kind: str
+
+
+class BasicPensionComponents(Immutable):
+    central_fen: int
+    province_fen: int
+    city_fen: int
+    county_fen: int
+    long_contribution_fen: int
+    age_extra_fen: int
+
+    def total_fen(self) -> int:
+        return (self.central_fen + self.province_fen + self.city_fen + self.county_fen
+                + self.long_contribution_fen + self.age_extra_fen)
+
+
+def participant_id(id_number: str) -> UUID:
+    """One resident ID is one participant: the id is derived from it, so a second
+    enrolment of the same ID collides in the event store and is refused."""
+    return uuid5(NAMESPACE_URL, f"pension-ledger:participant:{id_number}")
+
+
+def month_after(d: date) -> str:
+    y, m = (d.year, d.month + 1) if d.month < 12 else (d.year + 1, 1)
+    return f"{y:04d}-{m:02d}"
+
+
+def parse_month(text: str, field: str) -> tuple[int, int]:
+    try:
+        y, m = text.split("-")
+        year, month = int(y), int(m)
+        if len(y) != 4 or len(m) != 2 or not 1 <= month <= 12:
+            raise ValueError
+    except ValueError:
+        raise InvalidInput(field, f"{text!r} is not a month in the form YYYY-MM") from None
+    return year, month
+
+
+def basic_pension_components(params: Parameters, born: date, start_month: str,
+                             contribution_years: int) -> BasicPensionComponents:
+    bp = params.basic_pension
+    y, m = parse_month(start_month, "start_month")
+    age = age_on(born, date(y, m, 1))
+    age_extra = 0
+    for extra in bp.age_extras:
+        if age >= extra.min_age:
+            age_extra = max(age_extra, extra.extra_fen)
+    long_years = max(0, contribution_years - params.min_contribution_years)
+    return BasicPensionComponents(
+        central_fen=bp.central_fen, province_fen=bp.province_fen, city_fen=bp.city_fen,
+        county_fen=bp.county_fen,
+        long_contribution_fen=long_years * bp.long_contribution_per_year_fen,
+        age_extra_fen=age_extra,
+    )
+
+
+class Participant(Aggregate):
+    if TYPE_CHECKING:  # state set by the events' apply(); not constructor fields
+        id_number: str
+        name: str
+        birth_date: date
+        status: Status
+        sources: dict[str, int]
+        bookings: list[Booking]
+        contributed_years: dict[int, tuple[str, int, bool]]
+        receipts: set[str]
+        interest_years: dict[int, int]
+        subsidised_years: set[int]
+
+    # ---- events -------------------------------------------------------------------
+
+    class Enrolled(Aggregate.Created):
+        id_number: str
+        name: str
+        birth_date: date
+        township: str
+        village: str
+        identity_group: str
+        enrol_date: date
+        bank: BankAccount | None = None
+
+        def apply(self, p: Any) -> None:
+            p.id_number = self.id_number
+            p.name = self.name
+            p.birth_date = self.birth_date
+            p.township = self.township
+            p.village = self.village
+            p.enrol_date = self.enrol_date
+            p.identity_groups = [(self.enrol_date, self.identity_group)]
+            p.bank = self.bank
+            p.status = "enrolled"
+            p.sources = dict.fromkeys(SOURCES, 0)
+            p.bookings = []
+            p.contributed_years = {}
+            p.receipts = set()
+            p.interest_years = {}
+            p.subsidised_years = set()
+            p.pension = None
+            p.pension_application = None
+            p.suspension = None
+            p.date_of_death = None
+            p.termination = None
+            p.overpayment_fen = 0
+            p.closed = False
+
+    class MoneyEvent(Aggregate.Event):
+        value_date: date
+
+        def book(self, p: Any, source: str, amount_fen: int, kind: str) -> None:
+            p.sources[source] += amount_fen
+            assert p.sources[source] >= 0, (source, p.sources[source])
+            p.bookings.append(Booking(value_date=self.value_date, source=source,
+                                      amount_fen=amount_fen, kind=kind))
+
+    class ContributionReceived(MoneyEvent):
+        year: int
+        tier_fen: int
+        amount_fen: int
+        channel: str
+        receipt_no: str
+        back_payment: bool = False
+        rule_version: str
+
+        def apply(self, p: Any) -> None:
+            self.book(p, "contribution", self.amount_fen,
+                      "back_payment" if self.back_payment else "contribution")
+            p.contributed_years[self.year] = (self.receipt_no, self.tier_fen, self.back_payment)
+            p.receipts.add(self.receipt_no)
+
+    class PaidOnBehalf(MoneyEvent):
+        year: int
+        amount_fen: int
+        identity_group: str
+        rule_version: str
+
+        def apply(self, p: Any) -> None:
+            self.book(p, "on_behalf", self.amount_fen, "on_behalf")
+
+    class SubsidyCredited(MoneyEvent):
+        year: int
+        level: str
+        amount_fen: int
+        rule_version: str
+
+        def apply(self, p: Any) -> None:
+            self.book(p, f"subsidy_{self.level}", self.amount_fen, "subsidy")
+            p.subsidised_years.add(self.year)
+
+    class CollectiveSubsidyCredited(MoneyEvent):
+        year: int
+        amount_fen: int
+        payer: str
+        receipt_no: str
+
+        def apply(self, p: Any) -> None:
+            self.book(p, "collective", self.amount_fen, "collective")
+            p.receipts.add(self.receipt_no)
+
+    class InterestCredited(MoneyEvent):
+        year: int
+        rate: Decimal
+        amount_fen: int
+        rule_version: str
+
+        def apply(self, p: Any) -> None:
+            if self.amount_fen:
+                self.book(p, "interest", self.amount_fen, "interest")
+            p.interest_years[self.year] = self.amount_fen
+
+    class IdentityGroupChanged(Aggregate.Event):
+        identity_group: str
+        effective_from: date
+
+        def apply(self, p: Any) -> None:
+            p.identity_groups.append((self.effective_from, self.identity_group))
+            p.identity_groups.sort()
+
+    class BankDetailsChanged(Aggregate.Event):
+        bank: BankAccount
+
+        def apply(self, p: Any) -> None:
+            p.bank = self.bank
+
+    class PensionApplied(Aggregate.Event):
+        start_month: str
+
+        def apply(self, p: Any) -> None:
+            p.pension_application = (self.start_month, self.actor)
+
+    class PensionApproved(Aggregate.Event):
+        start_month: str
+        basic: BasicPensionComponents
+        account_balance_fen: int
+        account_pension_fen: int
+        contribution_years: int
+        transitional: bool
+        rule_version: str
+
+        def apply(self, p: Any) -> None:
+            p.status = "pensioner"
+            p.pension = self
+            p.pension_application = None
+
+    class Suspended(Aggregate.Event):
+        reason_code: str
+        from_month: str
+
+        def apply(self, p: Any) -> None:
+            p.status = "suspended"
+            p.suspension = (self.reason_code, self.from_month)
+
+    class Resumed(Aggregate.Event):
+        from_month: str
+        arrears_months: list[str]
+
+        def apply(self, p: Any) -> None:
+            p.status = "pensioner"
+            p.suspension = None
+
+    class Died(Aggregate.Event):
+        date_of_death: date
+        reported_on: date
+
+        def apply(self, p: Any) -> None:
+            p.status = "deceased"
+            p.date_of_death = self.date_of_death
+
+    class Terminated(Aggregate.Event):
+        reason_code: str
+        effective_date: date
+
+        def apply(self, p: Any) -> None:
+            if p.status != "deceased":
+                p.status = "terminated"
+            p.termination = (self.reason_code, self.effective_date)
+
+    class BalanceSettled(MoneyEvent):
+        """The account paid out: refunded to the participant or inherited by heirs."""
+
+        how: Literal["refund", "inheritance"]
+        by_source_fen: dict[str, int]
+        forfeited_by_source_fen: dict[str, int]
+        payee: str
+
+        def apply(self, p: Any) -> None:
+            for src, amt in self.by_source_fen.items():
+                if amt:
+                    self.book(p, src, -amt, self.how)
+            for src, amt in self.forfeited_by_source_fen.items():
+                if amt:
+                    self.book(p, src, -amt, "forfeited_to_pool")
+            p.closed = True
+
+    class OverpaymentAssessed(MoneyEvent):
+        amount_fen: int
+        months: list[str]
+        reason: str
+
+        def apply(self, p: Any) -> None:
+            p.overpayment_fen += self.amount_fen
+
+    class OverpaymentRecovered(MoneyEvent):
+        amount_fen: int
+        channel: Literal["offset_account", "family"]
+        by_source_fen: dict[str, int]
+
+        def apply(self, p: Any) -> None:
+            p.overpayment_fen -= self.amount_fen
+            assert p.overpayment_fen >= 0
+            for src, amt in self.by_source_fen.items():
+                if amt:
+                    self.book(p, src, -amt, "overpayment_offset")
+
+    # ---- queries ------------------------------------------------------------------
+
+    @property
+    def balance_fen(self) -> int:
+        total = sum(self.sources.values())
+        assert total >= 0
+        return total
+
+    @property
+    def identity_group(self) -> str:
+        return self.identity_groups[-1][1]
+
+    def identity_group_on(self, on: date) -> str:
+        group = self.identity_groups[0][1]
+        for since, g in self.identity_groups:
+            if since <= on:
+                group = g
+        return group
+
+    def balance_on(self, on: date) -> dict[str, int]:
+        """Each source as of a value date."""
+        out = dict.fromkeys(SOURCES, 0)
+        for b in self.bookings:
+            if b.value_date <= on:
+                out[b.source] += b.amount_fen
+        return out
+
+    # ---- commands -----------------------------------------------------------------
+
+    @classmethod
+    def enrol(cls, *, id_number: str, name: str, birth_date: date, township: str, village: str,
+              identity_group: str, enrol_date: date, bank: BankAccount | None,
+              params: Parameters, actor: str) -> Participant:
+        if not name.strip() or len(name) > 100:
+            raise InvalidInput("name", "must be 1 to 100 characters")
+        for field, value in (("township", township), ("village", village)):
+            if not value.strip() or len(value) > 100:
+                raise InvalidInput(field, "must be 1 to 100 characters")
+        if identity_group not in IDENTITY_GROUPS:
+            raise InvalidInput("identity_group", f"must be one of {', '.join(IDENTITY_GROUPS)}")
+        if enrol_date < birth_date:
+            raise InvalidInput("enrol_date", "is before the birth date in the ID")
+        age = age_on(birth_date, enrol_date)
+        if age < params.min_enrol_age:
+            raise Refused("id_number", f"participant is {age}; enrolment needs age "
+                          f"{params.min_enrol_age} or over")
+        return cls._create(cls.Enrolled, id=participant_id(id_number), id_number=id_number,
+                           name=name.strip(), birth_date=birth_date, township=township.strip(),
+                           village=village.strip(), identity_group=identity_group,
+                           enrol_date=enrol_date, bank=bank, actor=actor)
+
+    def _require_open(self, field: str = "participant") -> None:
+        if self.status in ("deceased", "terminated"):
+            raise Refused(field, f"participant is {self.status}; no money may be booked")
+
+    def receive_contribution(self, *, year: int, tier_fen: int, amount_fen: int, channel: str,
+                             receipt_no: str, value_date: date, back_payment: bool,
+                             rules: RuleVersion, actor: str) -> None:
+        check_contribution(
+            status=self.status, birth_date=self.birth_date, contributed_years=self.contributed_years,
+            receipts=self.receipts, identity_group=self.identity_group_on(value_date),
+            year=year, tier_fen=tier_fen, amount_fen=amount_fen, channel=channel,
+            receipt_no=receipt_no, value_date=value_date, back_payment=back_payment, rules=rules)
+        self.trigger_event(self.ContributionReceived, year=year, tier_fen=tier_fen,
+                           amount_fen=amount_fen, channel=channel, receipt_no=receipt_no,
+                           value_date=value_date, back_payment=back_payment,
+                           rule_version=rules.label, actor=actor)
+        on_behalf = tier_fen - amount_fen
+        if on_behalf:
+            self.trigger_event(self.PaidOnBehalf, year=year, amount_fen=on_behalf,
+                               identity_group=self.identity_group_on(value_date),
+                               value_date=value_date, rule_version=rules.label, actor=actor)
+
+    def credit_subsidy(self, *, year: int, value_date: date, rules: RuleVersion,
+                       actor: str) -> int:
+        """Government contribution subsidy (缴费补贴) for a year's contribution, by level.
+        Back-payments earn none. Returns the total credited."""
+        self._require_open()
+        if year in self.subsidised_years:
+            raise Refused("year", f"subsidy for {year} was already credited")
+        if year not in self.contributed_years:
+            raise Refused("year", f"no contribution recorded for {year}")
+        _, tier_fen, back_payment = self.contributed_years[year]
+        if back_payment:
+            raise Refused("year", f"{year} was a back-payment (补缴), which earns no subsidy")
+        step = rules.parameters.subsidy_for_tier(tier_fen)
+        if step is None:
+            raise Refused("tier_fen", f"the rule set has no subsidy for tier {tier_fen}")
+        total = 0
+        for level in SUBSIDY_LEVELS:
+            amt = step.by_level()[level]
+            if amt:
+                self.trigger_event(self.SubsidyCredited, year=year, level=level, amount_fen=amt,
+                                   value_date=value_date, rule_version=rules.label, actor=actor)
+                total += amt
+        if total == 0:
+            raise Refused("tier_fen", f"subsidy schedule gives nothing for tier {tier_fen}")
+        return total
+
+    def credit_collective(self, *, year: int, amount_fen: int, payer: str, receipt_no: str,
+                          value_date: date, actor: str) -> None:
+        self._require_open()
+        if not payer.strip() or len(payer) > 100:
+            raise InvalidInput("payer", "must be 1 to 100 characters")
+        _check_receipt(receipt_no, self.receipts)
+        self.trigger_event(self.CollectiveSubsidyCredited, year=year, amount_fen=amount_fen,
+                           payer=payer.strip(), receipt_no=receipt_no, value_date=value_date,
+                           actor=actor)
+
+    def credit_interest(self, *, year: int, rules: RuleVersion, actor: str) -> int:
+        from ledger.interest import interest_for_year
+
+        if year in self.interest_years:
+            raise Refused("year", f"interest for {year} was already credited")
+        rate = rules.parameters.interest_rates.get(year)
+        if rate is None:
+            raise Refused("year", f"the rule set names no interest rate for {year}")
+        amount = interest_for_year(self.bookings, year, rate, rules.parameters)
+        self.trigger_event(self.InterestCredited, year=year, rate=rate, amount_fen=amount,
+                           value_date=date(year, 12, 31), rule_version=rules.label, actor=actor)
+        return amount
+
+    def change_identity_group(self, group: str, effective_from: date, actor: str) -> None:
+        self._require_open()
+        if group not in IDENTITY_GROUPS:
+            raise InvalidInput("identity_group", f"must be one of {', '.join(IDENTITY_GROUPS)}")
+        self.trigger_event(self.IdentityGroupChanged, identity_group=group,
+                           effective_from=effective_from, actor=actor)
+
+    def change_bank_details(self, bank: BankAccount, actor: str) -> None:
+        self._require_open()
+        self.trigger_event(self.BankDetailsChanged, bank=bank, actor=actor)
+
+    def _pension_refusal(self, start_month: str, params: Parameters) -> None:
+        if self.status != "enrolled":
+            raise Refused("participant", f"participant is {self.status}; only an enrolled "
+                          "participant can start a pension")
+        parse_month(start_month, "start_month")
+        earliest = month_after(birthday_at(self.birth_date, params.pension_age))
+        if start_month < earliest:
+            raise Refused("start_month", f"pension starts the month after age "
+                          f"{params.pension_age}: not before {earliest}")
+        years = len(self.contributed_years)
+        if years < params.min_contribution_years and not self._transitional(params):
+            raise Refused("participant", f"{years} contribution years; a pension needs "
+                          f"{params.min_contribution_years} (no transitional rule applies)")
+        if self.bank is None:
+            raise Refused("bank", "bank details are needed before a pension is approved")
+
+    def _transitional(self, params: Parameters) -> bool:
+        return (params.transitional_born_on_or_before is not None
+                and self.birth_date <= params.transitional_born_on_or_before)
+
+    def apply_for_pension(self, *, start_month: str, rules: RuleVersion, actor: str) -> None:
+        """An operator records the application; a different person approves it."""
+        self._pension_refusal(start_month, rules.parameters)
+        if self.pension_application is not None:
+            raise Refused("participant", "a pension application is already waiting")
+        self.trigger_event(self.PensionApplied, start_month=start_month, actor=actor)
+
+    def approve_pension(self, *, rules: RuleVersion, actor: str) -> None:
+        if self.pension_application is None:
+            raise Refused("participant", "no pension application is waiting for approval")
+        start_month, applicant = self.pension_application
+        if actor == applicant:
+            raise Refused("actor", f"{actor} recorded this application and may not approve "
+                          "it (separation of duties)")
+        params = rules.parameters
+        self._pension_refusal(start_month, params)
+        y, m = parse_month(start_month, "start_month")
+        years = len(self.contributed_years)
+        # The balance at the start of payment: everything booked before the first month.
+        balance_fen = sum(self.balance_on(date(y, m, 1) - timedelta(days=1)).values())
+        self.trigger_event(
+            self.PensionApproved, start_month=start_month,
+            basic=basic_pension_components(params, self.birth_date, start_month, years),
+            account_balance_fen=balance_fen,
+            account_pension_fen=params.account_pension_fen(balance_fen),
+            contribution_years=years, transitional=self._transitional(params),
+            rule_version=rules.label, actor=actor)
+
+    def suspend(self, reason_code: str, from_month: str, actor: str) -> None:
+        if reason_code not in SUSPEND_REASONS:
+            raise InvalidInput("reason_code", f"must be one of {', '.join(SUSPEND_REASONS)}")
+        parse_month(from_month, "from_month")
+        if self.status != "pensioner":
+            raise Refused("participant", f"participant is {self.status}; only a pensioner "
+                          "being paid can be suspended")
+        self.trigger_event(self.Suspended, reason_code=reason_code, from_month=from_month,
+                           actor=actor)
+
+    def resume(self, from_month: str, actor: str) -> list[str]:
+        parse_month(from_month, "from_month")
+        if self.status != "suspended":
+            raise Refused("participant", f"participant is {self.status}, not suspended")
+        assert self.suspension is not None
+        since = self.suspension[1]
+        if from_month < since:
+            raise Refused("from_month", f"is before the suspension began ({since})")
+        arrears = months_between(since, from_month)
+        self.trigger_event(self.Resumed, from_month=from_month, arrears_months=arrears,
+                           actor=actor)
+        return arrears
+
+    def decease(self, date_of_death: date, reported_on: date, actor: str) -> None:
+        if self.status in ("deceased",):
+            raise Refused("participant", "death is already recorded")
+        if date_of_death > reported_on:
+            raise InvalidInput("date_of_death", "is after the date it was reported")
+        if date_of_death < self.birth_date:
+            raise InvalidInput("date_of_death", "is before the birth date")
+        self.trigger_event(self.Died, date_of_death=date_of_death, reported_on=reported_on,
+                           actor=actor)
+
+    def terminate(self, reason_code: str, effective_date: date, actor: str) -> None:
+        if reason_code not in TERMINATE_REASONS:
+            raise InvalidInput("reason_code", f"must be one of {', '.join(TERMINATE_REASONS)}")
+        if self.status == "terminated" or self.termination is not None:
+            raise Refused("participant", "participant is already terminated")
+        if reason_code == "death" and self.status != "deceased":
+            raise Refused("reason_code", "record the death first (pensioner decease)")
+        self.trigger_event(self.Terminated, reason_code=reason_code,
+                           effective_date=effective_date, actor=actor)
+
+    def settle_balance(self, *, how: Literal["refund", "inheritance"], payee: str,
+                       value_date: date, rules: RuleVersion, actor: str) -> int:
+        """Pay the account out. Inheritance may exclude the subsidy part (a parameter);
+        what is excluded returns to the pooled fund."""
+        if self.closed:
+            raise Refused("participant", "the account is already settled")
+        if how == "inheritance" and self.status != "deceased":
+            raise Refused("how", "inheritance needs a recorded death")
+        if how == "refund" and self.status != "terminated":
+            raise Refused("how", "a refund needs the participant terminated first")
+        if not payee.strip():
+            raise InvalidInput("payee", "must name who receives the money")
+        if self.overpayment_fen:
+            raise Refused("participant", f"an overpayment of {self.overpayment_fen} fen is "
+                          "outstanding; recover it (offset) first")
+        keep_subsidy = how == "refund" or rules.parameters.inherit_subsidy
+        paid = {s: a for s, a in self.sources.items()
+                if a and (keep_subsidy or s not in SUBSIDY_SOURCES)}
+        forfeit = {s: a for s, a in self.sources.items() if a and s not in paid}
+        self.trigger_event(self.BalanceSettled, how=how, by_source_fen=paid,
+                           forfeited_by_source_fen=forfeit, payee=payee.strip(),
+                           value_date=value_date, actor=actor)
+        return sum(paid.values())
+
+    def assess_overpayment(self, amount_fen: int, months: list[str], reason: str,
+                           value_date: date, actor: str) -> None:
+        for m in months:
+            parse_month(m, "months")
+        self.trigger_event(self.OverpaymentAssessed, amount_fen=amount_fen, months=months,
+                           reason=reason, value_date=value_date, actor=actor)
+
+    def recover_overpayment(self, amount_fen: int, channel: Literal["offset_account", "family"],
+                            value_date: date, actor: str) -> None:
+        if amount_fen > self.overpayment_fen:
+            raise Refused("amount_fen", f"exceeds the outstanding overpayment "
+                          f"({self.overpayment_fen} fen)")
+        by_source: dict[str, int] = {}
+        if channel == "offset_account":
+            if amount_fen > self.balance_fen:
+                raise Refused("amount_fen", "exceeds the individual account balance")
+            # Offset from the participant's own money last, the subsidy parts first.
+            left = amount_fen
+            for src in ("interest", *SUBSIDY_SOURCES, "collective", "contribution"):
+                take = min(left, self.sources[src])
+                if take:
+                    by_source[src] = take
+                    left -= take
+            assert left == 0
+        self.trigger_event(self.OverpaymentRecovered, amount_fen=amount_fen, channel=channel,
+                           by_source_fen=by_source, value_date=value_date, actor=actor)
+
+
+def birthday_at(born: date, age: int) -> date:
+    try:
+        return born.replace(year=born.year + age)
+    except ValueError:  # 29 February in a common year
+        return date(born.year + age, 2, 28)
+
+
+def months_between(first: str, stop: str) -> list[str]:
+    """Months from first (inclusive) to stop (exclusive), YYYY-MM strings."""
+    y, m = parse_month(first, "from_month")
+    out = []
+    while f"{y:04d}-{m:02d}" < stop:
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y, m + 1) if m < 12 else (y + 1, 1)
+        assert len(out) <= 1200
+    return out
+
+
+def _check_receipt(receipt_no: str, receipts: set[str]) -> None:
+    if not receipt_no.strip() or len(receipt_no) > 64:
+        raise InvalidInput("receipt_no", "must be 1 to 64 characters")
+    if receipt_no in receipts:
+        raise Refused("receipt_no", f"receipt {receipt_no} is already booked")
+
+
+def check_contribution(*, status: str, birth_date: date,
+                       contributed_years: dict[int, tuple[str, int, bool]] | set[int],
+                       receipts: set[str], identity_group: str, year: int, tier_fen: int,
+                       amount_fen: int, channel: str, receipt_no: str, value_date: date,
+                       back_payment: bool, rules: RuleVersion) -> None:
+    """Every rule a contribution must pass. Shared by the one-at-a-time command and the
+    bulk import so the two can never disagree."""
+    if status in ("deceased", "terminated"):
+        raise Refused("id_number", f"participant is {status}; contributions are refused")
+    if status in ("pensioner", "suspended"):
+        raise Refused("id_number", "participant already draws a pension; contributions stop")
+    if channel not in CHANNELS:
+        raise InvalidInput("channel", f"must be one of {', '.join(CHANNELS)}")
+    _check_receipt(receipt_no, receipts)
+    params = rules.parameters
+    if tier_fen not in params.contribution_tiers_fen:
+        tiers = ", ".join(str(t // 100) for t in params.contribution_tiers_fen)
+        raise Refused("tier", f"{tier_fen // 100}.{tier_fen % 100:02d} is not a tier of rule "
+                      f"{rules.label} (yuan: {tiers})")
+    if year > value_date.year:
+        raise InvalidInput("year", f"{year} is after the value date {value_date.isoformat()}")
+    if back_payment:
+        if year >= value_date.year:
+            raise InvalidInput("year", "a back-payment (补缴) is for an earlier year")
+    elif year != value_date.year:
+        raise InvalidInput("year", f"{year} is not the year of the value date; use back-payment "
+                           "for missed years")
+    if year < birth_date.year + params.min_enrol_age:
+        raise Refused("year", f"the participant was under {params.min_enrol_age} in {year}")
+    if year in contributed_years:
+        raise Refused("year", f"a contribution for {year} is already booked")
+    # Back-payments get no payment on behalf: the participant pays the whole tier.
+    on_behalf = 0 if back_payment else on_behalf_fen(params, identity_group, tier_fen)
+    if amount_fen != tier_fen - on_behalf:
+        if on_behalf:
+            raise InvalidInput("amount", f"must be the tier {tier_fen} fen less the on-behalf "
+                               f"part {on_behalf} fen ({identity_group}) = {tier_fen - on_behalf} fen")
+        raise InvalidInput("amount", f"must equal the tier ({tier_fen} fen)")
+    if amount_fen <= 0 and not on_behalf:
+        raise InvalidInput("amount", "must be greater than zero")
+
+
+def on_behalf_fen(params: Parameters, identity_group: str, tier_fen: int) -> int:
+    """The government pays a share of the lowest tier for hardship groups (代缴)."""
+    pct = params.on_behalf_percent.get(identity_group, 0)
+    lowest = params.contribution_tiers_fen[0]
+    share = lowest * pct // 100
+    return min(share, tier_fen)

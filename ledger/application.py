@@ -1,0 +1,514 @@
+"""The ledger's commands: the only way anything is written.
+
+Every command is carried out under optimistic concurrency (a conflicting writer makes it
+reload and try again) and, when it carries an idempotency key, records a CommandReceipt in
+the same transaction as its events: the same key and payload return the first result, the
+same key with another payload is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from datetime import date
+from typing import Any, TypeVar
+from uuid import UUID
+
+import orjson
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import Environment
+
+from ledger import resident_id
+from ledger.aggregates.command_receipt import MAX_KEY_LEN, CommandReceipt
+from ledger.aggregates.fund import Fund
+from ledger.aggregates.participant import BankAccount, Participant, participant_id
+from ledger.aggregates.ruleset import RuleSet
+from ledger.errors import (
+    ConcurrencyConflict,
+    IdempotencyConflict,
+    InvalidInput,
+    NotFound,
+    Refused,
+)
+from ledger.money import check_fen
+from ledger.postings import guarded_deltas
+from ledger.rules import Parameters, RuleVersion, sample_county
+from ledger.store import RegisterRow, StoreQueries, resolve_url, store_env
+
+MAX_ATTEMPTS = 5
+FUND_NAME = "county"
+RULESET_NAME = "county"
+T = TypeVar("T")
+
+
+def payload_sha256(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS,
+                                       default=str)).hexdigest()
+
+
+def register_row(p: Participant) -> RegisterRow:
+    return RegisterRow(
+        participant_id=p.id, version=p.version, status=p.status,
+        birth_date=p.birth_date.isoformat(),
+        identity_groups=orjson.dumps([[d.isoformat(), g] for d, g in p.identity_groups]).decode(),
+        contributed_years=orjson.dumps(
+            {str(y): list(v) for y, v in sorted(p.contributed_years.items())}).decode(),
+    )
+
+
+class Ledger(Application[UUID]):
+    name = "PensionLedger"
+
+    def __init__(self, url: str | None = None, cipher_key: str | None = None) -> None:
+        self.url = resolve_url(url)
+        env = store_env(self.url, cipher_key)
+        if "POSTGRES_SCHEMA" in env:
+            StoreQueries.create_schema(env)
+        super().__init__(env=env)
+        self.queries = StoreQueries(self.recorder)
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        # The composition root decides the configuration; stray process variables do not.
+        return Environment(name, {**type(self).env, **(env or {})})
+
+    # ---- plumbing ---------------------------------------------------------------------
+
+    def _save(self, *aggregates: Any) -> None:
+        """Save aggregates with everything that must be written in the same transaction."""
+        pending = [e for a in aggregates for e in a.pending_events]
+        register = [register_row(a) for a in aggregates if isinstance(a, Participant)]
+        receipts = [(e.receipt_no, e.originator_id) for e in pending
+                    if isinstance(e, Participant.ContributionReceived |
+                                  Participant.CollectiveSubsidyCredited)]
+        self.save(*aggregates, fund_deltas=guarded_deltas(pending), register=register,
+                  receipts=receipts)
+
+    def _command(self, command: str, key: str | None, payload: dict[str, Any],
+                 body: Callable[[], tuple[list[Any], dict[str, Any]]], actor: str) -> dict[str, Any]:
+        """Run body() -> (aggregates to save, result) with retries and idempotency."""
+        if key is not None and not 0 < len(key) <= MAX_KEY_LEN:
+            raise InvalidInput("idempotency_key", f"must be 1 to {MAX_KEY_LEN} characters")
+        digest = payload_sha256({"command": command, **payload})
+        for _attempt in range(MAX_ATTEMPTS):
+            if key is not None:
+                earlier = self._receipt(key)
+                if earlier is not None:
+                    if earlier.payload_sha256 != digest:
+                        raise IdempotencyConflict(key)
+                    return {**earlier.result, "replayed": True}
+            aggregates, result = body()
+            if key is not None:
+                aggregates.append(CommandReceipt.record(key, command, digest, result, actor))
+            try:
+                self._save(*aggregates)
+            except IntegrityError:
+                continue  # another writer got there first: reload and decide again
+            return result
+        raise ConcurrencyConflict(MAX_ATTEMPTS)
+
+    def _receipt(self, key: str) -> CommandReceipt | None:
+        try:
+            return self.repository.get(CommandReceipt.id_for(key))  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
+    def participant(self, id_number: str) -> Participant:
+        canonical = resident_id.normalise(id_number)
+        try:
+            return self.repository.get(participant_id(canonical))  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            raise NotFound("id_number", resident_id.mask(canonical)) from None
+
+    def fund(self) -> Fund:
+        try:
+            return self.repository.get(Fund.id_for(FUND_NAME))  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            raise Refused("fund", "the ledger is not set up: run `pension-ledger init`") from None
+
+    def ruleset(self) -> RuleSet:
+        try:
+            return self.repository.get(RuleSet.id_for(RULESET_NAME))  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            raise Refused("rules", "the ledger is not set up: run `pension-ledger init`") from None
+
+    def rules_on(self, on: date, field: str = "value_date") -> RuleVersion:
+        return self.ruleset().in_force(on, field)
+
+    def _check_not_booked(self, receipt_no: str) -> None:
+        owner = self.queries.receipt_owner(receipt_no)
+        if owner is not None:
+            raise Refused("receipt_no", f"receipt {receipt_no} is already booked")
+
+    # ---- set-up and rules -------------------------------------------------------------
+
+    def init(self, actor: str = "admin",
+             versions: list[tuple[date, Parameters, str]] | None = None) -> dict[str, Any]:
+        """Open the fund and the rule set (the sample county's rules by default). Idempotent."""
+        created = []
+        try:
+            self.repository.get(Fund.id_for(FUND_NAME))
+        except AggregateNotFoundError:
+            try:
+                self._save(Fund.open(FUND_NAME, actor))
+                created.append("fund")
+            except IntegrityError:
+                pass
+        try:
+            self.repository.get(RuleSet.id_for(RULESET_NAME))
+        except AggregateNotFoundError:
+            rules = RuleSet.open(RULESET_NAME, actor)
+            for effective_from, params, note in versions or sample_county():
+                rules.publish(effective_from, params, note, actor)
+            try:
+                self._save(rules)
+                created.append("rules")
+            except IntegrityError:
+                pass
+        return {"created": created, "rule_versions": len(self.ruleset().versions)}
+
+    def publish_rules(self, effective_from: date, parameters: Parameters, note: str,
+                      actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            rules = self.ruleset()
+            version = rules.publish(effective_from, parameters, note, actor)
+            return [rules], {"version": version, "effective_from": effective_from.isoformat()}
+        return self._command("publish-rules", idempotency_key,
+                             {"effective_from": effective_from,
+                              "parameters": parameters.model_dump(mode="json"), "note": note},
+                             body, actor)
+
+    # ---- participants -----------------------------------------------------------------
+
+    def enrol(self, *, id_number: str, name: str, township: str, village: str,
+              identity_group: str, enrol_date: date, bank: BankAccount | None,
+              actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        canonical = resident_id.normalise(id_number)
+        born = resident_id.birth_date(canonical)
+
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            if self.queries.register_row(participant_id(canonical)) is not None:
+                raise Refused("id_number", f"{resident_id.mask(canonical)} is already enrolled")
+            params = self.rules_on(enrol_date, "enrol_date").parameters
+            p = Participant.enrol(id_number=canonical, name=name, birth_date=born,
+                                  township=township, village=village,
+                                  identity_group=identity_group, enrol_date=enrol_date,
+                                  bank=bank, params=params, actor=actor)
+            return [p], {"participant_id": str(p.id), "id_number": resident_id.mask(canonical)}
+
+        return self._command("enrol", idempotency_key,
+                             {"id_number": canonical, "name": name, "township": township,
+                              "village": village, "identity_group": identity_group,
+                              "enrol_date": enrol_date,
+                              "bank": bank.model_dump() if bank else None}, body, actor)
+
+    def contribute(self, *, id_number: str, year: int, tier_fen: int, amount_fen: int,
+                   channel: str, receipt_no: str, value_date: date, back_payment: bool = False,
+                   actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        check_fen(tier_fen, "tier")
+        check_fen(amount_fen, "amount", allow_zero=True)
+        key = idempotency_key or f"contribution:{receipt_no}"
+
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            p = self.participant(id_number)
+            self._check_not_booked(receipt_no)
+            rules = self.rules_on(value_date)
+            p.receive_contribution(year=year, tier_fen=tier_fen, amount_fen=amount_fen,
+                                   channel=channel, receipt_no=receipt_no, value_date=value_date,
+                                   back_payment=back_payment, rules=rules, actor=actor)
+            return [p], {"participant_id": str(p.id), "year": year, "amount_fen": amount_fen,
+                         "on_behalf_fen": tier_fen - amount_fen, "rule_version": rules.label}
+
+        return self._command("contribute", key,
+                             {"id_number": resident_id.normalise(id_number), "year": year,
+                              "tier_fen": tier_fen, "amount_fen": amount_fen, "channel": channel,
+                              "receipt_no": receipt_no, "value_date": value_date,
+                              "back_payment": back_payment}, body, actor)
+
+    def subsidise(self, *, id_number: str, year: int, value_date: date, actor: str,
+                  idempotency_key: str | None = None) -> dict[str, Any]:
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            p = self.participant(id_number)
+            rules = self.rules_on(value_date)
+            total = p.credit_subsidy(year=year, value_date=value_date, rules=rules, actor=actor)
+            return [p], {"participant_id": str(p.id), "year": year, "amount_fen": total,
+                         "rule_version": rules.label}
+
+        canonical = resident_id.normalise(id_number)
+        return self._command("subsidise", idempotency_key or f"subsidy:{canonical}:{year}",
+                             {"id_number": canonical, "year": year, "value_date": value_date},
+                             body, actor)
+
+    def subsidise_year(self, *, year: int, value_date: date, actor: str,
+                       progress: Callable[[int], None] | None = None,
+                       chunk_size: int = 1000) -> dict[str, int]:
+        """Credit the contribution subsidy to everyone who contributed in `year` and has
+        not had it yet. Resumable: each chunk is atomic and repeats are skipped."""
+        rules = self.rules_on(value_date)
+        credited = skipped = total_fen = 0
+        for chunk in self._chunks(self.queries.participants_contributed(year), chunk_size):
+            batch = []
+            for pid in chunk:
+                p: Participant = self.repository.get(pid)
+                _, _, back = p.contributed_years[year]
+                if year in p.subsidised_years or back or p.status in ("deceased", "terminated"):
+                    skipped += 1
+                    continue
+                total_fen += p.credit_subsidy(year=year, value_date=value_date, rules=rules,
+                                              actor=actor)
+                batch.append(p)
+                credited += 1
+            if batch:
+                self._save(*batch)
+            if progress:
+                progress(len(chunk))
+        return {"credited": credited, "skipped": skipped, "amount_fen": total_fen}
+
+    def credit_collective(self, *, id_number: str, year: int, amount_fen: int, payer: str,
+                          receipt_no: str, value_date: date, actor: str,
+                          idempotency_key: str | None = None) -> dict[str, Any]:
+        check_fen(amount_fen, "amount")
+
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            p = self.participant(id_number)
+            self._check_not_booked(receipt_no)
+            p.credit_collective(year=year, amount_fen=amount_fen, payer=payer,
+                                receipt_no=receipt_no, value_date=value_date, actor=actor)
+            return [p], {"participant_id": str(p.id), "amount_fen": amount_fen}
+
+        return self._command("collective", idempotency_key or f"collective:{receipt_no}",
+                             {"id_number": resident_id.normalise(id_number), "year": year,
+                              "amount_fen": amount_fen, "payer": payer,
+                              "receipt_no": receipt_no, "value_date": value_date}, body, actor)
+
+    def credit_interest(self, *, year: int, today: date, actor: str,
+                        progress: Callable[[int], None] | None = None,
+                        chunk_size: int = 1000) -> dict[str, int]:
+        """Year-end interest over all participants, after 31 December of `year`.
+        Resumable: each chunk is atomic, and a participant credited already is skipped."""
+        if today <= date(year, 12, 31):
+            raise Refused("year", f"interest for {year} is credited after 31 December {year}")
+        rules = self.rules_on(date(year, 12, 31), "year")
+        if year not in rules.parameters.interest_rates:
+            raise Refused("year", f"rule {rules.label} names no interest rate for {year}")
+        credited = skipped = total_fen = 0
+        for chunk in self._chunks(self.queries.all_participant_ids(), chunk_size):
+            for _attempt in range(MAX_ATTEMPTS):
+                batch = []
+                chunk_fen = 0
+                for pid in chunk:
+                    p: Participant = self.repository.get(pid)
+                    if year in p.interest_years or p.enrol_date.year > year:
+                        continue
+                    chunk_fen += p.credit_interest(year=year, rules=rules, actor=actor)
+                    batch.append(p)
+                try:
+                    if batch:
+                        self._save(*batch)
+                except IntegrityError:
+                    continue
+                credited += len(batch)
+                skipped += len(chunk) - len(batch)
+                total_fen += chunk_fen
+                break
+            else:
+                raise ConcurrencyConflict(MAX_ATTEMPTS)
+            if progress:
+                progress(len(chunk))
+        return {"credited": credited, "skipped": skipped, "amount_fen": total_fen}
+
+    @staticmethod
+    def _chunks(items: list[UUID], size: int) -> Iterator[list[UUID]]:
+        assert 0 < size <= 100_000
+        for i in range(0, len(items), size):
+            yield items[i:i + size]
+
+    def change_identity_group(self, *, id_number: str, group: str, effective_from: date,
+                              actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            p = self.participant(id_number)
+            p.change_identity_group(group, effective_from, actor)
+            return [p], {"participant_id": str(p.id), "identity_group": group}
+        return self._command("change-group", idempotency_key,
+                             {"id_number": id_number, "group": group,
+                              "effective_from": effective_from}, body, actor)
+
+    def change_bank_details(self, *, id_number: str, bank: BankAccount, actor: str,
+                            idempotency_key: str | None = None) -> dict[str, Any]:
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            p = self.participant(id_number)
+            p.change_bank_details(bank, actor)
+            return [p], {"participant_id": str(p.id)}
+        return self._command("change-bank", idempotency_key,
+                             {"id_number": id_number, "bank": bank.model_dump()}, body, actor)
+
+    # ---- pensioners -------------------------------------------------------------------
+
+    def apply_for_pension(self, *, id_number: str, start_month: str, actor: str,
+                          idempotency_key: str | None = None) -> dict[str, Any]:
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            p = self.participant(id_number)
+            rules = self.rules_on(_first_of(start_month), "start_month")
+            p.apply_for_pension(start_month=start_month, rules=rules, actor=actor)
+            return [p], {"participant_id": str(p.id), "start_month": start_month}
+        return self._command("pension-apply", idempotency_key,
+                             {"id_number": id_number, "start_month": start_month}, body, actor)
+
+    def approve_pension(self, *, id_number: str, actor: str,
+                        idempotency_key: str | None = None) -> dict[str, Any]:
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            p = self.participant(id_number)
+            if p.pension_application is None:
+                raise Refused("participant", "no pension application is waiting for approval")
+            start_month = p.pension_application[0]
+            rules = self.rules_on(_first_of(start_month), "start_month")
+            p.approve_pension(rules=rules, actor=actor)
+            assert p.pension is not None
+            return [p], {"participant_id": str(p.id), "start_month": start_month,
+                         "basic_fen": p.pension.basic.total_fen(),
+                         "account_pension_fen": p.pension.account_pension_fen,
+                         "rule_version": rules.label}
+        return self._command("pension-approve", idempotency_key, {"id_number": id_number},
+                             body, actor)
+
+    def _participant_step(self, command: str, id_number: str, actor: str, key: str | None,
+                          payload: dict[str, Any], step: Callable[[Participant], Any]
+                          ) -> dict[str, Any]:
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            p = self.participant(id_number)
+            out = step(p)
+            return [p], {"participant_id": str(p.id), "status": p.status,
+                         **({"result": out} if out is not None else {})}
+        return self._command(command, key, {"id_number": id_number, **payload}, body, actor)
+
+    def suspend(self, *, id_number: str, reason_code: str, from_month: str, actor: str,
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        return self._participant_step(
+            "suspend", id_number, actor, idempotency_key,
+            {"reason_code": reason_code, "from_month": from_month},
+            lambda p: p.suspend(reason_code, from_month, actor))
+
+    def resume(self, *, id_number: str, from_month: str, actor: str,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        return self._participant_step(
+            "resume", id_number, actor, idempotency_key, {"from_month": from_month},
+            lambda p: {"arrears_months": p.resume(from_month, actor)})
+
+    def decease(self, *, id_number: str, date_of_death: date, reported_on: date, actor: str,
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        return self._participant_step(
+            "decease", id_number, actor, idempotency_key,
+            {"date_of_death": date_of_death, "reported_on": reported_on},
+            lambda p: p.decease(date_of_death, reported_on, actor))
+
+    def terminate(self, *, id_number: str, reason_code: str, effective_date: date, actor: str,
+                  idempotency_key: str | None = None) -> dict[str, Any]:
+        return self._participant_step(
+            "terminate", id_number, actor, idempotency_key,
+            {"reason_code": reason_code, "effective_date": effective_date},
+            lambda p: p.terminate(reason_code, effective_date, actor))
+
+    def settle_balance(self, *, id_number: str, how: str, payee: str, value_date: date,
+                       actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        if how not in ("refund", "inheritance"):
+            raise InvalidInput("how", "must be refund or inheritance")
+        rules = self.rules_on(value_date)
+        return self._participant_step(
+            "settle", id_number, actor, idempotency_key,
+            {"how": how, "payee": payee, "value_date": value_date},
+            lambda p: {"amount_fen": p.settle_balance(how=how, payee=payee,  # type: ignore[arg-type]
+                                                      value_date=value_date, rules=rules,
+                                                      actor=actor)})
+
+    def assess_overpayment(self, *, id_number: str, amount_fen: int, months: list[str],
+                           reason: str, value_date: date, actor: str,
+                           idempotency_key: str | None = None) -> dict[str, Any]:
+        check_fen(amount_fen, "amount")
+        return self._participant_step(
+            "assess-overpayment", id_number, actor, idempotency_key,
+            {"amount_fen": amount_fen, "months": months, "reason": reason,
+             "value_date": value_date},
+            lambda p: p.assess_overpayment(amount_fen, months, reason, value_date, actor))
+
+    def recover_overpayment(self, *, id_number: str, amount_fen: int, channel: str,
+                            value_date: date, actor: str,
+                            idempotency_key: str | None = None) -> dict[str, Any]:
+        check_fen(amount_fen, "amount")
+        if channel not in ("offset_account", "family"):
+            raise InvalidInput("channel", "must be offset_account or family")
+        return self._participant_step(
+            "recover-overpayment", id_number, actor, idempotency_key,
+            {"amount_fen": amount_fen, "channel": channel, "value_date": value_date},
+            lambda p: p.recover_overpayment(amount_fen, channel,  # type: ignore[arg-type]
+                                            value_date, actor))
+
+    # ---- the fund's bank accounts -----------------------------------------------------
+
+    def _fund_step(self, command: str, key: str | None, payload: dict[str, Any],
+                   step: Callable[[Fund], Any], actor: str) -> dict[str, Any]:
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            f = self.fund()
+            out = step(f)
+            return [f], {"reference": payload["reference"],
+                         "amount_fen": payload["amount_fen"],
+                         **({"kind": out} if isinstance(out, str) else {})}
+        return self._command(command, key or f"fund:{payload['reference']}", payload, body, actor)
+
+    def receive_treasury_funds(self, *, amount_fen: int, level: str, purpose: str,
+                               value_date: date, reference: str, actor: str,
+                               idempotency_key: str | None = None) -> dict[str, Any]:
+        check_fen(amount_fen, "amount")
+        return self._fund_step(
+            "treasury", idempotency_key,
+            {"amount_fen": amount_fen, "level": level, "purpose": purpose,
+             "value_date": value_date, "reference": reference},
+            lambda f: f.receive_treasury_funds(amount_fen=amount_fen, level=level,
+                                               purpose=purpose, value_date=value_date,
+                                               reference=reference, actor=actor), actor)
+
+    def transfer(self, *, from_account: str, to_account: str, amount_fen: int,
+                 value_date: date, reference: str, actor: str,
+                 idempotency_key: str | None = None) -> dict[str, Any]:
+        check_fen(amount_fen, "amount")
+        return self._fund_step(
+            "transfer", idempotency_key,
+            {"from_account": from_account, "to_account": to_account, "amount_fen": amount_fen,
+             "value_date": value_date, "reference": reference},
+            lambda f: f.transfer(from_account=from_account, to_account=to_account,
+                                 amount_fen=amount_fen, value_date=value_date,
+                                 reference=reference, actor=actor), actor)
+
+    def sweep(self, **kwargs: Any) -> dict[str, Any]:
+        """Income account -> fiscal special account."""
+        return self.transfer(from_account="income", to_account="fiscal", **kwargs)
+
+    def appropriate(self, **kwargs: Any) -> dict[str, Any]:
+        """Fiscal special account -> expenditure account, by the approved spending plan."""
+        return self.transfer(from_account="fiscal", to_account="expenditure", **kwargs)
+
+    def earn_bank_interest(self, *, account: str, amount_fen: int, value_date: date,
+                           reference: str, actor: str,
+                           idempotency_key: str | None = None) -> dict[str, Any]:
+        check_fen(amount_fen, "amount")
+        return self._fund_step(
+            "bank-interest", idempotency_key,
+            {"account": account, "amount_fen": amount_fen, "value_date": value_date,
+             "reference": reference},
+            lambda f: f.earn_bank_interest(account=account, amount_fen=amount_fen,
+                                           value_date=value_date, reference=reference,
+                                           actor=actor), actor)
+
+    # ---- reading ----------------------------------------------------------------------
+
+    def fund_positions(self) -> dict[str, int]:
+        return self.queries.fund_positions()
+
+    def statement(self, id_number: str, as_of: date | None = None) -> dict[str, Any]:
+        from ledger.statement import statement_of
+        return statement_of(self.participant(id_number), as_of)
+
+
+def _first_of(month: str) -> date:
+    from ledger.aggregates.participant import parse_month
+    y, m = parse_month(month, "start_month")
+    return date(y, m, 1)

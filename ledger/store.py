@@ -1,0 +1,465 @@
+"""The event store and what is written in the same transaction as the events.
+
+eventsourcing's recorders, extended so that one transaction holds:
+  - the events themselves;
+  - a block of the hash chain over the stored events (tamper evidence);
+  - the guarded balances of the fund's bank accounts (never below zero);
+  - the participant register: version, status and contribution years of each
+    participant, so a bulk import validates 100,000 lines without replaying them;
+  - booked receipt numbers, unique across the whole fund.
+Store selection: LEDGER_DATABASE_URL (or --db) is a SQLite path or a postgresql:// URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlparse
+from uuid import UUID
+
+import orjson
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import get_topic, resolve_topic
+from pydantic import BaseModel
+from psycopg.sql import SQL, Identifier
+
+from ledger.errors import Refused
+from ledger.postings import ACCOUNT_NAMES, GUARDED_ACCOUNTS
+
+DEFAULT_SQLITE_PATH = "./var/ledger.db"
+GENESIS_SHA256 = "0" * 64
+MAX_BLOCK_EVENTS = 1_000_000
+
+
+# ---- transcoding (eventsourcing's aggregate8 pattern) --------------------------------
+
+class OrjsonTranscoder(Transcoder):
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    def decode(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+class PydanticMapper(Mapper[UUID]):
+    """Pydantic events dumped with mode="json": Decimal and dates become strings."""
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        topic = get_topic(domain_event.__class__)
+        state = domain_event.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+        stored_state = self.transcoder.encode(state)
+        if self.compressor:
+            stored_state = self.compressor.compress(stored_state)
+        if self.cipher:
+            stored_state = self.cipher.encrypt(stored_state)
+        return StoredEvent(originator_id=domain_event.originator_id,
+                           originator_version=domain_event.originator_version,
+                           topic=topic, state=stored_state)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        stored_state = stored_event.state
+        if self.cipher:
+            stored_state = self.cipher.decrypt(stored_state)
+        if self.compressor:
+            stored_state = self.compressor.decompress(stored_state)
+        state = self.transcoder.decode(stored_state)
+        cls: type[BaseModel] = resolve_topic(stored_event.topic)
+        return cls(originator_id=stored_event.originator_id,
+                   originator_version=stored_event.originator_version, **state)
+
+
+# ---- what rides along with the events ------------------------------------------------
+
+@dataclass(frozen=True)
+class RegisterRow:
+    participant_id: UUID
+    version: int
+    status: str
+    birth_date: str
+    identity_groups: str      # JSON [[since, group], ...]
+    contributed_years: str    # JSON {year: [receipt, tier_fen, back_payment]}
+
+
+class InsufficientFunds(Refused):
+    pass
+
+
+def event_sha256(notification_id: int, originator_id: Any, version: int, topic: str,
+                 state: bytes) -> bytes:
+    """The hash of one stored event, over exactly what is stored (ciphertext when
+    encrypted), so an auditor can verify from the database alone, without the key."""
+    oid = originator_id.hex if isinstance(originator_id, UUID) else str(originator_id).replace("-", "")
+    head = f"{notification_id}|{oid}|{version}|{topic}|".encode()
+    return hashlib.sha256(head + bytes(state)).digest()
+
+
+def block_sha256(block_no: int, first_id: int, last_id: int, count: int, events_sha256: str,
+                 prev_sha256: str) -> str:
+    text = f"{block_no}|{first_id}|{last_id}|{count}|{events_sha256}|{prev_sha256}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def events_digest(rows: Iterable[tuple[int, Any, int, str, bytes]]) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    for row in rows:
+        h.update(event_sha256(*row))
+        n += 1
+    return h.hexdigest(), n
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _guard_message(account: str, balance: int, delta: int) -> str:
+    from ledger.money import format_yuan
+
+    return (f"would take the {ACCOUNT_NAMES.get(account, account)} below zero "
+            f"(balance {format_yuan(balance)} yuan, change {format_yuan(delta)} yuan)")
+
+
+# ---- SQLite -------------------------------------------------------------------------
+
+SQLITE_EXTRA_TABLES = [
+    "CREATE TABLE IF NOT EXISTS event_chain (block_no INTEGER PRIMARY KEY, "
+    "first_notification_id INTEGER NOT NULL, last_notification_id INTEGER NOT NULL, "
+    "event_count INTEGER NOT NULL, events_sha256 TEXT NOT NULL, prev_sha256 TEXT NOT NULL, "
+    "block_sha256 TEXT NOT NULL, recorded_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS fund_positions (account TEXT PRIMARY KEY, "
+    "balance_fen INTEGER NOT NULL CHECK (balance_fen >= 0))",
+    "CREATE TABLE IF NOT EXISTS participant_register (participant_id TEXT PRIMARY KEY, "
+    "version INTEGER NOT NULL, status TEXT NOT NULL, birth_date TEXT NOT NULL, "
+    "identity_groups TEXT NOT NULL, contributed_years TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS booked_receipts (receipt_no TEXT PRIMARY KEY, "
+    "participant_id TEXT NOT NULL)",
+]
+
+
+class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
+    def construct_create_table_statements(self) -> list[str]:
+        return super().construct_create_table_statements() + SQLITE_EXTRA_TABLES
+
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        assert ids is not None
+        self._ride_along(c, list(zip(ids, stored_events, strict=True)), **kwargs)
+        return ids
+
+    def insert_events_bulk(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> int:
+        """One transaction, executemany: the bulk import path."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self.events_table_name}")
+            before = c.fetchone()[0]
+            c.executemany(self.insert_events_statement,
+                          [(s.originator_id.hex, s.originator_version, s.topic, s.state)
+                           for s in stored_events])
+            ids = list(range(before + 1, before + 1 + len(stored_events)))
+            c.execute(f"SELECT MAX(rowid) FROM {self.events_table_name}")
+            assert c.fetchone()[0] == ids[-1], "rowids must be contiguous in one transaction"
+            self._ride_along(c, list(zip(ids, stored_events, strict=True)), **kwargs)
+        return len(stored_events)
+
+    def _ride_along(self, c: Any, recorded: list[tuple[int, StoredEvent]], *,
+                    fund_deltas: dict[str, int] | None = None,
+                    register: Sequence[RegisterRow] = (),
+                    receipts: Sequence[tuple[str, UUID]] = (), **_: Any) -> None:
+        for account, delta in sorted((fund_deltas or {}).items()):
+            assert account in GUARDED_ACCOUNTS
+            c.execute("SELECT balance_fen FROM fund_positions WHERE account=?", (account,))
+            row = c.fetchone()
+            balance = row[0] if row else 0
+            if balance + delta < 0:
+                raise InsufficientFunds("amount", _guard_message(account, balance, delta))
+            if row:
+                c.execute("UPDATE fund_positions SET balance_fen = balance_fen + ? "
+                          "WHERE account = ?", (delta, account))
+            else:
+                c.execute("INSERT INTO fund_positions VALUES (?, ?)", (account, delta))
+        if register:
+            c.executemany(
+                "INSERT INTO participant_register VALUES (?,?,?,?,?,?) ON CONFLICT(participant_id) "
+                "DO UPDATE SET version=excluded.version, status=excluded.status, "
+                "identity_groups=excluded.identity_groups, "
+                "contributed_years=excluded.contributed_years",
+                [(r.participant_id.hex, r.version, r.status, r.birth_date, r.identity_groups,
+                  r.contributed_years) for r in register])
+        if receipts:
+            c.executemany("INSERT INTO booked_receipts VALUES (?, ?)",
+                          [(no, pid.hex) for no, pid in receipts])
+        self._chain(c, recorded)
+
+    def _chain(self, c: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
+        if not recorded:
+            return
+        assert len(recorded) <= MAX_BLOCK_EVENTS
+        digest, n = events_digest((i, s.originator_id, s.originator_version, s.topic, s.state)
+                                  for i, s in recorded)
+        c.execute("SELECT block_no, block_sha256 FROM event_chain ORDER BY block_no DESC LIMIT 1")
+        row = c.fetchone()
+        block_no, prev = (row[0] + 1, row[1]) if row else (1, GENESIS_SHA256)
+        first, last = recorded[0][0], recorded[-1][0]
+        c.execute("INSERT INTO event_chain VALUES (?,?,?,?,?,?,?,?)",
+                  (block_no, first, last, n, digest, prev,
+                   block_sha256(block_no, first, last, n, digest, prev), _now()))
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------
+
+class LedgerPostgresRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema = Identifier(self.datastore.schema)
+        self.sql_create_statements.extend([
+            SQL("CREATE TABLE IF NOT EXISTS {s}.event_chain (block_no bigint PRIMARY KEY, "
+                "first_notification_id bigint NOT NULL, last_notification_id bigint NOT NULL, "
+                "event_count integer NOT NULL, events_sha256 text NOT NULL, "
+                "prev_sha256 text NOT NULL, block_sha256 text NOT NULL, "
+                "recorded_at text NOT NULL)").format(s=schema),
+            SQL("CREATE TABLE IF NOT EXISTS {s}.fund_positions (account text PRIMARY KEY, "
+                "balance_fen bigint NOT NULL CHECK (balance_fen >= 0))").format(s=schema),
+            SQL("CREATE TABLE IF NOT EXISTS {s}.participant_register (participant_id uuid "
+                "PRIMARY KEY, version bigint NOT NULL, status text NOT NULL, "
+                "birth_date text NOT NULL, identity_groups text NOT NULL, "
+                "contributed_years text NOT NULL)").format(s=schema),
+            SQL("CREATE TABLE IF NOT EXISTS {s}.booked_receipts (receipt_no text PRIMARY KEY, "
+                "participant_id uuid NOT NULL)").format(s=schema),
+        ])
+        self._schema = schema
+
+    def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
+                                       **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        assert ids is not None and len(ids) == len(stored_events)
+        self._ride_along(curs, list(zip(ids, stored_events, strict=True)), **kwargs)
+        return ids
+
+    def insert_events_bulk(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> int:
+        """Binary COPY of the events under the same table lock as ordinary inserts."""
+        table = SQL("{s}.{t}").format(s=self._schema, t=Identifier(self.events_table_name))
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            curs.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) AS m FROM {t}").format(t=table))
+            before = curs.fetchone()["m"]
+            with curs.copy(SQL("COPY {t} (originator_id, originator_version, topic, state) "
+                               "FROM STDIN (FORMAT BINARY)").format(t=table)) as copy:
+                copy.set_types(["uuid", "int8", "text", "bytea"])
+                for s in stored_events:
+                    copy.write_row((s.originator_id, s.originator_version, s.topic, s.state))
+            curs.execute(SQL("SELECT MIN(notification_id) AS lo, MAX(notification_id) AS hi, "
+                             "COUNT(*) AS n FROM {t} WHERE notification_id > %s").format(t=table),
+                         (before,))
+            row = curs.fetchone()
+            assert row["n"] == len(stored_events) and row["hi"] - row["lo"] + 1 == row["n"], row
+            ids = range(row["lo"], row["hi"] + 1)  # COPY takes sequence values in row order
+            self._ride_along(curs, list(zip(ids, stored_events, strict=True)), **kwargs)
+        return len(stored_events)
+
+    def _ride_along(self, curs: Any, recorded: list[tuple[int, StoredEvent]], *,
+                    fund_deltas: dict[str, int] | None = None,
+                    register: Sequence[RegisterRow] = (),
+                    receipts: Sequence[tuple[str, UUID]] = (), **_: Any) -> None:
+        s = self._schema
+        for account, delta in sorted((fund_deltas or {}).items()):
+            assert account in GUARDED_ACCOUNTS
+            curs.execute(SQL("SELECT balance_fen FROM {s}.fund_positions WHERE account=%s")
+                         .format(s=s), (account,))
+            row = curs.fetchone()
+            balance = row["balance_fen"] if row else 0
+            if balance + delta < 0:
+                raise InsufficientFunds("amount", _guard_message(account, balance, delta))
+            if row:
+                curs.execute(SQL("UPDATE {s}.fund_positions SET balance_fen = balance_fen + %s "
+                                 "WHERE account = %s").format(s=s), (delta, account))
+            else:
+                curs.execute(SQL("INSERT INTO {s}.fund_positions VALUES (%s, %s)").format(s=s),
+                             (account, delta))
+        if register:
+            curs.execute(
+                SQL("INSERT INTO {s}.participant_register SELECT * FROM unnest("
+                    "%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+                    "ON CONFLICT (participant_id) DO UPDATE SET version=excluded.version, "
+                    "status=excluded.status, identity_groups=excluded.identity_groups, "
+                    "contributed_years=excluded.contributed_years").format(s=s),
+                ([r.participant_id for r in register], [r.version for r in register],
+                 [r.status for r in register], [r.birth_date for r in register],
+                 [r.identity_groups for r in register], [r.contributed_years for r in register]))
+        if receipts:
+            curs.execute(SQL("INSERT INTO {s}.booked_receipts SELECT * FROM unnest("
+                             "%s::text[], %s::uuid[])").format(s=s),
+                         ([r[0] for r in receipts], [r[1] for r in receipts]))
+        self._chain(curs, recorded)
+
+    def _chain(self, curs: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
+        if not recorded:
+            return
+        assert len(recorded) <= MAX_BLOCK_EVENTS
+        digest, n = events_digest((i, s.originator_id, s.originator_version, s.topic, s.state)
+                                  for i, s in recorded)
+        curs.execute(SQL("SELECT block_no, block_sha256 FROM {s}.event_chain "
+                         "ORDER BY block_no DESC LIMIT 1").format(s=self._schema))
+        row = curs.fetchone()
+        block_no, prev = (row["block_no"] + 1, row["block_sha256"]) if row else (1, GENESIS_SHA256)
+        first, last = recorded[0][0], recorded[-1][0]
+        curs.execute(SQL("INSERT INTO {s}.event_chain VALUES (%s,%s,%s,%s,%s,%s,%s,%s)")
+                     .format(s=self._schema),
+                     (block_no, first, last, n, digest, prev,
+                      block_sha256(block_no, first, last, n, digest, prev), _now()))
+
+
+# ---- configuration ------------------------------------------------------------------
+
+def resolve_url(db: str | None = None) -> str:
+    return db or os.environ.get("LEDGER_DATABASE_URL") or DEFAULT_SQLITE_PATH
+
+
+def store_env(url: str, cipher_key: str | None = None) -> dict[str, str]:
+    """eventsourcing environment for a SQLite path or a postgresql:// URL."""
+    env: dict[str, str] = {
+        "TRANSCODER_TOPIC": get_topic(OrjsonTranscoder),
+        "MAPPER_TOPIC": get_topic(PydanticMapper),
+    }
+    key = cipher_key if cipher_key is not None else os.environ.get("CIPHER_KEY")
+    if key:
+        env["CIPHER_TOPIC"] = "eventsourcing.cipher:AESCipher"
+        env["CIPHER_KEY"] = key
+    if url.startswith(("postgresql://", "postgres://")):
+        u = urlparse(url)
+        env.update({
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": get_topic(LedgerPostgresRecorder),
+            "POSTGRES_DBNAME": u.path.lstrip("/") or "postgres",
+            "POSTGRES_HOST": u.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(u.port or 5432),
+            "POSTGRES_USER": unquote(u.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(u.password or ""),
+            "POSTGRES_LOCK_TIMEOUT": "10",
+            "POSTGRES_POOL_SIZE": "4",
+        })
+        query = dict(p.split("=", 1) for p in u.query.split("&") if "=" in p)
+        if "schema" in query:
+            env["POSTGRES_SCHEMA"] = query["schema"]
+        return env
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    if path != ":memory:" and not path.startswith("file:"):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    env.update({
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "APPLICATION_RECORDER_TOPIC": get_topic(LedgerSQLiteRecorder),
+        "SQLITE_DBNAME": path,
+        "SQLITE_LOCK_TIMEOUT": "10",
+    })
+    return env
+
+
+# ---- reading what rides along -------------------------------------------------------
+
+class StoreQueries:
+    """Plain SQL reads of the tables written beside the events."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+        self.is_postgres = isinstance(recorder, LedgerPostgresRecorder)
+        self.prefix = (f'"{recorder.datastore.schema}".' if self.is_postgres else "")
+
+    @staticmethod
+    def create_schema(env: dict[str, str]) -> None:
+        import psycopg
+
+        with psycopg.connect(host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
+                             dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
+                             password=env["POSTGRES_PASSWORD"] or None, autocommit=True) as conn:
+            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(
+                Identifier(env["POSTGRES_SCHEMA"])))
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        sql = sql.replace("{p}", self.prefix)
+        if self.is_postgres:
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+                return [tuple(r.values()) for r in curs.fetchall()]
+        with self.recorder.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [tuple(r) for r in c.fetchall()]
+
+    def _id(self, pid: UUID) -> Any:
+        return pid if self.is_postgres else pid.hex
+
+    def _uuid(self, value: Any) -> UUID:
+        return value if isinstance(value, UUID) else UUID(value)
+
+    def fund_positions(self) -> dict[str, int]:
+        rows = self.fetch("SELECT account, balance_fen FROM {p}fund_positions")
+        out = dict.fromkeys(GUARDED_ACCOUNTS, 0)
+        out.update({a: int(b) for a, b in rows})
+        return out
+
+    def register_row(self, pid: UUID) -> RegisterRow | None:
+        rows = self.fetch("SELECT * FROM {p}participant_register WHERE participant_id = ?",
+                          (self._id(pid),))
+        return self._row(rows[0]) if rows else None
+
+    def _row(self, r: tuple[Any, ...]) -> RegisterRow:
+        return RegisterRow(self._uuid(r[0]), int(r[1]), r[2], r[3], r[4], r[5])
+
+    def register_rows(self, pids: Sequence[UUID]) -> dict[UUID, RegisterRow]:
+        out: dict[UUID, RegisterRow] = {}
+        for i in range(0, len(pids), 10_000):
+            part = list(pids[i:i + 10_000])
+            if self.is_postgres:
+                rows = self.fetch("SELECT * FROM {p}participant_register "
+                                  "WHERE participant_id = ANY(?)", (part,))
+            else:
+                marks = ",".join("?" * len(part))
+                rows = self.fetch(f"SELECT * FROM participant_register WHERE participant_id "
+                                  f"IN ({marks})", [p.hex for p in part])
+            for r in rows:
+                row = self._row(r)
+                out[row.participant_id] = row
+        return out
+
+    def receipt_owner(self, receipt_no: str) -> UUID | None:
+        rows = self.fetch("SELECT participant_id FROM {p}booked_receipts WHERE receipt_no = ?",
+                          (receipt_no,))
+        return self._uuid(rows[0][0]) if rows else None
+
+    def receipts_booked(self, receipt_nos: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(receipt_nos), 10_000):
+            part = list(receipt_nos[i:i + 10_000])
+            if self.is_postgres:
+                rows = self.fetch("SELECT receipt_no FROM {p}booked_receipts "
+                                  "WHERE receipt_no = ANY(?)", (part,))
+            else:
+                marks = ",".join("?" * len(part))
+                rows = self.fetch(f"SELECT receipt_no FROM booked_receipts WHERE receipt_no "
+                                  f"IN ({marks})", part)
+            found.update(r[0] for r in rows)
+        return found
+
+    def all_participant_ids(self) -> list[UUID]:
+        rows = self.fetch("SELECT participant_id FROM {p}participant_register "
+                          "ORDER BY participant_id")
+        return [self._uuid(r[0]) for r in rows]
+
+    def participants_contributed(self, year: int) -> list[UUID]:
+        # contributed_years is JSON keyed by year; a LIKE on the key is exact enough
+        # because keys are 4-digit years in quotes.
+        rows = self.fetch("SELECT participant_id FROM {p}participant_register "
+                          "WHERE contributed_years LIKE ? ORDER BY participant_id",
+                          (f'%"{year}":%',))
+        return [self._uuid(r[0]) for r in rows]
+
+    def chain_blocks(self, after_block: int = 0, limit: int = 10_000) -> list[tuple[Any, ...]]:
+        return self.fetch("SELECT block_no, first_notification_id, last_notification_id, "
+                          "event_count, events_sha256, prev_sha256, block_sha256 "
+                          "FROM {p}event_chain WHERE block_no > ? ORDER BY block_no LIMIT ?",
+                          (after_block, limit))
