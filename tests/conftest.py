@@ -1,0 +1,90 @@
+"""Fixtures: every ledger test runs on SQLite and on the real PostgreSQL, with encryption
+at rest off and on. Each PostgreSQL test gets a schema of its own, dropped afterwards.
+
+When CI=true a PostgreSQL that cannot be reached fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from eventsourcing.cipher import AESCipher
+
+from ledger.application import Ledger
+
+PG_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+TEST_CIPHER_KEY = AESCipher.create_key(num_bytes=32)
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(PG_DSN, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def require_postgres() -> None:
+    if postgres_available():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required in CI and is not reachable at {PG_DSN}")
+    pytest.skip(f"PostgreSQL not reachable at {PG_DSN}")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A postgresql:// URL naming a fresh schema, dropped after the test."""
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{PG_DSN}?schema={schema}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: object) -> str:
+    return str(tmp_path / "ledger.db")  # type: ignore[operator]
+
+
+STORES = ["sqlite", "postgres"]
+CIPHERS = ["plain", "encrypted"]
+
+
+@pytest.fixture(params=[(s, c) for s in STORES for c in CIPHERS],
+                ids=[f"{s}-{c}" for s in STORES for c in CIPHERS])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[tuple[str, str | None]]:
+    """(url, cipher_key) for each store, with encryption off and on."""
+    store, cipher = request.param
+    key = TEST_CIPHER_KEY if cipher == "encrypted" else ""
+    if store == "sqlite":
+        yield str(tmp_path / "ledger.db"), key  # type: ignore[operator]
+    else:
+        require_postgres()
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        yield f"{PG_DSN}?schema={schema}", key
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def ledger(ledger_url: tuple[str, str | None]) -> Iterator[Ledger]:
+    """A set-up ledger (fund and the sample county's rules) on every store."""
+    url, key = ledger_url
+    app = Ledger(url, cipher_key=key)
+    app.init()
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: object) -> Iterator[Ledger]:
+    """A set-up ledger on SQLite only, for tests of pure rules where the store is irrelevant."""
+    app = Ledger(str(tmp_path / "ledger.db"), cipher_key="")  # type: ignore[operator]
+    app.init()
+    yield app
+    app.close()
