@@ -85,7 +85,8 @@ class Ledger(Application[UUID]):
                   receipts=receipts)
 
     def _command(self, command: str, key: str | None, payload: dict[str, Any],
-                 body: Callable[[], tuple[list[Any], dict[str, Any]]], actor: str) -> dict[str, Any]:
+                 body: Callable[[], tuple[list[Any], dict[str, Any]]],
+                 actor: str) -> dict[str, Any]:
         """Run body() -> (aggregates to save, result) with retries and idempotency."""
         if key is not None and not 0 < len(key) <= MAX_KEY_LEN:
             raise InvalidInput("idempotency_key", f"must be 1 to {MAX_KEY_LEN} characters")
@@ -109,26 +110,26 @@ class Ledger(Application[UUID]):
 
     def _receipt(self, key: str) -> CommandReceipt | None:
         try:
-            return self.repository.get(CommandReceipt.id_for(key))  # type: ignore[no-any-return]
+            return self.repository.get(CommandReceipt.id_for(key))
         except AggregateNotFoundError:
             return None
 
     def participant(self, id_number: str) -> Participant:
         canonical = resident_id.normalise(id_number)
         try:
-            return self.repository.get(participant_id(canonical))  # type: ignore[no-any-return]
+            return self.repository.get(participant_id(canonical))
         except AggregateNotFoundError:
             raise NotFound("id_number", resident_id.mask(canonical)) from None
 
     def fund(self) -> Fund:
         try:
-            return self.repository.get(Fund.id_for(FUND_NAME))  # type: ignore[no-any-return]
+            return self.repository.get(Fund.id_for(FUND_NAME))
         except AggregateNotFoundError:
             raise Refused("fund", "the ledger is not set up: run `pension-ledger init`") from None
 
     def ruleset(self) -> RuleSet:
         try:
-            return self.repository.get(RuleSet.id_for(RULESET_NAME))  # type: ignore[no-any-return]
+            return self.repository.get(RuleSet.id_for(RULESET_NAME))
         except AggregateNotFoundError:
             raise Refused("rules", "the ledger is not set up: run `pension-ledger init`") from None
 

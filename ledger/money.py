@@ -13,7 +13,7 @@ _YUAN = re.compile(r"^(?P<sign>-)?(?P<int>\d{1,13})(?:\.(?P<frac>\d{1,2}))?$")
 def parse_yuan(text: object, field: str, *, allow_zero: bool = False,
                allow_negative: bool = False) -> int:
     """Parse a yuan amount like "123.45" into fen. Floats are refused outright."""
-    if isinstance(text, bool) or isinstance(text, float):
+    if isinstance(text, (bool, float)):
         raise InvalidInput(field, "amounts must be decimal strings, never floats")
     if isinstance(text, int):
         raise InvalidInput(field, "amounts in yuan must be given as decimal strings")

@@ -71,7 +71,8 @@ def postings_for(event: Any) -> list[Posting]:
     out: list[Posting]
     match event:
         case P.ContributionReceived():
-            out = [Posting(INCOME, event.amount_fen), individual("contribution", pid, event.amount_fen)]
+            out = [Posting(INCOME, event.amount_fen),
+                   individual("contribution", pid, event.amount_fen)]
         case P.PaidOnBehalf():
             out = [Posting(f"{SUBSIDY_RECEIVABLE}.on_behalf", event.amount_fen),
                    individual("on_behalf", pid, event.amount_fen)]
@@ -79,7 +80,8 @@ def postings_for(event: Any) -> list[Posting]:
             out = [Posting(f"{SUBSIDY_RECEIVABLE}.{event.level}", event.amount_fen),
                    individual(f"subsidy_{event.level}", pid, event.amount_fen)]
         case P.CollectiveSubsidyCredited():
-            out = [Posting(INCOME, event.amount_fen), individual("collective", pid, event.amount_fen)]
+            out = [Posting(INCOME, event.amount_fen),
+                   individual("collective", pid, event.amount_fen)]
         case P.InterestCredited():
             out = ([Posting(INTEREST_CREDITED, event.amount_fen),
                     individual("interest", pid, event.amount_fen)] if event.amount_fen else [])
@@ -93,18 +95,24 @@ def postings_for(event: Any) -> list[Posting]:
                 if amt:
                     out += [individual(src, pid, -amt), Posting(POOLED, -amt)]
         case P.OverpaymentAssessed():
-            out = [Posting(OVERPAYMENT_RECEIVABLE, event.amount_fen), Posting(POOLED, -event.amount_fen)]
+            out = [Posting(OVERPAYMENT_RECEIVABLE, event.amount_fen),
+                   Posting(POOLED, -event.amount_fen)]
         case P.OverpaymentRecovered():
             if event.channel == "family":
                 out = [Posting(EXPENDITURE, event.amount_fen),
                        Posting(OVERPAYMENT_RECEIVABLE, -event.amount_fen)]
             else:
-                out = [individual(src, pid, -amt) for src, amt in sorted(event.by_source_fen.items())
-                       if amt]
+                out = [individual(src, pid, -amt)
+                       for src, amt in sorted(event.by_source_fen.items()) if amt]
                 out.append(Posting(OVERPAYMENT_RECEIVABLE, -event.amount_fen))
         case Fund.TreasuryFundsReceived():
-            credit = (POOLED if event.purpose == "basic_pension"
-                      else f"{SUBSIDY_RECEIVABLE}.{'on_behalf' if event.purpose == 'on_behalf' else event.level}")
+            if event.purpose == "basic_pension":
+                credit = POOLED
+            elif event.purpose == "on_behalf":
+                credit = f"{SUBSIDY_RECEIVABLE}.on_behalf"
+            else:
+                credit = f"{SUBSIDY_RECEIVABLE}.{event.level}"
+
             out = [Posting(FISCAL, event.amount_fen), Posting(credit, -event.amount_fen)]
         case Fund.Transferred():
             out = [Posting(BANK_ACCOUNTS[event.to_account], event.amount_fen),

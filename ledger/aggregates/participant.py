@@ -116,6 +116,18 @@ class Participant(Aggregate):
         receipts: set[str]
         interest_years: dict[int, int]
         subsidised_years: set[int]
+        township: str
+        village: str
+        enrol_date: date
+        identity_groups: list[tuple[date, str]]
+        bank: BankAccount | None
+        pension: Participant.PensionApproved | None
+        pension_application: tuple[str, str] | None
+        suspension: tuple[str, str] | None
+        date_of_death: date | None
+        termination: tuple[str, date] | None
+        overpayment_fen: int
+        closed: bool
 
     # ---- events -------------------------------------------------------------------
 
@@ -380,7 +392,8 @@ class Participant(Aggregate):
                              receipt_no: str, value_date: date, back_payment: bool,
                              rules: RuleVersion, actor: str) -> None:
         check_contribution(
-            status=self.status, birth_date=self.birth_date, contributed_years=self.contributed_years,
+            status=self.status, birth_date=self.birth_date,
+            contributed_years=self.contributed_years,
             receipts=self.receipts, identity_group=self.identity_group_on(value_date),
             year=year, tier_fen=tier_fen, amount_fen=amount_fen, channel=channel,
             receipt_no=receipt_no, value_date=value_date, back_payment=back_payment, rules=rules)
@@ -658,7 +671,8 @@ def check_contribution(*, status: str, birth_date: date,
     if amount_fen != tier_fen - on_behalf:
         if on_behalf:
             raise InvalidInput("amount", f"must be the tier {tier_fen} fen less the on-behalf "
-                               f"part {on_behalf} fen ({identity_group}) = {tier_fen - on_behalf} fen")
+                               f"part {on_behalf} fen ({identity_group}) = "
+                               f"{tier_fen - on_behalf} fen")
         raise InvalidInput("amount", f"must equal the tier ({tier_fen} fen)")
     if amount_fen <= 0 and not on_behalf:
         raise InvalidInput("amount", "must be greater than zero")

@@ -35,7 +35,8 @@ class RuleSet(Aggregate):
         note: str = ""
 
         def apply(self, agg: Any) -> None:
-            agg.versions.append(RuleVersion(version=self.version, effective_from=self.effective_from,
+            agg.versions.append(RuleVersion(version=self.version,
+                                            effective_from=self.effective_from,
                                             parameters=self.parameters, note=self.note))
 
     @classmethod

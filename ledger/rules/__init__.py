@@ -6,14 +6,16 @@ import json
 from datetime import date
 from decimal import Decimal
 from fractions import Fraction
-from math import ceil, floor
 from importlib import resources
+from math import ceil, floor
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SUBSIDY_LEVELS = ("province", "city", "county")
-IDENTITY_GROUPS = ("ordinary", "severely_disabled", "destitute", "minimum_living", "registered_poor")
+IDENTITY_GROUPS = (
+    "ordinary", "severely_disabled", "destitute", "minimum_living", "registered_poor",
+)
 MAX_TIERS = 64
 
 
