@@ -1,0 +1,8 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY ledger ledger
+COPY payout_engine payout_engine
+COPY consumers consumers
+RUN pip install --no-cache-dir .
+ENTRYPOINT []

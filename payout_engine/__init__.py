@@ -1,0 +1,1 @@
+"""The monthly pension run, batch lifecycle and bank files. Uses ledger/; ledger/ never imports it."""
