@@ -95,6 +95,14 @@ class Parameters(Frozen):
                 raise ValueError(f"percent for {group} must be 0..100")
         return v
 
+    @field_validator("interest_rates", mode="before")
+    @classmethod
+    def _rates_not_floats(cls, v: object) -> object:
+        # A binary float such as 0.0262 is not the rate that was published: refuse it.
+        if isinstance(v, dict) and any(isinstance(r, float) for r in v.values()):
+            raise ValueError("rates must be decimal strings such as \"0.0262\", not floats")
+        return v
+
     @field_validator("interest_rates")
     @classmethod
     def _rates(cls, v: dict[int, Decimal]) -> dict[int, Decimal]:
