@@ -67,6 +67,7 @@ class Ledger(Application[UUID]):
             StoreQueries.create_schema(env)
         super().__init__(env=env)
         self.queries = StoreQueries(self.recorder)
+        self._ruleset_cache: RuleSet | None = None
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # The composition root decides the configuration; stray process variables do not.
@@ -128,10 +129,21 @@ class Ledger(Application[UUID]):
             raise Refused("fund", "the ledger is not set up: run `pension-ledger init`") from None
 
     def ruleset(self) -> RuleSet:
-        try:
-            return self.repository.get(RuleSet.id_for(RULESET_NAME))
-        except AggregateNotFoundError:
-            raise Refused("rules", "the ledger is not set up: run `pension-ledger init`") from None
+        """The rule set, brought up to date by reading only the versions published since it
+        was last read (every command needs it; replaying it each time would dominate)."""
+        rules = self._ruleset_cache
+        if rules is None:
+            try:
+                rules = self.repository.get(RuleSet.id_for(RULESET_NAME))
+            except AggregateNotFoundError:
+                raise Refused("rules", "the ledger is not set up: run `pension-ledger init`"
+                              ) from None
+        else:
+            for event in self.events.get(rules.id, gt=rules.version):
+                event.mutate(rules)  # type: ignore[attr-defined]
+        assert rules is not None and not rules.pending_events
+        self._ruleset_cache = rules
+        return rules
 
     def rules_on(self, on: date, field: str = "value_date") -> RuleVersion:
         return self.ruleset().in_force(on, field)
@@ -171,7 +183,9 @@ class Ledger(Application[UUID]):
     def publish_rules(self, effective_from: date, parameters: Parameters, note: str,
                       actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
         def body() -> tuple[list[Any], dict[str, Any]]:
+            self._ruleset_cache = None  # publish on a fresh copy, never on the shared one
             rules = self.ruleset()
+            self._ruleset_cache = None
             version = rules.publish(effective_from, parameters, note, actor)
             return [rules], {"version": version, "effective_from": effective_from.isoformat()}
         return self._command("publish-rules", idempotency_key,
