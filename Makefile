@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/pension-ledger demo --db ./var/demo.db --fresh
 
 test: $(STAMP)
-	$(BIN)/ruff check ledger tests
-	$(BIN)/mypy ledger
+	$(BIN)/ruff check ledger payout_engine consumers tests
+	$(BIN)/mypy ledger payout_engine consumers
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -1,1 +1,3 @@
-"""Kafka relay (event store -> topics) and consumer loops. Uses ledger/; ledger/ never imports it."""
+"""Kafka relay (event store -> topics) and consumer loops.
+
+Uses ledger/; ledger/ never imports it."""

@@ -1,1 +1,3 @@
-"""The monthly pension run, batch lifecycle and bank files. Uses ledger/; ledger/ never imports it."""
+"""The monthly pension run, batch lifecycle and bank files.
+
+Uses ledger/; ledger/ never imports it."""

@@ -1,0 +1,230 @@
+"""What the bank files are made of: payment instructions in, bank files out.
+
+Pure values, no I/O. Amounts are integer fen; the only decimal strings are on the wire,
+made and read by `format_fen` and `parse_fen` below.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+# Limits on everything (TIGER_STYLE). One payment can be a large one-off (inheritance,
+# refund) but never a billion yuan; a file total must fit the domestic format's 18 digits.
+MAX_AMOUNT_FEN = 10**12 - 1
+MAX_TOTAL_FEN = 10**16 - 1
+MAX_PAYMENTS_PER_EXPORT = 20_000_000
+CURRENCY = "CNY"
+
+_E2E = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,34}")
+_MSG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,29}")  # room for a "-0001" file suffix
+_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+_ACCOUNT = re.compile(r"\d{1,32}")
+_BANK_CODE = re.compile(r"[0-9A-Za-z]{3,12}")
+_ID_NUMBER = re.compile(r"\d{17}[0-9X]")
+_PURPOSE = re.compile(r"[A-Z]{4}")
+_BIC = re.compile(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?")
+_IBAN = re.compile(r"[A-Z]{2}[0-9]{2}[A-Za-z0-9]{1,30}")
+# XML 1.0 cannot carry C0 controls, and a line break would split a fixed-width record.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_DECIMAL = re.compile(r"(\d{1,18})(?:\.(\d{1,2}))?")
+
+
+class BankFileError(ValueError):
+    """Anything a bank file writer or reader refuses. The message names the field or path."""
+
+
+class InvalidInstruction(BankFileError):
+    """Input to a writer that cannot go into a bank file."""
+
+
+class MalformedFile(BankFileError):
+    """A file from the bank whose structure is wrong: refused whole."""
+
+
+class TotalsMismatch(BankFileError):
+    """A file whose stated counts or sums disagree with its entries: refused whole."""
+
+
+# -- money at the edge -------------------------------------------------------------------------
+
+def format_fen(amount_fen: int) -> str:
+    """12345 -> '123.45'. Integer arithmetic only, so 1 fen is '0.01', never '0.0099999'."""
+    if isinstance(amount_fen, bool) or not isinstance(amount_fen, int) or amount_fen < 0:
+        raise InvalidInstruction(f"amount {amount_fen!r} is not a non-negative integer of fen")
+    yuan, fen = divmod(amount_fen, 100)
+    return f"{yuan}.{fen:02d}"
+
+
+def parse_fen(text: str | None, where: str) -> int:
+    """'123.45' -> 12345, exactly. Refuses signs, exponents, and more than 2 decimals."""
+    if text is None:
+        raise MalformedFile(f"{where}: amount is missing")
+    s = text.strip(" \t\r\n")
+    m = _DECIMAL.fullmatch(s)
+    if m is None:
+        if re.fullmatch(r"\d+\.\d{3,}", s):
+            raise MalformedFile(f"{where}: amount {text!r} has more than 2 decimal places")
+        raise MalformedFile(f"{where}: {text!r} is not a decimal amount such as 123.45")
+    return int(m.group(1)) * 100 + int((m.group(2) or "").ljust(2, "0"))
+
+
+def _text(value: object, name: str, max_chars: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInstruction(f"{name} is empty")
+    if value != value.strip():
+        raise InvalidInstruction(f"{name} {value!r} has leading or trailing spaces")
+    if len(value) > max_chars:
+        raise InvalidInstruction(f"{name} is {len(value)} characters, more than {max_chars}")
+    if _CONTROL.search(value):
+        raise InvalidInstruction(f"{name} {value!r} contains a control character")
+    return value
+
+
+def _match(pattern: re.Pattern[str], value: object, name: str, rule: str) -> str:
+    if not isinstance(value, str) or pattern.fullmatch(value) is None:
+        raise InvalidInstruction(f"{name} {value!r} must be {rule}")
+    return value
+
+
+# -- input -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PaymentInstruction:
+    """One payment to one pensioner, as the monthly run hands it to the file writers.
+
+    `end_to_end_id` is the payment's stable id: the bank echoes it in every status, statement
+    line and return, so it is how everything the bank sends back is matched to the payment.
+    `account_name` (户名) is the bank account holder; it defaults to `payee_name` (姓名).
+    """
+
+    end_to_end_id: str
+    payout_month: str
+    payee_name: str
+    account_number: str
+    bank_code: str
+    amount_fen: int
+    id_number: str
+    purpose: str = "PENS"
+    account_name: str = ""
+    remittance_info: str = ""
+
+    def __post_init__(self) -> None:
+        e2e = _match(_E2E, self.end_to_end_id, "end_to_end_id",
+                     "1-35 letters, digits, '.', '_' or '-'")
+        where = f"payment {e2e}: "
+        _match(_MONTH, self.payout_month, where + "payout_month", "YYYY-MM")
+        _text(self.payee_name, where + "payee_name", 60)
+        _match(_ACCOUNT, self.account_number, where + "account_number", "1-32 digits")
+        _match(_BANK_CODE, self.bank_code, where + "bank_code", "3-12 letters or digits")
+        _match(_ID_NUMBER, self.id_number, where + "id_number",
+               "18 characters: 17 digits and a digit or X")
+        _match(_PURPOSE, self.purpose, where + "purpose", "a 4-letter ISO purpose code")
+        if isinstance(self.amount_fen, bool) or not isinstance(self.amount_fen, int):
+            raise InvalidInstruction(f"{where}amount_fen {self.amount_fen!r} must be an int")
+        if not 0 < self.amount_fen <= MAX_AMOUNT_FEN:
+            raise InvalidInstruction(
+                f"{where}amount_fen {self.amount_fen} must be between 1 and {MAX_AMOUNT_FEN}")
+        if not self.account_name:
+            object.__setattr__(self, "account_name", self.payee_name)
+        _text(self.account_name, where + "account_name", 60)
+        if not self.remittance_info:
+            object.__setattr__(self, "remittance_info", f"养老金 {self.payout_month}")
+        _text(self.remittance_info, where + "remittance_info", 140)
+
+
+@dataclass(frozen=True, slots=True)
+class Debtor:
+    """The fund's expenditure account (基金支出户), which every payout is paid from.
+
+    `account_number` is the domestic number; `iban`, when given, is written instead of it in
+    the pain.001. The bank is named by `bank_bic`, `bank_code` (CNAPS), or both.
+    """
+
+    name: str
+    account_number: str
+    bank_code: str = ""
+    bank_bic: str = ""
+    iban: str = ""
+    organisation_id: str = ""  # e.g. the office's unified social credit code, for InitgPty
+
+    def __post_init__(self) -> None:
+        _text(self.name, "debtor name", 140)
+        _match(_ACCOUNT, self.account_number, "debtor account_number", "1-32 digits")
+        if not (self.bank_code or self.bank_bic):
+            raise InvalidInstruction("debtor needs a bank_code or a bank_bic")
+        if self.bank_code:
+            _match(_BANK_CODE, self.bank_code, "debtor bank_code", "3-12 letters or digits")
+        if self.bank_bic:
+            _match(_BIC, self.bank_bic, "debtor bank_bic", "a BIC of 8 or 11 characters")
+        if self.iban:
+            _match(_IBAN, self.iban, "debtor iban", "an IBAN without spaces")
+        if self.organisation_id:
+            _match(re.compile(r"[0-9A-Z]{1,35}"), self.organisation_id,
+                   "debtor organisation_id", "1-35 capital letters or digits")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """What identifies one export. Each file adds '-NNNN' to `message_id` and `batch_id`."""
+
+    message_id: str
+    batch_id: str
+    created_at: datetime
+    requested_execution_date: date
+    payout_month: str = ""  # the run's period; "" means the latest month among the payments
+    category_purpose: str = "PENS"
+
+    def __post_init__(self) -> None:
+        _match(_MSG_ID, self.message_id, "message_id", "1-30 letters, digits or '-'")
+        _match(_MSG_ID, self.batch_id, "batch_id", "1-30 letters, digits or '-'")
+        if not isinstance(self.created_at, datetime) or self.created_at.tzinfo is None:
+            raise InvalidInstruction("created_at must be a datetime with a time zone")
+        if not isinstance(self.requested_execution_date, date) or isinstance(
+                self.requested_execution_date, datetime):
+            raise InvalidInstruction("requested_execution_date must be a date")
+        if self.payout_month:
+            _match(_MONTH, self.payout_month, "payout_month", "YYYY-MM")
+        _match(_PURPOSE, self.category_purpose, "category_purpose",
+               "a 4-letter ISO category purpose code")
+
+
+# -- output ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class BankFile:
+    """One file to hand to the bank, with what it carries, for the manifest and for matching
+    what the bank sends back to the file it answers."""
+
+    name: str
+    content: bytes
+    message_id: str
+    nb_of_txs: int
+    ctrl_sum_fen: int
+    payments: tuple[tuple[str, int], ...] = field(repr=False)  # (end_to_end_id, amount_fen)
+
+    def __post_init__(self) -> None:
+        assert self.nb_of_txs == len(self.payments) > 0
+        assert self.ctrl_sum_fen == sum(amount for _, amount in self.payments)
+
+
+def check_batch(payments: tuple[PaymentInstruction, ...] | list[PaymentInstruction]) -> None:
+    """What every writer refuses before writing a byte: nothing to pay, a repeated
+    end_to_end_id (the bank would refuse it, AM05), a total past the limit."""
+    if not payments:
+        raise InvalidInstruction("there are no payments to write")
+    if len(payments) > MAX_PAYMENTS_PER_EXPORT:
+        raise InvalidInstruction(
+            f"{len(payments)} payments is more than the limit of {MAX_PAYMENTS_PER_EXPORT}")
+    seen: set[str] = set()
+    total = 0
+    for p in payments:
+        if not isinstance(p, PaymentInstruction):
+            raise InvalidInstruction(f"{p!r} is not a PaymentInstruction")
+        if p.end_to_end_id in seen:
+            raise InvalidInstruction(f"end_to_end_id {p.end_to_end_id} appears twice")
+        seen.add(p.end_to_end_id)
+        total += p.amount_fen
+    if total > MAX_TOTAL_FEN:
+        raise InvalidInstruction(f"total {total} fen is more than the limit of {MAX_TOTAL_FEN}")

