@@ -32,9 +32,10 @@ from ledger.errors import (
     Refused,
 )
 from ledger.money import check_fen
+from ledger.payout import PensionerFacts, facts_json, facts_of, load_facts, payee_json
 from ledger.postings import guarded_deltas
 from ledger.rules import Parameters, RuleVersion, sample_county
-from ledger.store import RegisterRow, StoreQueries, resolve_url, store_env
+from ledger.store import PensionerRow, RegisterRow, StoreQueries, resolve_url, store_env
 
 MAX_ATTEMPTS = 5
 FUND_NAME = "county"
@@ -82,8 +83,31 @@ class Ledger(Application[UUID]):
         receipts = [(e.receipt_no, e.originator_id) for e in pending
                     if isinstance(e, Participant.ContributionReceived |
                                   Participant.CollectiveSubsidyCredited)]
+        pensioners = [self.pensioner_row(f) for a in aggregates
+                      if isinstance(a, Participant) and (f := facts_of(a)) is not None]
+        paid_add = [(e.originator_id, m, e.end_to_end_id) for e in pending
+                    if isinstance(e, Participant.PensionPaid) for m in e.months]
+        paid_remove = [(e.originator_id, m) for e in pending
+                       if isinstance(e, Participant.PensionPaymentReversed) for m in e.months]
         self.save(*aggregates, fund_deltas=guarded_deltas(pending), register=register,
-                  receipts=receipts)
+                  receipts=receipts, pensioners=pensioners, paid_months_add=paid_add,
+                  paid_months_remove=paid_remove)
+
+    def pensioner_row(self, f: PensionerFacts, *, with_payee: bool = True) -> PensionerRow:
+        """The pensioner register's row; the payee part encrypted when a key is set."""
+        payee = None
+        if with_payee:
+            payee = payee_json(f)
+            if self.mapper.cipher is not None:
+                payee = self.mapper.cipher.encrypt(payee)
+        return PensionerRow(UUID(f.participant_id), facts_json(f), payee)
+
+    def pensioners(self, chunk_size: int = 10_000) -> Iterator[PensionerFacts]:
+        """Every pensioner as the register knows them, in participant id order."""
+        for pid, facts, payee in self.queries.pensioner_rows(chunk_size):
+            if self.mapper.cipher is not None:
+                payee = self.mapper.cipher.decrypt(payee)
+            yield load_facts(pid, facts, payee)
 
     def _command(self, command: str, key: str | None, payload: dict[str, Any],
                  body: Callable[[], tuple[list[Any], dict[str, Any]]],

@@ -9,6 +9,7 @@ Chart of accounts
                1201 overpayment receivable           1202.<level> government subsidy receivable
   Liabilities  2001.<source>/<participant> individual accounts
                2101 pooled basic-pension fund        2201 inheritance payable  2202 refund payable
+               2301 pensions payable (sent to the bank, not yet settled)
   Fund result  3001 bank interest earned             3002 interest credited to accounts
 """
 
@@ -28,6 +29,7 @@ INDIVIDUAL = "2001"
 POOLED = "2101"
 INHERITANCE_PAYABLE = "2201"
 REFUND_PAYABLE = "2202"
+PENSIONS_PAYABLE = "2301"
 INTEREST_EARNED = "3001"
 INTEREST_CREDITED = "3002"
 
@@ -46,6 +48,7 @@ ACCOUNT_NAMES = {
     POOLED: "pooled basic-pension fund",
     INHERITANCE_PAYABLE: "inheritance payable",
     REFUND_PAYABLE: "refund payable",
+    PENSIONS_PAYABLE: "pensions payable",
     INTEREST_EARNED: "bank interest earned",
     INTEREST_CREDITED: "interest credited to individual accounts",
 }
@@ -66,6 +69,7 @@ def postings_for(event: Any) -> list[Posting]:
     """The postings of one domain event ([] for events that move no money)."""
     from ledger.aggregates.fund import Fund
     from ledger.aggregates.participant import Participant as P
+    from ledger.aggregates.payout_batch import PayoutBatch as B
 
     pid = event.originator_id
     out: list[Posting]
@@ -105,6 +109,34 @@ def postings_for(event: Any) -> list[Posting]:
                 out = [individual(src, pid, -amt)
                        for src, amt in sorted(event.by_source_fen.items()) if amt]
                 out.append(Posting(OVERPAYMENT_RECEIVABLE, -event.amount_fen))
+        case P.PensionPaid():
+            # Dr the individual account (by source) and the pool; Cr what the bank must pay
+            # and the overpayment recovered.
+            out = [individual(src, pid, -amt)
+                   for src, amt in sorted(event.account_by_source_fen.items()) if amt]
+            out.append(Posting(POOLED, event.basic_fen + event.pooled_account_fen))
+            out.append(Posting(PENSIONS_PAYABLE, -event.amount_fen))
+            if event.deduction_fen:
+                out.append(Posting(OVERPAYMENT_RECEIVABLE, -event.deduction_fen))
+        case P.PensionPaymentReversed():
+            out = [individual(src, pid, amt)
+                   for src, amt in sorted(event.account_by_source_fen.items()) if amt]
+            out.append(Posting(POOLED, -(event.basic_fen + event.pooled_account_fen)))
+            out.append(Posting(PENSIONS_PAYABLE, event.amount_fen))
+            if event.deduction_fen:
+                out.append(Posting(OVERPAYMENT_RECEIVABLE, event.deduction_fen))
+        case B.Funded():
+            out = [Posting(IN_FLIGHT, event.total_fen), Posting(EXPENDITURE, -event.total_fen)]
+        case B.PaymentsSettled():
+            total = sum(o.amount_fen for o in event.items)
+            out = [Posting(PENSIONS_PAYABLE, total), Posting(IN_FLIGHT, -total)] if total else []
+        case B.PaymentsFailed():
+            total = sum(o.amount_fen for o in event.items)
+            out = [Posting(EXPENDITURE, total), Posting(IN_FLIGHT, -total)] if total else []
+        case B.PaymentsReturned():
+            total = sum(o.amount_fen for o in event.items)
+            out = ([Posting(EXPENDITURE, total), Posting(PENSIONS_PAYABLE, -total)]
+                   if total else [])
         case Fund.TreasuryFundsReceived():
             if event.purpose == "basic_pension":
                 credit = POOLED

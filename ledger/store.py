@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -93,6 +93,17 @@ class RegisterRow:
     contributed_years: str    # JSON {year: [receipt, tier_fen, back_payment]}
 
 
+@dataclass(frozen=True)
+class PensionerRow:
+    """What the payout run reads of a pensioner. facts: JSON with no personal data;
+    payee: name, ID number and bank details (encrypted when a cipher key is set), or None
+    to leave the stored payee as it is."""
+
+    participant_id: UUID
+    facts: str
+    payee: bytes | None
+
+
 class InsufficientFunds(Refused):
     pass
 
@@ -153,6 +164,10 @@ SQLITE_EXTRA_TABLES = [
     "identity_groups TEXT NOT NULL, contributed_years TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS booked_receipts (receipt_no TEXT PRIMARY KEY, "
     "participant_id TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pensioner_register (participant_id TEXT PRIMARY KEY, "
+    "facts TEXT NOT NULL, payee BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS paid_months (participant_id TEXT NOT NULL, month TEXT NOT NULL, "
+    "end_to_end_id TEXT NOT NULL, PRIMARY KEY (participant_id, month))",
 ]
 
 
@@ -184,7 +199,11 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def _ride_along(self, c: Any, recorded: list[tuple[int, StoredEvent]], *,
                     fund_deltas: dict[str, int] | None = None,
                     register: Sequence[RegisterRow] = (),
-                    receipts: Sequence[tuple[str, UUID]] = (), **_: Any) -> None:
+                    receipts: Sequence[tuple[str, UUID]] = (),
+                    pensioners: Sequence[PensionerRow] = (),
+                    paid_months_add: Sequence[tuple[UUID, str, str]] = (),
+                    paid_months_remove: Sequence[tuple[UUID, str]] = (),
+                    **_: Any) -> None:
         for account, delta in sorted((fund_deltas or {}).items()):
             assert account in GUARDED_ACCOUNTS
             c.execute("SELECT balance_fen FROM fund_positions WHERE account=?", (account,))
@@ -208,6 +227,21 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         if receipts:
             c.executemany("INSERT INTO booked_receipts VALUES (?, ?)",
                           [(no, pid.hex) for no, pid in receipts])
+        for r in pensioners:
+            if r.payee is None:
+                c.execute("UPDATE pensioner_register SET facts=? WHERE participant_id=?",
+                          (r.facts, r.participant_id.hex))
+            else:
+                c.execute("INSERT INTO pensioner_register VALUES (?,?,?) ON CONFLICT"
+                          "(participant_id) DO UPDATE SET facts=excluded.facts, "
+                          "payee=excluded.payee", (r.participant_id.hex, r.facts, r.payee))
+        if paid_months_remove:
+            c.executemany("DELETE FROM paid_months WHERE participant_id=? AND month=?",
+                          [(pid.hex, m) for pid, m in paid_months_remove])
+        if paid_months_add:
+            # A plain INSERT: paying one pensioner twice for a month violates the key.
+            c.executemany("INSERT INTO paid_months VALUES (?,?,?)",
+                          [(pid.hex, m, e2e) for pid, m, e2e in paid_months_add])
         self._chain(c, recorded)
 
     def _chain(self, c: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
@@ -245,6 +279,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "contributed_years text NOT NULL)").format(s=schema),
             SQL("CREATE TABLE IF NOT EXISTS {s}.booked_receipts (receipt_no text PRIMARY KEY, "
                 "participant_id uuid NOT NULL)").format(s=schema),
+            SQL("CREATE TABLE IF NOT EXISTS {s}.pensioner_register (participant_id uuid "
+                "PRIMARY KEY, facts text NOT NULL, payee bytea NOT NULL)").format(s=schema),
+            SQL("CREATE TABLE IF NOT EXISTS {s}.paid_months (participant_id uuid NOT NULL, "
+                "month text NOT NULL, end_to_end_id text NOT NULL, "
+                "PRIMARY KEY (participant_id, month))").format(s=schema),
         ])
         self._schema = schema
 
@@ -296,7 +335,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def _ride_along(self, curs: Any, recorded: list[tuple[int, StoredEvent]], *,
                     fund_deltas: dict[str, int] | None = None,
                     register: Sequence[RegisterRow] = (),
-                    receipts: Sequence[tuple[str, UUID]] = (), **_: Any) -> None:
+                    receipts: Sequence[tuple[str, UUID]] = (),
+                    pensioners: Sequence[PensionerRow] = (),
+                    paid_months_add: Sequence[tuple[UUID, str, str]] = (),
+                    paid_months_remove: Sequence[tuple[UUID, str]] = (),
+                    **_: Any) -> None:
         s = self._schema
         for account, delta in sorted((fund_deltas or {}).items()):
             assert account in GUARDED_ACCOUNTS
@@ -326,6 +369,30 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(SQL("INSERT INTO {s}.booked_receipts SELECT * FROM unnest("
                              "%s::text[], %s::uuid[])").format(s=s),
                          ([r[0] for r in receipts], [r[1] for r in receipts]))
+        full = [r for r in pensioners if r.payee is not None]
+        facts_only = [r for r in pensioners if r.payee is None]
+        if full:
+            curs.execute(SQL("INSERT INTO {s}.pensioner_register SELECT * FROM unnest("
+                             "%s::uuid[], %s::text[], %s::bytea[]) ON CONFLICT (participant_id) "
+                             "DO UPDATE SET facts=excluded.facts, payee=excluded.payee")
+                         .format(s=s), ([r.participant_id for r in full],
+                                        [r.facts for r in full], [r.payee for r in full]))
+        if facts_only:
+            curs.execute(SQL("UPDATE {s}.pensioner_register AS r SET facts = v.facts FROM "
+                             "unnest(%s::uuid[], %s::text[]) AS v(id, facts) "
+                             "WHERE r.participant_id = v.id").format(s=s),
+                         ([r.participant_id for r in facts_only], [r.facts for r in facts_only]))
+        if paid_months_remove:
+            curs.execute(SQL("DELETE FROM {s}.paid_months AS p USING unnest(%s::uuid[], "
+                             "%s::text[]) AS v(id, month) WHERE p.participant_id = v.id "
+                             "AND p.month = v.month").format(s=s),
+                         ([r[0] for r in paid_months_remove], [r[1] for r in paid_months_remove]))
+        if paid_months_add:
+            # A plain INSERT: paying one pensioner twice for a month violates the key.
+            curs.execute(SQL("INSERT INTO {s}.paid_months SELECT * FROM unnest(%s::uuid[], "
+                             "%s::text[], %s::text[])").format(s=s),
+                         ([r[0] for r in paid_months_add], [r[1] for r in paid_months_add],
+                          [r[2] for r in paid_months_add]))
         self._chain(curs, recorded)
 
     def _chain(self, curs: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
@@ -493,3 +560,26 @@ class StoreQueries:
                           "event_count, events_sha256, prev_sha256, block_sha256 "
                           "FROM {p}event_chain WHERE block_no > ? ORDER BY block_no LIMIT ?",
                           (after_block, limit))
+
+    def pensioner_rows(self, chunk_size: int = 10_000) -> Iterator[tuple[UUID, str, bytes]]:
+        """(participant id, facts JSON, payee bytes), in id order, a chunk at a time."""
+        assert 0 < chunk_size <= 100_000
+        after: Any = None
+        while True:
+            if after is None:
+                rows = self.fetch("SELECT participant_id, facts, payee FROM {p}pensioner_register "
+                                  "ORDER BY participant_id LIMIT ?", (chunk_size,))
+            else:
+                rows = self.fetch("SELECT participant_id, facts, payee FROM {p}pensioner_register "
+                                  "WHERE participant_id > ? ORDER BY participant_id LIMIT ?",
+                                  (after, chunk_size))
+            if not rows:
+                return
+            for pid, facts, payee in rows:
+                yield self._uuid(pid), facts, bytes(payee)
+            after = rows[-1][0]
+
+    def paid_month_count(self, participant_id: UUID) -> int:
+        rows = self.fetch("SELECT COUNT(*) FROM {p}paid_months WHERE participant_id = ?",
+                          (self._id(participant_id),))
+        return int(rows[0][0])

@@ -33,6 +33,10 @@ CHANNELS = ("bank", "cash", "township_station", "online", "import")
 SUSPEND_REASONS = ("no_proof_of_life", "imprisoned", "bank_return", "death_check", "other")
 TERMINATE_REASONS = ("death", "emigration", "employee_scheme", "transfer_out", "double_enrolment")
 MAX_CONTRIBUTION_YEARS = 80
+# Bank return reasons: account problems hold payment until the details change; a deceased
+# holder suspends the pension and opens a death check.
+HOLD_REASONS = ("AC01", "AC04", "AC06", "AG01", "BE01", "RC01", "RR01")
+DEATH_CHECK_REASONS = ("MD07",)
 MAX_BOOKINGS = 100_000
 
 
@@ -128,6 +132,9 @@ class Participant(Aggregate):
         termination: tuple[str, date] | None
         overpayment_fen: int
         closed: bool
+        paid_months: dict[str, str]
+        forfeited_months: set[str]
+        payment_hold: str | None
 
     # ---- events -------------------------------------------------------------------
 
@@ -164,6 +171,9 @@ class Participant(Aggregate):
             p.termination = None
             p.overpayment_fen = 0
             p.closed = False
+            p.paid_months = {}
+            p.forfeited_months = set()
+            p.payment_hold = None
 
     class MoneyEvent(Aggregate.Event):
         value_date: date
@@ -242,6 +252,8 @@ class Participant(Aggregate):
 
         def apply(self, p: Any) -> None:
             p.bank = self.bank
+            # New bank details lift a hold put on by a bank's return (AC01/AC04).
+            p.payment_hold = None
 
     class PensionApplied(Aggregate.Event):
         start_month: str
@@ -274,10 +286,12 @@ class Participant(Aggregate):
     class Resumed(Aggregate.Event):
         from_month: str
         arrears_months: list[str]
+        forfeited_months: list[str] = []
 
         def apply(self, p: Any) -> None:
             p.status = "pensioner"
             p.suspension = None
+            p.forfeited_months.update(self.forfeited_months)
 
     class Died(Aggregate.Event):
         date_of_death: date
@@ -332,6 +346,56 @@ class Participant(Aggregate):
             for src, amt in self.by_source_fen.items():
                 if amt:
                     self.book(p, src, -amt, "overpayment_offset")
+
+    class PensionPaid(MoneyEvent):
+        """A pension payment for one or more months, put in flight to the bank."""
+
+        batch_id: UUID
+        end_to_end_id: str
+        months: list[str]
+        basic_fen: int
+        account_by_source_fen: dict[str, int]
+        pooled_account_fen: int      # the account part the pool pays once the account is empty
+        deduction_fen: int           # overpayment recovered from this payment
+        amount_fen: int              # what the bank pays out
+        rule_version: str
+
+        def apply(self, p: Any) -> None:
+            for m in self.months:
+                assert m not in p.paid_months, m
+                p.paid_months[m] = self.end_to_end_id
+            for src, amt in sorted(self.account_by_source_fen.items()):
+                if amt:
+                    self.book(p, src, -amt, "pension")
+            p.overpayment_fen -= self.deduction_fen
+            assert p.overpayment_fen >= 0
+
+    class PensionPaymentReversed(MoneyEvent):
+        """The bank failed or returned a payment: the months are owed again."""
+
+        end_to_end_id: str
+        months: list[str]
+        basic_fen: int
+        account_by_source_fen: dict[str, int]
+        pooled_account_fen: int
+        deduction_fen: int
+        amount_fen: int
+        reason_code: str
+        after_settlement: bool
+
+        def apply(self, p: Any) -> None:
+            for m in self.months:
+                assert p.paid_months.get(m) == self.end_to_end_id, m
+                del p.paid_months[m]
+            for src, amt in sorted(self.account_by_source_fen.items()):
+                if amt:
+                    self.book(p, src, amt, "pension_reversed")
+            p.overpayment_fen += self.deduction_fen
+            if self.reason_code in HOLD_REASONS:
+                p.payment_hold = self.reason_code
+            if self.reason_code in DEATH_CHECK_REASONS and p.status == "pensioner":
+                p.status = "suspended"
+                p.suspension = ("death_check", min(self.months))
 
     # ---- queries ------------------------------------------------------------------
 
@@ -533,9 +597,12 @@ class Participant(Aggregate):
         since = self.suspension[1]
         if from_month < since:
             raise Refused("from_month", f"is before the suspension began ({since})")
-        arrears = months_between(since, from_month)
+        reason = self.suspension[0]
+        months = months_between(since, from_month)
+        # Months in prison are not owed; other suspensions are paid in arrears (补发).
+        arrears, forfeited = ([], months) if reason == "imprisoned" else (months, [])
         self.trigger_event(self.Resumed, from_month=from_month, arrears_months=arrears,
-                           actor=actor)
+                           forfeited_months=forfeited, actor=actor)
         return arrears
 
     def decease(self, date_of_death: date, reported_on: date, actor: str) -> None:
@@ -608,6 +675,25 @@ class Participant(Aggregate):
             assert left == 0
         self.trigger_event(self.OverpaymentRecovered, amount_fen=amount_fen, channel=channel,
                            by_source_fen=by_source, value_date=value_date, actor=actor)
+
+
+def draw_by_source(sources: dict[str, int], amount_fen: int) -> dict[str, int]:
+    """Split a draw on the individual account across its sources in proportion to their
+    balances (largest remainder, ties in SOURCES order), so refunds and inheritance later
+    find the same mix the account had."""
+    total = sum(sources.values())
+    assert 0 <= amount_fen <= total, (amount_fen, total)
+    if amount_fen == 0:
+        return {}
+    shares = {s: sources[s] * amount_fen // total for s in SOURCES if sources.get(s)}
+    left = amount_fen - sum(shares.values())
+    order = sorted((s for s in shares), key=lambda s: (-(sources[s] * amount_fen % total),
+                                                         SOURCES.index(s)))
+    for s in order[:left]:
+        shares[s] += 1
+    assert sum(shares.values()) == amount_fen
+    assert all(shares[s] <= sources[s] for s in shares)
+    return {s: a for s, a in shares.items() if a}
 
 
 def birthday_at(born: date, age: int) -> date:

@@ -75,6 +75,8 @@ class Parameters(Frozen):
     # without contributing: born on or before this date.
     transitional_born_on_or_before: date | None = None
     funeral_grant_fen: int = Field(default=0, ge=0)
+    # An overpayment is recovered from later pensions, at most this share of each payment.
+    overpayment_max_deduction_percent: int = Field(default=50, ge=0, le=100)
 
     @field_validator("contribution_tiers_fen")
     @classmethod

@@ -1,0 +1,269 @@
+"""PayoutBatch: one month's pension payments, from draft to closed, every step an event.
+
+drafted (lines, totals, manifest hash) -> approved by a second person, for that exact
+manifest hash -> funded (fiscal -> expenditure, reserved in flight) -> exported ->
+each payment settled or failed (a settled one may still come back) -> closed.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from ledger.aggregates.base import Aggregate, Immutable
+from ledger.errors import InvalidInput, Refused
+
+MAX_LINES_PER_EVENT = 10_000
+MAX_LINES = 20_000_000
+FILE_FORMATS = ("pain001", "domestic")
+
+BatchState = Literal["drafted", "approved", "funded", "exported", "closed"]
+
+
+class BatchLine(Immutable):
+    end_to_end_id: str
+    participant_id: UUID
+    months: list[str]
+    basic_fen: int
+    account_by_source_fen: dict[str, int]
+    pooled_account_fen: int
+    deduction_fen: int
+    amount_fen: int
+    rule_versions: list[str]
+    payee_name: str
+    account_number: str
+    bank_code: str
+    id_number: str
+
+
+class Outcome(Immutable):
+    end_to_end_id: str
+    amount_fen: int
+    reason_code: str = ""
+
+
+def end_to_end_id(period: str, sequence: int, participant_id: UUID) -> str:
+    """Stable across re-runs of the same batch: the same pensioner and month, the same id."""
+    return f"P{period.replace('-', '')}{sequence:02d}{participant_id.hex[:24].upper()}"
+
+
+class PayoutBatch(Aggregate):
+    if TYPE_CHECKING:  # state set by the events' apply(); not constructor fields
+        period: str
+        sequence: int
+        state: BatchState
+        lines: dict[str, BatchLine]
+        outcomes: dict[str, str]
+        drafted_by: str
+        manifest_sha256: str
+        file_format: str
+        created_at: datetime
+        execution_date: date
+        line_count: int
+        total_fen: int
+        comparison: dict[str, Any]
+        approved_by: str | None
+        exported_files: list[str]
+
+    @staticmethod
+    def id_for(period: str, sequence: int) -> UUID:
+        return uuid5(NAMESPACE_URL, f"pension-ledger:payout:{period}:{sequence}")
+
+    class Drafted(Aggregate.Created):
+        period: str
+        sequence: int
+        file_format: str
+        created_at: datetime          # fixed here so re-exports give the same bytes
+        execution_date: date
+        line_count: int
+        total_fen: int
+        manifest_sha256: str
+        comparison: dict[str, Any]
+
+        def apply(self, b: Any) -> None:
+            b.period = self.period
+            b.sequence = self.sequence
+            b.file_format = self.file_format
+            b.created_at = self.created_at
+            b.execution_date = self.execution_date
+            b.line_count = self.line_count
+            b.total_fen = self.total_fen
+            b.manifest_sha256 = self.manifest_sha256
+            b.comparison = self.comparison
+            b.drafted_by = self.actor
+            b.state = "drafted"
+            b.lines = {}
+            b.outcomes = {}
+            b.approved_by = None
+            b.exported_files = []
+
+    class LinesAdded(Aggregate.Event):
+        chunk_no: int
+        lines: list[BatchLine]
+
+        def apply(self, b: Any) -> None:
+            for line in self.lines:
+                assert line.end_to_end_id not in b.lines
+                b.lines[line.end_to_end_id] = line
+
+    class Approved(Aggregate.Event):
+        manifest_sha256: str
+
+        def apply(self, b: Any) -> None:
+            b.state = "approved"
+            b.approved_by = self.actor
+
+    class Funded(Aggregate.Event):
+        total_fen: int
+        value_date: date
+        reference: str
+
+        def apply(self, b: Any) -> None:
+            b.state = "funded"
+
+    class Exported(Aggregate.Event):
+        file_format: str
+        manifest_sha256: str
+        files: list[str]
+
+        def apply(self, b: Any) -> None:
+            b.state = "exported"
+            b.exported_files = self.files
+
+    class PaymentsSettled(Aggregate.Event):
+        items: list[Outcome]
+        value_date: date
+        source_file_sha256: str
+
+        def apply(self, b: Any) -> None:
+            for o in self.items:
+                b.outcomes[o.end_to_end_id] = "settled"
+
+    class PaymentsFailed(Aggregate.Event):
+        items: list[Outcome]
+        value_date: date
+        source_file_sha256: str
+
+        def apply(self, b: Any) -> None:
+            for o in self.items:
+                b.outcomes[o.end_to_end_id] = "failed"
+
+    class PaymentsReturned(Aggregate.Event):
+        items: list[Outcome]
+        value_date: date
+        source_file_sha256: str
+
+        def apply(self, b: Any) -> None:
+            for o in self.items:
+                b.outcomes[o.end_to_end_id] = "returned"
+
+    class Closed(Aggregate.Event):
+        settled_fen: int
+        failed_fen: int
+        returned_fen: int
+
+        def apply(self, b: Any) -> None:
+            b.state = "closed"
+
+    # ---- commands -----------------------------------------------------------------
+
+    @classmethod
+    def draft(cls, *, period: str, sequence: int, file_format: str, created_at: datetime,
+              execution_date: date, lines: list[BatchLine], manifest_sha256: str,
+              comparison: dict[str, Any], actor: str) -> PayoutBatch:
+        if file_format not in FILE_FORMATS:
+            raise InvalidInput("format", f"must be one of {', '.join(FILE_FORMATS)}")
+        if len(lines) > MAX_LINES:
+            raise Refused("lines", f"a batch holds at most {MAX_LINES} payments")
+        if any(line.amount_fen <= 0 for line in lines):
+            raise Refused("lines", "every payment in a batch must be greater than zero")
+        ids = {line.end_to_end_id for line in lines}
+        if len(ids) != len(lines):
+            raise Refused("lines", "an end-to-end id appears twice")
+        total = sum(line.amount_fen for line in lines)
+        batch = cls._create(cls.Drafted, id=cls.id_for(period, sequence), period=period,
+                            sequence=sequence, file_format=file_format, created_at=created_at,
+                            execution_date=execution_date, line_count=len(lines),
+                            total_fen=total, manifest_sha256=manifest_sha256,
+                            comparison=comparison, actor=actor)
+        for i in range(0, len(lines), MAX_LINES_PER_EVENT):
+            batch.trigger_event(cls.LinesAdded, chunk_no=i // MAX_LINES_PER_EVENT,
+                                lines=lines[i:i + MAX_LINES_PER_EVENT], actor=actor)
+        return batch
+
+    def approve(self, manifest_sha256: str, actor: str) -> None:
+        if self.state != "drafted":
+            raise Refused("batch", f"batch is {self.state}; only a drafted batch is approved")
+        if actor == self.drafted_by:
+            raise Refused("actor", f"{actor} drafted this batch and may not approve it "
+                          "(maker-checker)")
+        if manifest_sha256 != self.manifest_sha256:
+            raise Refused("manifest_hash", "does not match the drafted batch's manifest: "
+                          "approve the exact files you checked")
+        self.trigger_event(self.Approved, manifest_sha256=manifest_sha256, actor=actor)
+
+    def fund(self, value_date: date, reference: str, actor: str) -> None:
+        if self.state != "approved":
+            raise Refused("batch", f"batch is {self.state}; funds move only after approval")
+        self.trigger_event(self.Funded, total_fen=self.total_fen, value_date=value_date,
+                           reference=reference, actor=actor)
+
+    def mark_exported(self, file_format: str, manifest_sha256: str, files: list[str],
+                      actor: str) -> None:
+        if self.state not in ("funded", "exported"):
+            raise Refused("batch", f"batch is {self.state}; export follows funding")
+        if manifest_sha256 != self.manifest_sha256:
+            raise Refused("manifest_hash", "the files differ from the approved manifest")
+        if self.state == "funded":
+            self.trigger_event(self.Exported, file_format=file_format,
+                               manifest_sha256=manifest_sha256, files=files, actor=actor)
+
+    def _check_outcomes(self, items: list[Outcome], allowed_from: tuple[str | None, ...],
+                        states: tuple[str, ...] = ("exported",)) -> None:
+        if self.state not in states:
+            raise Refused("batch", f"batch is {self.state}; the bank has no payment of it "
+                          "to answer for")
+        for o in items:
+            line = self.lines.get(o.end_to_end_id)
+            if line is None:
+                raise Refused("end_to_end_id", f"{o.end_to_end_id} is not in batch "
+                              f"{self.period}/{self.sequence}")
+            if o.amount_fen != line.amount_fen:
+                raise Refused("amount", f"{o.end_to_end_id}: the bank reports {o.amount_fen} "
+                              f"fen, the batch sent {line.amount_fen} fen")
+            if self.outcomes.get(o.end_to_end_id) not in allowed_from:
+                raise Refused("end_to_end_id", f"{o.end_to_end_id} is already "
+                              f"{self.outcomes.get(o.end_to_end_id)}")
+
+    def settle(self, items: list[Outcome], value_date: date, file_sha256: str,
+               actor: str) -> None:
+        self._check_outcomes(items, (None,))
+        self.trigger_event(self.PaymentsSettled, items=items, value_date=value_date,
+                           source_file_sha256=file_sha256, actor=actor)
+
+    def fail(self, items: list[Outcome], value_date: date, file_sha256: str,
+             actor: str) -> None:
+        self._check_outcomes(items, (None,))
+        self.trigger_event(self.PaymentsFailed, items=items, value_date=value_date,
+                           source_file_sha256=file_sha256, actor=actor)
+
+    def returned(self, items: list[Outcome], value_date: date, file_sha256: str,
+                 actor: str) -> None:
+        # A settled payment can come back after the batch closed (account closed, holder
+        # deceased): it stays reversible.
+        self._check_outcomes(items, ("settled",), states=("exported", "closed"))
+        self.trigger_event(self.PaymentsReturned, items=items, value_date=value_date,
+                           source_file_sha256=file_sha256, actor=actor)
+
+    def close(self, actor: str) -> None:
+        if self.state != "exported":
+            raise Refused("batch", f"batch is {self.state}; only an exported batch closes")
+        pending = [e for e in self.lines if e not in self.outcomes]
+        if pending:
+            raise Refused("batch", f"{len(pending)} payment(s) have no answer from the bank")
+        sums = {"settled": 0, "failed": 0, "returned": 0}
+        for e2e, outcome in self.outcomes.items():
+            sums[outcome] += self.lines[e2e].amount_fen
+        self.trigger_event(self.Closed, settled_fen=sums["settled"], failed_fen=sums["failed"],
+                           returned_fen=sums["returned"], actor=actor)

@@ -1,0 +1,177 @@
+"""What a pensioner is owed for a payout month: pure rules, no storage.
+
+Owed: every month from the start of the pension to the payout month that has not been paid
+or forfeited (prison months), so arrears after a resumption and months whose payment the
+bank failed are paid with the next run. Nothing is paid while suspended, dead or held for
+bad bank details. Each month's basic pension follows the rule version in force that month;
+the account part is fixed at approval and drawn from the individual account until it is
+empty, then paid by the pooled fund.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from ledger.aggregates.participant import (
+    BankAccount,
+    Participant,
+    basic_pension_components,
+    draw_by_source,
+    months_between,
+    parse_month,
+)
+from ledger.rules import RuleVersion
+
+MAX_MONTHS_OWED = 600  # a limit on everything: fifty years of arrears
+
+
+@dataclass(frozen=True)
+class PensionerFacts:
+    """What the payout run needs to know of one pensioner, kept current on every save."""
+
+    participant_id: str
+    version: int
+    status: str
+    birth_date: date
+    start_month: str
+    contribution_years: int
+    account_pension_fen: int
+    sources_fen: dict[str, int]
+    # Paid or forfeited in full from the start through paid_through; later months paid or
+    # forfeited are listed (few: a failed month paid again later). Kept compact because a
+    # province re-reads a million of these every month.
+    paid_through: str | None
+    paid_after: frozenset[str]
+    forfeited_after: frozenset[str]
+    payment_hold: str | None
+    overpayment_fen: int
+    bank: BankAccount | None
+    name: str
+    id_number: str
+    township: str
+    village: str
+
+
+@dataclass(frozen=True)
+class Due:
+    participant_id: str
+    months: tuple[str, ...]
+    basic_fen: int
+    account_by_source_fen: dict[str, int]
+    pooled_account_fen: int
+    deduction_fen: int
+    amount_fen: int
+    rule_versions: tuple[str, ...]
+
+    @property
+    def gross_fen(self) -> int:
+        return self.basic_fen + sum(self.account_by_source_fen.values()) + self.pooled_account_fen
+
+
+def facts_of(p: Participant) -> PensionerFacts | None:
+    """The payout facts of a participant who has a pension, else None."""
+    if p.pension is None:
+        return None
+    return PensionerFacts(
+        participant_id=str(p.id), version=p.version, status=p.status, birth_date=p.birth_date,
+        start_month=p.pension.start_month, contribution_years=p.pension.contribution_years,
+        account_pension_fen=p.pension.account_pension_fen, sources_fen=dict(p.sources),
+        **_compact(p.pension.start_month, set(p.paid_months), p.forfeited_months),
+        payment_hold=p.payment_hold, overpayment_fen=p.overpayment_fen, bank=p.bank,
+        name=p.name, id_number=p.id_number, township=p.township, village=p.village)
+
+
+def next_month(month: str) -> str:
+    y, m = parse_month(month, "month")
+    return f"{y + (m == 12):04d}-{m % 12 + 1:02d}"
+
+
+def _compact(start: str, paid: set[str], forfeited: set[str]) -> dict[str, Any]:
+    settled = paid | forfeited
+    through = None
+    m = start
+    while m in settled:
+        through = m
+        m = next_month(m)
+    return {"paid_through": through,
+            "paid_after": frozenset(x for x in paid if through is None or x > through),
+            "forfeited_after": frozenset(x for x in forfeited if through is None or x > through)}
+
+
+def months_owed(f: PensionerFacts, period: str) -> list[str]:
+    parse_month(period, "period")
+    if f.status != "pensioner" or f.payment_hold is not None or period < f.start_month:
+        return []
+    first = f.start_month if f.paid_through is None else next_month(f.paid_through)
+    months = months_between(first, next_month(period))
+    assert len(months) <= MAX_MONTHS_OWED, "more months owed than the limit"
+    return [m for m in months if m not in f.paid_after and m not in f.forfeited_after]
+
+
+def due_for(f: PensionerFacts, period: str, rules_on: Callable[[date], RuleVersion],
+            max_deduction_percent: int) -> Due | None:
+    months = months_owed(f, period)
+    if not months:
+        return None
+    basic = 0
+    versions: list[str] = []
+    for m in months:
+        y, mo = parse_month(m, "period")
+        rules = rules_on(date(y, mo, 1))
+        basic += basic_pension_components(rules.parameters, f.birth_date, m,
+                                          f.contribution_years).total_fen()
+        if rules.label not in versions:
+            versions.append(rules.label)
+    account_due = f.account_pension_fen * len(months)
+    balance = sum(f.sources_fen.values())
+    drawn = min(account_due, balance)
+    by_source = draw_by_source(f.sources_fen, drawn)
+    pooled = account_due - drawn
+    gross = basic + account_due
+    deduction = min(f.overpayment_fen, gross * max_deduction_percent // 100)
+    amount = gross - deduction
+    assert amount > 0 or gross == 0
+    return Due(participant_id=f.participant_id, months=tuple(months), basic_fen=basic,
+               account_by_source_fen=by_source, pooled_account_fen=pooled,
+               deduction_fen=deduction, amount_fen=amount, rule_versions=tuple(versions))
+
+
+# ---- the pensioner register's row: facts (no personal data) and payee (personal) ------
+
+def facts_json(f: PensionerFacts) -> str:
+    return orjson.dumps({
+        "version": f.version, "status": f.status, "birth_date": f.birth_date.isoformat(),
+        "start_month": f.start_month, "contribution_years": f.contribution_years,
+        "account_pension_fen": f.account_pension_fen, "sources_fen": f.sources_fen,
+        "paid_through": f.paid_through, "paid_after": sorted(f.paid_after),
+        "forfeited_after": sorted(f.forfeited_after),
+        "payment_hold": f.payment_hold, "overpayment_fen": f.overpayment_fen,
+        "township": f.township, "village": f.village,
+    }).decode()
+
+
+def payee_json(f: PensionerFacts) -> bytes:
+    return orjson.dumps({"name": f.name, "id_number": f.id_number,
+                         "bank": f.bank.model_dump() if f.bank else None})
+
+
+def load_facts(participant_id: UUID | str, facts: str, payee: bytes) -> PensionerFacts:
+    d: dict[str, Any] = orjson.loads(facts)
+    who: dict[str, Any] = orjson.loads(payee)
+    return PensionerFacts(
+        participant_id=str(participant_id), version=d["version"], status=d["status"],
+        birth_date=date.fromisoformat(d["birth_date"]), start_month=d["start_month"],
+        contribution_years=d["contribution_years"],
+        account_pension_fen=d["account_pension_fen"], sources_fen=d["sources_fen"],
+        paid_through=d["paid_through"], paid_after=frozenset(d["paid_after"]),
+        forfeited_after=frozenset(d["forfeited_after"]),
+        payment_hold=d["payment_hold"], overpayment_fen=d["overpayment_fen"],
+        bank=BankAccount.model_validate(who["bank"]) if who["bank"] else None,
+        name=who["name"], id_number=who["id_number"], township=d["township"],
+        village=d["village"])
