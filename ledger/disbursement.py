@@ -20,6 +20,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.persistence import IntegrityError
 
+from ledger.aggregates.command_receipt import CommandReceipt
 from ledger.aggregates.participant import Participant
 from ledger.aggregates.payout_batch import BatchLine, Outcome, PayoutBatch
 from ledger.application import MAX_ATTEMPTS, Ledger
@@ -182,10 +183,15 @@ def _first_after(month: str) -> str:
 
 def answer(ledger: Ledger, batch_id: UUID, *, settled: Sequence[Outcome] = (),
            failed: Sequence[Outcome] = (), returned: Sequence[Outcome] = (),
-           value_date: date, file_sha256: str, actor: str) -> dict[str, int]:
+           value_date: date, file_sha256: str, actor: str) -> dict[str, Any]:
     """Book the bank's answers. A failed or returned payment gives the money back to the
-    expenditure account and the months back to the pensioner (owed again)."""
+    expenditure account and the months back to the pensioner (owed again). The same file
+    (by its SHA-256) booked twice changes nothing the second time."""
+    key = f"bank-answer:{batch_id}:{file_sha256}"
     for _ in range(MAX_ATTEMPTS):
+        earlier = ledger._receipt(key)
+        if earlier is not None:
+            return {**earlier.result, "replayed": True}
         batch = get_batch(ledger, batch_id)
         if settled:
             batch.settle(list(settled), value_date, file_sha256, actor)
@@ -206,9 +212,35 @@ def answer(ledger: Ledger, batch_id: UUID, *, settled: Sequence[Outcome] = (),
                             reason_code=outcome.reason_code, after_settlement=after,
                             actor=actor)
             participants.append(p)
+        result = {"settled": len(settled), "failed": len(failed), "returned": len(returned)}
+        receipt = CommandReceipt.record(key, "bank-answer", file_sha256, result, actor)
         try:
-            ledger._save(batch, *participants)
+            ledger._save(batch, *participants, receipt)
         except IntegrityError:
             continue
-        return {"settled": len(settled), "failed": len(failed), "returned": len(returned)}
+        return result
     raise ConcurrencyConflict(MAX_ATTEMPTS)
+
+
+def _batch_step(ledger: Ledger, batch_id: UUID, step: Callable[[PayoutBatch], None]
+                ) -> PayoutBatch:
+    for _ in range(MAX_ATTEMPTS):
+        batch = get_batch(ledger, batch_id)
+        step(batch)
+        try:
+            ledger._save(batch)
+        except IntegrityError:
+            continue
+        return batch
+    raise ConcurrencyConflict(MAX_ATTEMPTS)
+
+
+def mark_exported(ledger: Ledger, batch_id: UUID, *, file_format: str, manifest_sha256: str,
+                  files: list[str], actor: str) -> PayoutBatch:
+    """Record that the approved files were written (again, after a crash: no new event)."""
+    return _batch_step(ledger, batch_id, lambda b: b.mark_exported(
+        file_format, manifest_sha256, files, actor))
+
+
+def close(ledger: Ledger, batch_id: UUID, actor: str) -> PayoutBatch:
+    return _batch_step(ledger, batch_id, lambda b: b.close(actor))
