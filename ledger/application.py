@@ -28,6 +28,7 @@ from ledger.errors import (
     ConcurrencyConflict,
     IdempotencyConflict,
     InvalidInput,
+    LedgerError,
     NotFound,
     Refused,
 )
@@ -123,7 +124,16 @@ class Ledger(Application[UUID]):
                     if earlier.payload_sha256 != digest:
                         raise IdempotencyConflict(key)
                     return {**earlier.result, "replayed": True}
-            aggregates, result = body()
+            try:
+                aggregates, result = body()
+            except LedgerError:
+                # A writer with the same key may have committed since the check above:
+                # then this is a retry of its command, not a refusal.
+                if key is None or (earlier := self._receipt(key)) is None:
+                    raise
+                if earlier.payload_sha256 != digest:
+                    raise IdempotencyConflict(key) from None
+                return {**earlier.result, "replayed": True}
             if key is not None:
                 aggregates.append(CommandReceipt.record(key, command, digest, result, actor))
             try:
@@ -327,9 +337,7 @@ class Ledger(Application[UUID]):
         Resumable: each chunk is atomic, and a participant credited already is skipped."""
         if today <= date(year, 12, 31):
             raise Refused("year", f"interest for {year} is credited after 31 December {year}")
-        rules = self.rules_on(date(year, 12, 31), "year")
-        if year not in rules.parameters.interest_rates:
-            raise Refused("year", f"rule {rules.label} names no interest rate for {year}")
+        rules = self._interest_rules(year)
         credited = skipped = total_fen = 0
         for chunk in self._chunks(self.queries.all_participant_ids(), chunk_size):
             for _attempt in range(MAX_ATTEMPTS):
@@ -337,8 +345,13 @@ class Ledger(Application[UUID]):
                 chunk_fen = 0
                 for pid in chunk:
                     p: Participant = self.repository.get(pid)
-                    if year in p.interest_years or p.enrol_date.year > year:
+                    if year in p.interest_years or p.enrol_date.year > year or p.closed:
                         continue
+                    # Any earlier year still uncredited first, so that it compounds.
+                    for earlier in range(p.enrol_date.year, year):
+                        if earlier not in p.interest_years:
+                            chunk_fen += p.credit_interest(
+                                year=earlier, rules=self._interest_rules(earlier), actor=actor)
                     chunk_fen += p.credit_interest(year=year, rules=rules, actor=actor)
                     batch.append(p)
                 try:
@@ -356,6 +369,12 @@ class Ledger(Application[UUID]):
                 progress(len(chunk))
         return {"credited": credited, "skipped": skipped, "amount_fen": total_fen}
 
+    def _interest_rules(self, year: int) -> RuleVersion:
+        rules = self.rules_on(date(year, 12, 31), "year")
+        if year not in rules.parameters.interest_rates:
+            raise Refused("year", f"rule {rules.label} names no interest rate for {year}")
+        return rules
+
     @staticmethod
     def _chunks(items: list[UUID], size: int) -> Iterator[list[UUID]]:
         assert 0 < size <= 100_000
@@ -369,7 +388,7 @@ class Ledger(Application[UUID]):
             p.change_identity_group(group, effective_from, actor)
             return [p], {"participant_id": str(p.id), "identity_group": group}
         return self._command("change-group", idempotency_key,
-                             {"id_number": id_number, "group": group,
+                             {"id_number": resident_id.normalise(id_number), "group": group,
                               "effective_from": effective_from}, body, actor)
 
     def change_bank_details(self, *, id_number: str, bank: BankAccount, actor: str,
@@ -379,7 +398,8 @@ class Ledger(Application[UUID]):
             p.change_bank_details(bank, actor)
             return [p], {"participant_id": str(p.id)}
         return self._command("change-bank", idempotency_key,
-                             {"id_number": id_number, "bank": bank.model_dump()}, body, actor)
+                             {"id_number": resident_id.normalise(id_number),
+                              "bank": bank.model_dump()}, body, actor)
 
     # ---- pensioners -------------------------------------------------------------------
 
@@ -391,7 +411,8 @@ class Ledger(Application[UUID]):
             p.apply_for_pension(start_month=start_month, rules=rules, actor=actor)
             return [p], {"participant_id": str(p.id), "start_month": start_month}
         return self._command("pension-apply", idempotency_key,
-                             {"id_number": id_number, "start_month": start_month}, body, actor)
+                             {"id_number": resident_id.normalise(id_number),
+                              "start_month": start_month}, body, actor)
 
     def approve_pension(self, *, id_number: str, actor: str,
                         idempotency_key: str | None = None) -> dict[str, Any]:
@@ -407,8 +428,8 @@ class Ledger(Application[UUID]):
                          "basic_fen": p.pension.basic.total_fen(),
                          "account_pension_fen": p.pension.account_pension_fen,
                          "rule_version": rules.label}
-        return self._command("pension-approve", idempotency_key, {"id_number": id_number},
-                             body, actor)
+        return self._command("pension-approve", idempotency_key,
+                             {"id_number": resident_id.normalise(id_number)}, body, actor)
 
     def _participant_step(self, command: str, id_number: str, actor: str, key: str | None,
                           payload: dict[str, Any], step: Callable[[Participant], Any]
@@ -418,7 +439,9 @@ class Ledger(Application[UUID]):
             out = step(p)
             return [p], {"participant_id": str(p.id), "status": p.status,
                          **({"result": out} if out is not None else {})}
-        return self._command(command, key, {"id_number": id_number, **payload}, body, actor)
+        return self._command(command, key,
+                             {"id_number": resident_id.normalise(id_number), **payload},
+                             body, actor)
 
     def suspend(self, *, id_number: str, reason_code: str, from_month: str, actor: str,
                 idempotency_key: str | None = None) -> dict[str, Any]:

@@ -57,7 +57,8 @@ CIPHERS = ["plain", "encrypted"]
 
 @pytest.fixture(params=[(s, c) for s in STORES for c in CIPHERS],
                 ids=[f"{s}-{c}" for s in STORES for c in CIPHERS])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[tuple[str, str | None]]:
+def ledger_url(request: pytest.FixtureRequest,
+               tmp_path: object) -> Iterator[tuple[str, str | None]]:
     """(url, cipher_key) for each store, with encryption off and on."""
     store, cipher = request.param
     key = TEST_CIPHER_KEY if cipher == "encrypted" else ""

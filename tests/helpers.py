@@ -15,7 +15,8 @@ def make_id(n: int, born: date = date(1970, 5, 17), area: str = "110101") -> str
 
 
 def bank(n: int = 1) -> BankAccount:
-    return BankAccount(account_name=f"持卡人{n}", account_number=f"62220000{n:08d}", bank_code="102")
+    return BankAccount(account_name=f"持卡人{n}", account_number=f"62220000{n:08d}",
+                       bank_code="102")
 
 
 def enrol(ledger: Ledger, id_number: str, *, group: str = "ordinary",

@@ -4,7 +4,7 @@ from ledger.application import Ledger
 from tests.helpers import contribute, enrol, make_id
 
 
-def test_a_contribution_reaches_the_income_account_and_the_individual_account(ledger: Ledger) -> None:
+def test_a_contribution_reaches_the_income_and_the_individual_account(ledger: Ledger) -> None:
     idn = make_id(1)
     enrol(ledger, idn)
     contribute(ledger, idn, 2016, 50000)

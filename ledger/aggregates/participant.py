@@ -245,7 +245,8 @@ class Participant(Aggregate):
 
         def apply(self, p: Any) -> None:
             p.identity_groups.append((self.effective_from, self.identity_group))
-            p.identity_groups.sort()
+            # By date only: a stable sort keeps same-day changes in the order recorded.
+            p.identity_groups.sort(key=lambda entry: entry[0])
 
     class BankDetailsChanged(Aggregate.Event):
         bank: BankAccount
@@ -512,6 +513,8 @@ class Participant(Aggregate):
 
         if year in self.interest_years:
             raise Refused("year", f"interest for {year} was already credited")
+        if self.closed:
+            raise Refused("participant", "the account is settled; it earns no more interest")
         rate = rules.parameters.interest_rates.get(year)
         if rate is None:
             raise Refused("year", f"the rule set names no interest rate for {year}")
@@ -536,10 +539,11 @@ class Participant(Aggregate):
             raise Refused("participant", f"participant is {self.status}; only an enrolled "
                           "participant can start a pension")
         parse_month(start_month, "start_month")
-        earliest = month_after(birthday_at(self.birth_date, params.pension_age))
+        earliest = max(month_after(birthday_at(self.birth_date, params.pension_age)),
+                       month_after(self.enrol_date))
         if start_month < earliest:
             raise Refused("start_month", f"pension starts the month after age "
-                          f"{params.pension_age}: not before {earliest}")
+                          f"{params.pension_age} and after enrolment: not before {earliest}")
         years = len(self.contributed_years)
         if years < params.min_contribution_years and not self._transitional(params):
             raise Refused("participant", f"{years} contribution years; a pension needs "
@@ -586,6 +590,10 @@ class Participant(Aggregate):
         if self.status != "pensioner":
             raise Refused("participant", f"participant is {self.status}; only a pensioner "
                           "being paid can be suspended")
+        assert self.pension is not None
+        if from_month < self.pension.start_month:
+            raise Refused("from_month", f"is before the pension began "
+                          f"({self.pension.start_month})")
         self.trigger_event(self.Suspended, reason_code=reason_code, from_month=from_month,
                            actor=actor)
 
