@@ -156,6 +156,8 @@ def postings_for(event: Any) -> list[Posting]:
             out = [Posting(EXPENDITURE, event.amount_fen), Posting(IN_FLIGHT, -event.amount_fen)]
         case _:
             out = []
+    # A contribution paid wholly on behalf books nothing to the income account.
+    out = [p for p in out if p.amount_fen]
     assert sum(p.amount_fen for p in out) == 0, (type(event).__name__, out)
     return out
 
