@@ -1,0 +1,156 @@
+"""The demo runs end to end on a small county, and its balances reconcile three ways: with
+the demo's own tally, with the postings of every stored event, and with the CSV files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ledger.aggregates.participant import Participant
+from ledger.application import Ledger
+from ledger.cli import app
+from ledger.money import parse_yuan
+from ledger.postings import GUARDED_ACCOUNTS, postings_for
+from ledger.resident_id import normalise
+from ledger.rules import sample_county
+from ledger.synthetic import make_county
+from tests.conftest import require_postgres
+
+ENV = {"LEDGER_DATABASE_URL": None, "CIPHER_KEY": None}
+SMALL = "40"
+
+
+def run_demo(*args: str) -> tuple[dict[str, Any], str]:
+    r = CliRunner().invoke(app, ["--json", "demo", *args], env=ENV)
+    assert r.exit_code == 0, (r.stderr[-3000:], r.exception)
+    return json.loads(r.stdout), r.stderr
+
+
+def postings_of_every_event(url: str) -> dict[str, int]:
+    """Replay the event store: the sum of every money event's postings per guarded account."""
+    ledger = Ledger(url, cipher_key="")
+    try:
+        totals = dict.fromkeys(GUARDED_ACCOUNTS, 0)
+        start = 1
+        while True:
+            page = ledger.recorder.select_notifications(start=start, limit=1000)
+            if not page:
+                break
+            for note in page:
+                for p in postings_for(ledger.mapper.to_domain_event(note)):
+                    if p.account in totals:
+                        totals[p.account] += p.amount_fen
+            start = page[-1].id + 1
+        assert totals == ledger.fund_positions()
+        return totals
+    finally:
+        ledger.close()
+
+
+def contributions_in_store(url: str) -> int:
+    ledger = Ledger(url, cipher_key="")
+    try:
+        total = 0
+        for note in ledger.recorder.select_notifications(start=1, limit=10**6):
+            event = ledger.mapper.to_domain_event(note)
+            if isinstance(event, Participant.ContributionReceived) and not event.back_payment:
+                total += event.amount_fen
+        return total
+    finally:
+        ledger.close()
+
+
+def test_demo_end_to_end_reconciles(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    result, narrative = run_demo("--db", str(db), "--fresh", "--participants", SMALL)
+
+    assert result["reconciled"] is True
+    assert result["booked_fen"] == result["positions_fen"]
+    assert result["positions_fen"] == postings_of_every_event(str(db))
+    # Money really moved: contributions were swept and pensions funded.
+    assert result["positions_fen"]["1002"] > 0 and result["positions_fen"]["1003"] > 0
+    assert result["positions_fen"]["1001"] == 0  # swept to zero
+
+    # What the contribution files say is what the ledger booked.
+    csv_fen = 0
+    for path in sorted(Path(result["csv_dir"]).glob("contributions-*.csv")):
+        with path.open(encoding="utf-8") as f:
+            csv_fen += sum(parse_yuan(row["amount"], "amount") for row in csv.DictReader(f))
+    assert csv_fen == contributions_in_store(str(db)) > 0
+
+    assert result["audit"]["ok"] is True and result["audit"]["events"] > 0
+    refusals = "\n".join(result["refusals"])
+    assert "the law forbids moving money expenditure -> income" in refusals
+    assert "below zero" in refusals
+    assert "separation of duties" in refusals
+    assert "more than 2 decimal places" in refusals
+
+    # No full resident ID or bank account number reaches the screen.
+    with (Path(result["csv_dir"]) / "participants.csv").open(encoding="utf-8") as f:
+        people = list(csv.DictReader(f))
+    screen = narrative + json.dumps(result)
+    for row in people:
+        assert row["id_number"] not in screen
+        assert row["account_number"] not in screen
+    assert "Statement (对账单)" in narrative and "********" in narrative
+
+
+def test_demo_refuses_a_ledger_that_has_data_and_fresh_starts_over(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    run_demo("--db", str(db), "--participants", "20")
+    r = CliRunner().invoke(app, ["demo", "--db", str(db), "--participants", "20"], env=ENV)
+    assert r.exit_code == 2
+    assert "db: already holds participants" in r.stderr
+    # A bad size is refused before --fresh deletes anything.
+    r = CliRunner().invoke(app, ["demo", "--db", str(db), "--fresh", "--participants", "5"],
+                           env=ENV)
+    assert r.exit_code == 2 and "participants: must be 20 to" in r.stderr
+    assert db.exists()
+    again, _ = run_demo("--db", str(db), "--fresh", "--participants", "20")
+    assert again["reconciled"] is True
+
+
+def test_fresh_never_drops_a_server_database() -> None:
+    r = CliRunner().invoke(app, ["demo", "--fresh", "--db",
+                                 "postgresql://postgres@127.0.0.1:5432/test"], env=ENV)
+    assert r.exit_code == 2
+    assert "fresh: deletes a SQLite file only" in r.stderr
+
+
+@pytest.mark.postgres
+def test_demo_on_postgresql(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_postgres()
+    monkeypatch.chdir(tmp_path)  # the CSV files go under ./var
+    result, _ = run_demo("--db", pg_url, "--participants", "20")
+    assert result["reconciled"] is True
+    assert result["positions_fen"] == postings_of_every_event(pg_url)
+    assert result["audit"]["ok"] is True
+
+
+def test_synthetic_county_is_valid_and_deterministic() -> None:
+    rules = {v[0].year: v[1] for v in sample_county()}
+
+    def rules_for(year: int) -> Any:
+        return rules[max(y for y in rules if y <= year)]
+
+    a = make_county(300, (2021, 2022), rules_for, seed=7)
+    b = make_county(300, (2021, 2022), rules_for, seed=7)
+    assert [p.id_number for p in a.people] == [p.id_number for p in b.people]
+    assert len({p.id_number for p in a.people}) == 300
+    for p in a.people:
+        assert normalise(p.id_number) == p.id_number
+        assert date(1945, 1, 1) <= p.birth_date <= date(2005, 12, 31)
+        assert p.enrol_date > p.birth_date
+    groups = {p.identity_group for p in a.people}
+    assert "ordinary" in groups and groups - {"ordinary"}
+    for year, rows in a.contributions.items():
+        tiers = rules_for(year).contribution_tiers_fen
+        assert rows and all(c.tier_fen in tiers and 0 <= c.amount_fen <= c.tier_fen
+                            and c.value_date.year == year for c in rows)
+        assert len({c.receipt_no for c in rows}) == len(rows)
