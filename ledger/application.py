@@ -9,13 +9,13 @@ same key with another payload is refused.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
 
@@ -59,6 +59,21 @@ def register_row(p: Participant) -> RegisterRow:
     )
 
 
+def project_events(aggregate: Any, events: Iterable[Any]) -> Any:
+    """Replay events onto an aggregate. eventsourcing's default projector asserts
+    isinstance(event, CanMutateProtocol) per event: a runtime Protocol check that costs
+    about a third of every replay on Python 3.11."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+class LedgerRepository(Repository[UUID]):
+    def get(self, aggregate_id: UUID, **kwargs: Any) -> Any:
+        kwargs.setdefault("projector_func", project_events)
+        return super().get(aggregate_id, **kwargs)
+
+
 class Ledger(Application[UUID]):
     name = "PensionLedger"
 
@@ -74,6 +89,11 @@ class Ledger(Application[UUID]):
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # The composition root decides the configuration; stray process variables do not.
         return Environment(name, {**type(self).env, **(env or {})})
+
+    def construct_repository(self) -> Repository[UUID]:
+        # No aggregate cache is configured (construct_env admits none), so the event and
+        # snapshot stores are all the repository needs.
+        return LedgerRepository(event_store=self.events, snapshot_store=self.snapshots)
 
     # ---- plumbing ---------------------------------------------------------------------
 
