@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/pension-ledger demo --db ./var/demo.db --fresh
 
 test: $(STAMP)
-	$(BIN)/ruff check ledger payout_engine consumers tests
-	$(BIN)/mypy ledger payout_engine consumers
+	$(BIN)/ruff check ledger payout_engine consumers entrypoints tests
+	$(BIN)/mypy ledger payout_engine consumers entrypoints
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -30,6 +30,7 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.contributions
+	$(BIN)/python -m bench.projections
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .hypothesis

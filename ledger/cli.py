@@ -51,6 +51,7 @@ from ledger.errors import (
 )
 from ledger.money import format_yuan, parse_yuan
 from ledger.postings import ACCOUNT_NAMES, GUARDED_ACCOUNTS
+from ledger.projections.commands import register as register_projections
 from ledger.rules import Parameters
 
 if TYPE_CHECKING:
@@ -385,6 +386,10 @@ AmountOpt = Annotated[str, typer.Option("--amount", help="Yuan, e.g. 500.00 (nev
 RefOpt = Annotated[str, typer.Option("--reference", help="Bank reference; books once.")]
 
 
+# The settings of the command line being run (one per process), for current_ledger().
+_RUNNING: list[Settings] = []
+
+
 def settings_of(ctx: typer.Context, json_out: bool = False) -> Settings:
     settings = ctx.find_root().obj
     assert isinstance(settings, Settings), "the root callback sets the settings"
@@ -419,6 +424,7 @@ def main_options(
     settings = Settings(db=db, json=json_out, actor=actor.strip(), key=key, role=role,
                         unmask=unmask)
     ctx.obj = settings
+    _RUNNING[:] = [settings]
     ctx.call_on_close(settings.close)
 
 
@@ -978,16 +984,16 @@ def render_balances(console: Console, payload: dict[str, Any]) -> None:
     console.print(table)
 
 
-@app.command()
-@guarded
-def balances(ctx: typer.Context, json_out: JsonFlag = False) -> None:
-    """Balances of the income, fiscal special and expenditure accounts and money in flight."""
-    st = settings_of(ctx, json_out)
-    payload = balances_payload(balance_rows(st.ledger()))
-    if st.json:
-        sys.stdout.write(dump_json(payload) + "\n")
-    else:
-        render_balances(out_console(), payload)
+def current_ledger() -> Ledger:
+    """The ledger of the command line being run, for commands registered without a
+    context (the projections' sub-app)."""
+    assert _RUNNING, "the root callback sets the settings"
+    return _RUNNING[-1].ledger()
+
+
+# balances [--as-of] [--by township] [--fund] [--json], trial-balance, roster,
+# report county, project run/rebuild/status: answered by the projections.
+register_projections(app, current_ledger)
 
 
 # ---- imports ----------------------------------------------------------------------------

@@ -264,6 +264,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        # NOTIFY channels belong to the database, not the schema: name ours after both.
+        self.channel_name = f"{self.datastore.schema}_{self.channel_name}"[:63]
         schema = Identifier(self.datastore.schema)
         self.sql_create_statements.extend([
             SQL("CREATE TABLE IF NOT EXISTS {s}.event_chain (block_no bigint PRIMARY KEY, "

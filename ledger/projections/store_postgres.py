@@ -1,0 +1,98 @@
+"""The projection store on PostgreSQL: the views in the ledger's schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg.rows import tuple_row
+
+from ledger.projections.store import ProjectionStore, Tx
+from ledger.projections.tables import ColumnType, TableSpec
+from ledger.projections.view import Row
+
+TRACKING_TABLE = "proj_tracking"
+# Rows per statement: arrays this long are still cheap to send and bound the memory.
+MAX_ROWS_PER_STATEMENT = 50_000
+COPY_TYPES: dict[ColumnType, str] = {"uuid": "uuid", "text": "text", "date": "date",
+                                     "int": "int8", "bytes": "bytea"}
+
+
+class PostgresTx(Tx):
+    types: dict[ColumnType, str] = {"uuid": "uuid", "text": "text", "date": "date",
+                                    "int": "bigint", "bytes": "bytea"}
+    share_clause = " FOR SHARE"
+    update_clause = " FOR UPDATE"
+
+    def q(self, name: str) -> str:
+        schema = self.store.datastore.schema
+        assert '"' not in schema and '"' not in name
+        return f'"{schema}"."{name}"'
+
+    @property
+    def tracking_table(self) -> str:
+        return self.q(TRACKING_TABLE)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.cursor.execute(sql.replace("?", "%s"), params)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.cursor.execute(sql.replace("?", "%s"), params)
+        return list(self.cursor.fetchall())
+
+    def upsert(self, spec: TableSpec, generation: int, rows: Sequence[Row]) -> None:
+        names = [c.name for c in spec.columns]
+        updates = [f"{c.name} = t.{c.name} + EXCLUDED.{c.name}" if c.merge == "add"
+                   else f"{c.name} = EXCLUDED.{c.name}"
+                   for c in spec.columns if c.merge != "key"]
+        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+        # One statement per chunk: the rows travel as one array per column.
+        arrays = ", ".join(f"%b::{self.types[c.type]}[]" for c in spec.columns)
+        sql = (f"INSERT INTO {self.q(spec.physical(generation))} AS t ({', '.join(names)}) "
+               f"SELECT * FROM unnest({arrays}) ON CONFLICT ({', '.join(spec.key)}) {action}")
+        # In key order: writers adding to the same rows then lock them in the same order
+        # and wait for each other instead of deadlocking.
+        width = len(spec.key)
+        rows = sorted(rows, key=lambda row: row[:width])
+        for i in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+            part = rows[i:i + MAX_ROWS_PER_STATEMENT]
+            self.cursor.execute(sql, [list(column) for column in zip(*part, strict=True)])
+
+    def append(self, spec: TableSpec, generation: int, rows: Sequence[Row]) -> None:
+        names = ", ".join(c.name for c in spec.columns)
+        with self.cursor.copy(f"COPY {self.q(spec.physical(generation))} ({names}) "
+                              f"FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([COPY_TYPES[c.type] for c in spec.columns])
+            for row in rows:
+                copy.write_row(row)
+
+    def fetch(self, spec: TableSpec, generation: int, keys: set[UUID]) -> list[Row]:
+        ordered = sorted(keys)
+        out: list[Row] = []
+        for i in range(0, len(ordered), MAX_ROWS_PER_STATEMENT):
+            out += self.query(f"SELECT * FROM {self.q(spec.physical(generation))} "
+                              f"WHERE {spec.key[0]} = ANY(?::uuid[])",
+                              (ordered[i:i + MAX_ROWS_PER_STATEMENT],))
+        return out
+
+
+class PostgresProjectionStore(PostgresTrackingRecorder, ProjectionStore):
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        super().__init__(datastore, tracking_table_name=TRACKING_TABLE)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with (self.datastore.get_connection() as conn, conn.transaction(),
+              conn.cursor(row_factory=tuple_row) as cur):
+            yield PostgresTx(self, cur)
+
+    @contextmanager
+    def reading(self) -> Iterator[Tx]:
+        with (self.datastore.get_connection() as conn, conn.transaction(force_rollback=True),
+              conn.cursor(row_factory=tuple_row) as cur):
+            # Several queries of one answer (a statement) must see one position.
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield PostgresTx(self, cur)
