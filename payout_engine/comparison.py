@@ -1,0 +1,161 @@
+"""A month's run compared with the previous month's batch: every change in headcount and in
+amount is put down to a reason, and the reasons add up to the whole change.
+
+Reasons, for a pensioner paid now and not last month:
+  new_pensioner      the first payment of a pension that starts after last month
+  arrears_paid       several months at once (resumed after a suspension, a failed payment
+                     paid again once the bank details were fixed, a pension approved
+                     with an earlier start)
+  payment_resumed    paid again for one month (a hold lifted, a resumption without arrears)
+paid last month and not now:
+  died, suspended, terminated, held (bank details to fix after a failed payment),
+  excluded (unusable bank details: see `excluded`), nothing_owed (every month already paid)
+paid in both months with another amount (the first that applies):
+  arrears_paid / arrears_ended   more or fewer months than last time
+  deduction_started / deduction_ended / deduction_changed   overpayment recovery
+  rule_change        another rule version (the basic pension table changed)
+  age_extra          same rules, another basic pension (an age extra began)
+  other
+and, with the amount unchanged:
+  account_exhausted  the individual account ran out: the pool pays the account part now
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from ledger.aggregates.payout_batch import BatchLine
+from ledger.payout import PensionerFacts
+
+MAX_SAMPLES = 20  # participant ids kept per reason, for follow-up
+
+
+@dataclass(frozen=True, slots=True)
+class LineSummary:
+    """What a comparison needs of one payment."""
+
+    amount_fen: int
+    months: int
+    basic_fen: int
+    deduction_fen: int
+    pooled_fen: int
+    rule_versions: tuple[str, ...]
+
+    @classmethod
+    def of(cls, line: BatchLine) -> LineSummary:
+        return cls(line.amount_fen, len(line.months), line.basic_fen, line.deduction_fen,
+                   line.pooled_account_fen, tuple(line.rule_versions))
+
+
+@dataclass
+class _Tally:
+    headcount: int = 0
+    payments: int = 0
+    amount_fen: int = 0
+    samples: list[str] = field(default_factory=list)
+
+
+class Comparison:
+    """Fed one pensioner at a time (a province has a million), then `result()`."""
+
+    def __init__(self, previous: dict[str, Any] | None,
+                 previous_lines: Iterable[BatchLine] = ()) -> None:
+        self.previous = previous
+        self._prev: dict[UUID, LineSummary] = {
+            line.participant_id: LineSummary.of(line) for line in previous_lines}
+        self._prev_count = len(self._prev)
+        self._prev_total = sum(s.amount_fen for s in self._prev.values())
+        self._prev_pooled = sum(s.pooled_fen for s in self._prev.values())
+        self._count = self._total = self._pooled = 0
+        self._tallies: dict[str, _Tally] = {}
+
+    def _add(self, reason: str, pid: UUID | str, headcount: int, amount_fen: int) -> None:
+        t = self._tallies.setdefault(reason, _Tally())
+        t.headcount += headcount
+        t.payments += 1
+        t.amount_fen += amount_fen
+        if len(t.samples) < MAX_SAMPLES:
+            t.samples.append(str(pid))
+
+    def paid(self, f: PensionerFacts, line: BatchLine) -> None:
+        """A pensioner with a payment in this run."""
+        self._count += 1
+        self._total += line.amount_fen
+        self._pooled += line.pooled_account_fen
+        before = self._prev.pop(line.participant_id, None)
+        if before is None:
+            if self.previous is None:
+                reason = "no_previous_batch"
+            elif (f.paid_through is None and not f.paid_after
+                  and f.start_month > self.previous["period"]):
+                reason = "new_pensioner"  # never paid, and not yet due last month
+            elif len(line.months) > 1:
+                reason = "arrears_paid"
+            else:
+                reason = "payment_resumed"
+            self._add(reason, line.participant_id, 1, line.amount_fen)
+            return
+        now = LineSummary.of(line)
+        delta = now.amount_fen - before.amount_fen
+        if delta:
+            self._add(_changed(before, now), line.participant_id, 0, delta)
+        elif now.pooled_fen and not before.pooled_fen:
+            self._add("account_exhausted", line.participant_id, 0, 0)
+
+    def not_paid(self, f: PensionerFacts, excluded: bool = False) -> None:
+        """A pensioner in the register with no payment in this run."""
+        pid = UUID(f.participant_id)
+        before = self._prev.pop(pid, None)
+        if before is None:
+            return
+        if excluded:
+            reason = "excluded"
+        elif f.status == "deceased":
+            reason = "died"
+        elif f.status in ("suspended", "terminated"):
+            reason = f.status
+        elif f.payment_hold is not None:
+            reason = "held"
+        else:
+            reason = "nothing_owed"
+        self._add(reason, pid, -1, -before.amount_fen)
+
+    def result(self) -> dict[str, Any]:
+        for pid, before in self._prev.items():  # paid last month, gone from the register
+            self._add("not_in_register", pid, -1, -before.amount_fen)
+        self._prev.clear()
+        reasons: list[dict[str, Any]] = [
+            {"reason": r, "headcount": t.headcount, "payments": t.payments,
+             "amount_fen": t.amount_fen, "participant_ids": t.samples}
+            for r, t in sorted(self._tallies.items())]
+        head_change = self._count - self._prev_count
+        amount_change = self._total - self._prev_total
+        # Every change is explained, to the person and to the fen.
+        assert sum(t.headcount for t in self._tallies.values()) == head_change
+        assert sum(t.amount_fen for t in self._tallies.values()) == amount_change
+        return {
+            "previous": self.previous,
+            "headcount": {"previous": self._prev_count, "current": self._count,
+                          "change": head_change},
+            "amount": {"previous_fen": self._prev_total, "current_fen": self._total,
+                       "change_fen": amount_change},
+            "from_pool": {"previous_fen": self._prev_pooled, "current_fen": self._pooled},
+            "reasons": reasons,
+        }
+
+
+def _changed(before: LineSummary, now: LineSummary) -> str:
+    if now.months != before.months:
+        return "arrears_paid" if now.months > before.months else "arrears_ended"
+    if now.deduction_fen != before.deduction_fen:
+        if not before.deduction_fen:
+            return "deduction_started"
+        return "deduction_ended" if not now.deduction_fen else "deduction_changed"
+    if now.rule_versions != before.rule_versions:
+        return "rule_change"
+    if now.basic_fen != before.basic_fen:
+        return "age_extra"
+    return "other"

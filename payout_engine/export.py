@@ -1,0 +1,166 @@
+"""The bank files of a batch: made once at draft (their manifest hash is what the approver
+approves) and made again, byte for byte, at export, from the batch's lines and the creation
+time the draft stored. Written only after funding, only if they hash to the approved
+manifest: atomically, mode 0600, beside a SHA-256 manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from ledger import disbursement
+from ledger.aggregates.payout_batch import BatchLine, PayoutBatch
+from ledger.application import Ledger
+from ledger.errors import InvalidInput, Refused
+from payout_engine.bankfiles import (
+    BankFile,
+    BatchHeader,
+    PaymentInstruction,
+    build_manifest,
+    export_files,
+    validate_pain001,
+    write_domestic,
+    write_pain001,
+)
+from payout_engine.config import PayoutConfig, load_config
+
+FILE_FORMATS = ("pain001", "domestic")
+# Checking every file against the XSD costs more than writing it; past this many payments
+# the first and the last file are checked (the writer's output differs between files only
+# in values the instructions already checked).
+VALIDATE_ALL_UP_TO = 100_000
+
+
+def message_id(period: str, sequence: int) -> str:
+    """PO-202611-01: the files are PO-202611-01-0001.xml, ... (unique per batch)."""
+    return f"PO-{period.replace('-', '')}-{sequence:02d}"
+
+
+def remittance(period: str, months: list[str]) -> str:
+    if len(months) == 1:
+        return f"养老金 {period}"
+    return f"养老金 {period} 含补发{len(months) - 1}个月"
+
+
+# The holder's name (户名) goes to the bank as the creditor; until a line keeps it apart from
+# the pensioner's name (姓名), both are the pensioner's name.
+LINE_HAS_ACCOUNT_NAME = "account_name" in BatchLine.model_fields
+
+
+def instruction(period: str, line: BatchLine) -> PaymentInstruction:
+    """The payment as the bank files carry it (raises InvalidInstruction naming the field)."""
+    name = (getattr(line, "account_name", "") if LINE_HAS_ACCOUNT_NAME else "") or \
+        line.payee_name
+    return PaymentInstruction(
+        end_to_end_id=line.end_to_end_id, payout_month=period, payee_name=line.payee_name,
+        account_number=line.account_number, bank_code=line.bank_code,
+        amount_fen=line.amount_fen, id_number=line.id_number, account_name=name,
+        remittance_info=remittance(period, line.months))
+
+
+def bank_files(*, period: str, sequence: int, file_format: str, created_at: datetime,
+               execution_date: date, payments: Iterable[PaymentInstruction],
+               config: PayoutConfig) -> list[BankFile]:
+    """The files for a batch. The same input gives the same bytes."""
+    if file_format not in FILE_FORMATS:
+        raise InvalidInput("format", f"must be one of {', '.join(FILE_FORMATS)}")
+    mid = message_id(period, sequence)
+    header = BatchHeader(mid, mid.replace("PO-", "PB-", 1), created_at, execution_date,
+                         payout_month=period)
+    if file_format == "domestic":
+        return write_domestic(header, config.debtor(), payments,
+                              max_lines_per_file=config.max_txs_per_file)
+    files = write_pain001(header, config.debtor(), payments,
+                          max_txs_per_file=config.max_txs_per_file)
+    total = sum(f.nb_of_txs for f in files)
+    checked = files if total <= VALIDATE_ALL_UP_TO else [files[0], files[-1]]
+    for f in dict.fromkeys(checked):
+        validate_pain001(f.content)
+    return files
+
+
+def file_records(files: list[BankFile]) -> list[dict[str, Any]]:
+    """What the draft keeps of each file: enough to check a bank's answer to it (which
+    payments it carried, its count and sum) without making the files again."""
+    manifest = {e.name: e for e in build_manifest(files).entries}
+    return [{"name": f.name, "message_id": f.message_id, "nb_of_txs": f.nb_of_txs,
+             "ctrl_sum_fen": f.ctrl_sum_fen, "first_end_to_end_id": f.payments[0][0],
+             "last_end_to_end_id": f.payments[-1][0], "size": manifest[f.name].size,
+             "sha256": manifest[f.name].sha256} for f in files]
+
+
+def files_of(batch: PayoutBatch, config: PayoutConfig) -> list[BankFile]:
+    """The batch's files made again from its lines and the creation time stored at draft."""
+    return bank_files(period=batch.period, sequence=batch.sequence,
+                      file_format=batch.file_format, created_at=batch.created_at,
+                      execution_date=batch.execution_date,
+                      payments=[instruction(batch.period, line)
+                                for line in batch.lines.values()], config=config)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    batch_id: UUID
+    period: str
+    sequence: int
+    file_format: str
+    out_dir: str
+    manifest_sha256: str
+    files: list[str]
+    payments: int
+    total_fen: int
+    recorded: bool  # False when the export was recorded before (a re-export)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"batch_id": str(self.batch_id), "period": self.period,
+                "sequence": self.sequence, "format": self.file_format,
+                "out_dir": self.out_dir, "manifest_sha256": self.manifest_sha256,
+                "files": self.files, "payments": self.payments, "total_fen": self.total_fen,
+                "recorded": self.recorded}
+
+
+def export_batch(ledger: Ledger, batch_id: UUID, out_dir: str | Path, *, file_format: str,
+                 actor: str, config: PayoutConfig | None = None) -> ExportResult:
+    """Write the approved files of a funded batch into `out_dir` and record the export.
+
+    Refused before funding, for another format than the one approved, and when the files
+    made now do not hash to the approved manifest (nothing is written then). Running it
+    again after a crash writes the same files and records nothing twice."""
+    from payout_engine.run import bulk_work
+
+    with bulk_work():
+        return _export(ledger, batch_id, Path(out_dir), file_format, actor,
+                       config or load_config())
+
+
+def _export(ledger: Ledger, batch_id: UUID, out_dir: Path, file_format: str, actor: str,
+            config: PayoutConfig) -> ExportResult:
+    batch = disbursement.get_batch(ledger, batch_id)
+    where = f"batch {batch.period}/{batch.sequence}"
+    if batch.state not in ("funded", "exported", "closed"):
+        raise Refused("batch", f"{where} is {batch.state}; files are exported only after the "
+                      "batch is approved and funded")
+    if file_format != batch.file_format:
+        raise Refused("format", f"{where} was drafted and approved as {batch.file_format} "
+                      f"files, not {file_format}")
+    files = files_of(batch, config)
+    made = build_manifest(files).hash
+    if made != batch.manifest_sha256:
+        drafted = batch.comparison.get("file_settings", {})
+        raise Refused("manifest_hash", f"the files of {where} made now hash to {made}, not "
+                      f"the approved {batch.manifest_sha256}: nothing written. The settings "
+                      f"at draft were {drafted}; now {config.file_settings()}")
+    export_files(out_dir, files, batch.manifest_sha256)
+    recorded = batch.state == "funded"
+    if recorded:
+        disbursement.mark_exported(ledger, batch.id, file_format=batch.file_format,
+                                   manifest_sha256=made, files=[f.name for f in files],
+                                   actor=actor)
+    return ExportResult(batch.id, batch.period, batch.sequence, batch.file_format,
+                        str(out_dir), made, [f.name for f in files], batch.line_count,
+                        batch.total_fen, recorded)

@@ -1,0 +1,372 @@
+"""The monthly run: every pensioner in the register, what each is owed by the rules in force
+each month, the bank files for it, a comparison with last month, and a drafted PayoutBatch.
+
+Idempotent: a month's batch, once drafted, is what the run returns (the draft is one
+transaction, so a crash leaves either the whole batch or nothing, and the next run drafts
+the same one: the files' creation time is a function of the month, not of the clock).
+A drafted or approved batch that is no longer right (the register changed; funding refuses
+it) is cancelled, and the next run drafts the month again under the next sequence number.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from ledger import disbursement
+from ledger.aggregates.participant import parse_month
+from ledger.aggregates.payout_batch import BatchLine, PayoutBatch, end_to_end_id
+from ledger.application import Ledger
+from ledger.errors import InvalidInput, Refused
+from ledger.payout import PensionerFacts, due_for, next_month
+from ledger.rules import RuleVersion
+from payout_engine.bankfiles import InvalidInstruction, PaymentInstruction, build_manifest
+from payout_engine.comparison import Comparison
+from payout_engine.config import BEIJING, PayoutConfig, load_config
+from payout_engine.export import (
+    FILE_FORMATS,
+    LINE_HAS_ACCOUNT_NAME,
+    bank_files,
+    file_records,
+    instruction,
+)
+
+Progress = Callable[[int], None]
+MAX_SEQUENCE = 99  # two digits in the EndToEndId
+LOOK_AROUND_MONTHS = 12  # how far the run looks for unfunded earlier or drafted later months
+MAX_EXCLUDED_LISTED = 1000
+PROGRESS_EVERY = 10_000
+
+# A batch's state read from its latest event alone. A payment returned after the batch
+# closed leaves "answered" here; the full batch says "closed".
+_STATE_AFTER = {"Drafted": "drafted", "LinesAdded": "drafted", "Approved": "approved",
+                "Cancelled": "cancelled", "Funded": "funded", "Exported": "exported",
+                "PaymentsSettled": "answered", "PaymentsFailed": "answered",
+                "PaymentsReturned": "answered", "Closed": "closed"}
+UNFUNDED = ("drafted", "approved")
+
+
+def check_period(period: str) -> str:
+    y, m = parse_month(period.strip(), "period")
+    return f"{y:04d}-{m:02d}"
+
+
+def month_before(period: str) -> str:
+    y, m = parse_month(period, "period")
+    return f"{y - (m == 1):04d}-{(m - 2) % 12 + 1:02d}"
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """A batch read from its first and latest events, without its lines."""
+
+    id: UUID
+    period: str
+    sequence: int
+    state: str
+    file_format: str
+    line_count: int
+    total_fen: int
+    manifest_sha256: str
+
+
+def batch_info(ledger: Ledger, batch_id: UUID) -> BatchInfo | None:
+    first = ledger.recorder.select_events(batch_id, limit=1)
+    if not first:
+        return None
+    # The latest event's topic says the state; its body (maybe 10,000 lines) is not read.
+    last = ledger.recorder.select_events(batch_id, desc=True, limit=1)[0]
+    d: Any = ledger.mapper.to_domain_event(first[0])
+    return BatchInfo(batch_id, d.period, d.sequence,
+                     _STATE_AFTER.get(last.topic.rpartition(".")[2], "answered"),
+                     d.file_format, d.line_count, d.total_fen, d.manifest_sha256)
+
+
+def batches_of(ledger: Ledger, period: str) -> list[BatchInfo]:
+    """Every batch of a month, by sequence."""
+    out = []
+    for sequence in range(1, MAX_SEQUENCE + 1):
+        info = batch_info(ledger, PayoutBatch.id_for(period, sequence))
+        if info is None:
+            break
+        out.append(info)
+    return out
+
+
+def live_batch(ledger: Ledger, period: str) -> BatchInfo | None:
+    """The month's batch that stands: the latest one not cancelled."""
+    live = [b for b in batches_of(ledger, period) if b.state != "cancelled"]
+    return live[-1] if live else None
+
+
+def find_batch(ledger: Ledger, ref: str) -> UUID:
+    """A batch named by its id or as PERIOD/SEQUENCE (2026-11/1), or PERIOD for the month's
+    standing batch."""
+    text = ref.strip()
+    try:
+        return UUID(text)
+    except ValueError:
+        pass
+    period_text, _, seq_text = text.partition("/")
+    period = check_period(period_text)
+    if not seq_text:
+        info = live_batch(ledger, period)
+        if info is None:
+            raise Refused("batch", f"no batch for {period}")
+        return info.id
+    if not seq_text.isdigit() or not 1 <= int(seq_text) <= MAX_SEQUENCE:
+        raise InvalidInput("batch", f"{ref!r}: the sequence is 1 to {MAX_SEQUENCE}")
+    return PayoutBatch.id_for(period, int(seq_text))
+
+
+@dataclass
+class RunTimings:
+    """Seconds spent in each part of a run (for the benchmark and the progress report)."""
+
+    parts: dict[str, float] = field(default_factory=dict)
+
+    def add(self, part: str, seconds: float) -> None:
+        self.parts[part] = self.parts.get(part, 0.0) + seconds
+
+
+def _check_order(ledger: Ledger, period: str) -> None:
+    """Months are paid in order: no earlier month left unfunded, no later month drafted.
+    Otherwise two batches would claim the same owed months."""
+    before = period
+    for _ in range(LOOK_AROUND_MONTHS):
+        before = month_before(before)
+        for b in batches_of(ledger, before):
+            if b.state in UNFUNDED:
+                raise Refused("period", f"batch {b.period}/{b.sequence} is {b.state} but not "
+                              f"funded: fund or cancel it before running {period}")
+    after = period
+    for _ in range(LOOK_AROUND_MONTHS):
+        after = next_month(after)
+        later = live_batch(ledger, after)
+        if later is not None:
+            raise Refused("period", f"batch {later.period}/{later.sequence} of a later month "
+                          f"is already drafted; months are run in order")
+
+
+def _previous(ledger: Ledger, period: str) -> PayoutBatch | None:
+    info = live_batch(ledger, month_before(period))
+    return None if info is None else disbursement.get_batch(ledger, info.id)
+
+
+class _RulesOn:
+    """The rule version in force on a day, remembered (asked once per pensioner-month)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ruleset = ledger.ruleset()
+        self.seen: dict[date, RuleVersion] = {}
+
+    def __call__(self, on: date) -> RuleVersion:
+        found = self.seen.get(on)
+        if found is None:
+            found = self.seen[on] = self.ruleset.in_force(on, "period")
+        return found
+
+
+@contextmanager
+def bulk_work() -> Iterator[None]:
+    """No cyclic garbage collection while a million objects are made: each collection
+    walks every live object, so it runs again and again over the growing batch and takes
+    most of the time. Nothing made here holds a reference cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _timed(it: Iterator[PensionerFacts], timings: RunTimings) -> Iterator[PensionerFacts]:
+    while True:
+        t = time.perf_counter()
+        f = next(it, None)
+        timings.add("read_register", time.perf_counter() - t)
+        if f is None:
+            return
+        yield f
+
+
+def run_month(ledger: Ledger, period: str, *, actor: str, file_format: str = "pain001",
+              execution_date: date | None = None, progress: Progress | None = None,
+              config: PayoutConfig | None = None, today: date | None = None,
+              timings: RunTimings | None = None) -> PayoutBatch:
+    """Draft the month's batch, or return the one already drafted."""
+    with bulk_work():
+        return _run_month(ledger, period, actor=actor, file_format=file_format,
+                          execution_date=execution_date, progress=progress, config=config,
+                          today=today, timings=timings)
+
+
+def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
+               execution_date: date | None, progress: Progress | None,
+               config: PayoutConfig | None, today: date | None,
+               timings: RunTimings | None) -> PayoutBatch:
+    period = check_period(period)
+    if file_format not in FILE_FORMATS:
+        raise InvalidInput("format", f"must be one of {', '.join(FILE_FORMATS)}")
+    existing = live_batch(ledger, period)
+    if existing is not None:
+        if existing.file_format != file_format:
+            raise Refused("format", f"batch {period}/{existing.sequence} is drafted as "
+                          f"{existing.file_format} files, not {file_format}")
+        return disbursement.get_batch(ledger, existing.id)
+    sequence = len(batches_of(ledger, period)) + 1
+    if sequence > MAX_SEQUENCE:
+        raise Refused("period", f"{period} has had {MAX_SEQUENCE} batches")
+    _check_order(ledger, period)
+    config = config or load_config()
+    timings = timings if timings is not None else RunTimings()
+    today = today or datetime.now(BEIJING).date()
+    execution = execution_date or config.execution_date(period)
+    if execution > config.payday_of(period):
+        raise InvalidInput("execution_date", f"{execution.isoformat()} is after payday "
+                           f"{config.payday_of(period).isoformat()}")
+    created_at = config.created_at(period, today)
+
+    t = time.perf_counter()
+    previous = _previous(ledger, period)
+    comparison = Comparison(
+        None if previous is None else {
+            "batch_id": str(previous.id), "period": previous.period,
+            "sequence": previous.sequence, "state": previous.state},
+        previous.lines.values() if previous is not None else ())
+    timings.add("previous_batch", time.perf_counter() - t)
+
+    lines, payments, excluded = _compute(ledger, period, sequence, comparison, progress,
+                                         timings)
+
+    if not lines:
+        raise Refused("period", f"nobody is owed a pension for {period} "
+                      f"({len(excluded)} excluded for their bank details): no batch drafted")
+    t = time.perf_counter()
+    files = bank_files(period=period, sequence=sequence, file_format=file_format,
+                       created_at=created_at, execution_date=execution, payments=payments,
+                       config=config)
+    manifest = build_manifest(files)
+    timings.add("files", time.perf_counter() - t)
+    record = comparison.result()
+    record["excluded"] = {"count": len(excluded), "listed": excluded[:MAX_EXCLUDED_LISTED]}
+    record["files"] = file_records(files)
+    record["file_settings"] = config.file_settings()
+
+    t = time.perf_counter()
+    try:
+        batch = disbursement.draft(
+            ledger, period=period, sequence=sequence, file_format=file_format,
+            created_at=created_at, execution_date=execution, lines=lines,
+            manifest_sha256=manifest.hash, comparison=record, actor=actor)
+    except Refused:
+        # Another run drafted this month first: theirs stands.
+        info = live_batch(ledger, period)
+        if info is None:
+            raise
+        batch = disbursement.get_batch(ledger, info.id)
+    timings.add("draft_events", time.perf_counter() - t)
+    return batch
+
+
+def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
+             progress: Progress | None, timings: RunTimings
+             ) -> tuple[list[BatchLine], list[PaymentInstruction], list[dict[str, str]]]:
+    rules_on = _RulesOn(ledger)
+    y, m = parse_month(period, "period")
+    # The deduction limit in force in the payout month. Funding checks the lines against
+    # the limit of its value date (docs/payout.md asks for the payout month there too).
+    max_deduction = rules_on(date(y, m, 1)).parameters.overpayment_max_deduction_percent
+    lines: list[BatchLine] = []
+    payments: list[PaymentInstruction] = []
+    excluded: list[dict[str, str]] = []
+    n = 0
+    t_compute = 0.0
+    for f in _timed(ledger.pensioners(), timings):
+        t = time.perf_counter()
+        n += 1
+        if progress is not None and n % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+        due = due_for(f, period, rules_on, max_deduction)
+        if due is None or due.amount_fen <= 0:
+            comparison.not_paid(f)
+            t_compute += time.perf_counter() - t
+            continue
+        pid = UUID(f.participant_id)
+        why = None
+        if f.bank is None:
+            why = "no bank details"
+        else:
+            line = BatchLine(
+                end_to_end_id=end_to_end_id(period, sequence, pid), participant_id=pid,
+                months=list(due.months), basic_fen=due.basic_fen,
+                account_by_source_fen=due.account_by_source_fen,
+                pooled_account_fen=due.pooled_account_fen, deduction_fen=due.deduction_fen,
+                amount_fen=due.amount_fen, rule_versions=list(due.rule_versions),
+                payee_name=f.name, account_number=f.bank.account_number,
+                bank_code=f.bank.bank_code, id_number=f.id_number,
+                **({"account_name": f.bank.account_name} if LINE_HAS_ACCOUNT_NAME else {}))
+            try:
+                payment = instruction(period, line)
+            except InvalidInstruction as e:
+                # One unusable record does not stop a county's payroll: the months stay owed
+                # and are paid once the details are corrected.
+                why = str(e)
+        if why is not None:
+            excluded.append({"participant_id": f.participant_id, "reason": why})
+            comparison.not_paid(f, excluded=True)
+        else:
+            lines.append(line)
+            payments.append(payment)
+            comparison.paid(f, line)
+        t_compute += time.perf_counter() - t
+    if progress is not None:
+        progress(n % PROGRESS_EVERY)
+    timings.add("compute", t_compute)
+    return lines, payments, excluded
+
+
+# ---- the rest of the lifecycle, each step safe to repeat after a crash ---------------------
+
+def approve(ledger: Ledger, batch_id: UUID, manifest_sha256: str, actor: str
+            ) -> tuple[PayoutBatch, bool]:
+    """Approve the batch's exact manifest hash (maker-checker in the ledger). Returns the
+    batch and whether this call approved it (False: it was approved already, for this hash)."""
+    info = batch_info(ledger, batch_id)
+    if info is None:
+        raise Refused("batch", f"no batch {batch_id}")
+    with bulk_work():
+        if info.state not in ("drafted", "cancelled") and manifest_sha256 == info.manifest_sha256:
+            return disbursement.get_batch(ledger, batch_id), False
+        return disbursement.approve(ledger, batch_id, manifest_sha256, actor), True
+
+
+def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
+         progress: Progress | None = None) -> dict[str, Any]:
+    """Move the money and book every payment, in one transaction; once only."""
+    info = batch_info(ledger, batch_id)
+    if info is None:
+        raise Refused("batch", f"no batch {batch_id}")
+    if info.state not in UNFUNDED and info.state != "cancelled":
+        return {"payments": info.line_count, "total_fen": info.total_fen, "replayed": True}
+    with bulk_work():
+        return disbursement.fund(ledger, batch_id, value_date=value_date, actor=actor,
+                                 progress=progress)
+
+
+def cancel(ledger: Ledger, batch_id: UUID, reason: str, actor: str) -> PayoutBatch:
+    """Set aside a drafted or approved batch so the month can be drafted again (next
+    sequence). Needs PayoutBatch.Cancelled and disbursement.cancel in the ledger."""
+    step = getattr(disbursement, "cancel", None)
+    if step is None:
+        raise Refused("batch", "the ledger cannot cancel a batch yet (PayoutBatch.Cancelled "
+                      "is missing)")
+    batch: PayoutBatch = step(ledger, batch_id, reason=reason, actor=actor)
+    return batch
