@@ -32,6 +32,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic, resolve_topic, retry
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 from pydantic import BaseModel
 
@@ -41,6 +42,7 @@ from ledger.postings import ACCOUNT_NAMES, GUARDED_ACCOUNTS
 DEFAULT_SQLITE_PATH = "./var/ledger.db"
 GENESIS_SHA256 = "0" * 64
 MAX_BLOCK_EVENTS = 1_000_000
+COPY_MIN_ROWS = 1_000  # ride-along rows from which PostgreSQL writes them by binary COPY
 
 
 # ---- transcoding (eventsourcing's aggregate8 pattern) --------------------------------
@@ -245,9 +247,12 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self._chain(c, recorded)
 
     def _chain(self, c: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
-        if not recorded:
-            return
-        assert len(recorded) <= MAX_BLOCK_EVENTS
+        # A write larger than a block (a bulk import) is chained as several blocks.
+        for i in range(0, len(recorded), MAX_BLOCK_EVENTS):
+            self._chain_block(c, recorded[i:i + MAX_BLOCK_EVENTS])
+
+    def _chain_block(self, c: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
+        assert 0 < len(recorded) <= MAX_BLOCK_EVENTS
         digest, n = events_digest((i, s.originator_id, s.originator_version, s.topic, s.state)
                                   for i, s in recorded)
         c.execute("SELECT block_no, block_sha256 FROM event_chain ORDER BY block_no DESC LIMIT 1")
@@ -357,17 +362,37 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             else:
                 curs.execute(SQL("INSERT INTO {s}.fund_positions VALUES (%s, %s)").format(s=s),
                              (account, delta))
-        if register:
+        upsert_register = SQL(
+            "ON CONFLICT (participant_id) DO UPDATE SET version=excluded.version, "
+            "status=excluded.status, identity_groups=excluded.identity_groups, "
+            "contributed_years=excluded.contributed_years")
+        if len(register) >= COPY_MIN_ROWS:
+            # A bulk write: binary COPY. psycopg dumps a text[] parameter element by element
+            # in Python (most of a 100,000-line import); COPY formats rows in C.
+            curs.execute(SQL("CREATE TEMP TABLE register_in (LIKE {s}.participant_register) "
+                             "ON COMMIT DROP").format(s=s))
+            with curs.copy("COPY register_in FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["uuid", "int8", "text", "text", "text", "text"])
+                for r in register:
+                    copy.write_row((r.participant_id, r.version, r.status, r.birth_date,
+                                    r.identity_groups, r.contributed_years))
+            curs.execute(SQL("INSERT INTO {s}.participant_register SELECT * FROM register_in "
+                             "{u}").format(s=s, u=upsert_register))
+        elif register:
             curs.execute(
                 SQL("INSERT INTO {s}.participant_register SELECT * FROM unnest("
                     "%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[]) "
-                    "ON CONFLICT (participant_id) DO UPDATE SET version=excluded.version, "
-                    "status=excluded.status, identity_groups=excluded.identity_groups, "
-                    "contributed_years=excluded.contributed_years").format(s=s),
+                    "{u}").format(s=s, u=upsert_register),
                 ([r.participant_id for r in register], [r.version for r in register],
                  [r.status for r in register], [r.birth_date for r in register],
                  [r.identity_groups for r in register], [r.contributed_years for r in register]))
-        if receipts:
+        if len(receipts) >= COPY_MIN_ROWS:
+            with curs.copy(SQL("COPY {s}.booked_receipts (receipt_no, participant_id) "
+                               "FROM STDIN (FORMAT BINARY)").format(s=s)) as copy:
+                copy.set_types(["text", "uuid"])
+                for receipt_no, pid in receipts:
+                    copy.write_row((receipt_no, pid))
+        elif receipts:
             curs.execute(SQL("INSERT INTO {s}.booked_receipts SELECT * FROM unnest("
                              "%s::text[], %s::uuid[])").format(s=s),
                          ([r[0] for r in receipts], [r[1] for r in receipts]))
@@ -398,9 +423,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self._chain(curs, recorded)
 
     def _chain(self, curs: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
-        if not recorded:
-            return
-        assert len(recorded) <= MAX_BLOCK_EVENTS
+        # A write larger than a block (a bulk import) is chained as several blocks.
+        for i in range(0, len(recorded), MAX_BLOCK_EVENTS):
+            self._chain_block(curs, recorded[i:i + MAX_BLOCK_EVENTS])
+
+    def _chain_block(self, curs: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
+        assert 0 < len(recorded) <= MAX_BLOCK_EVENTS
         digest, n = events_digest((i, s.originator_id, s.originator_version, s.topic, s.state)
                                   for i, s in recorded)
         curs.execute(SQL("SELECT block_no, block_sha256 FROM {s}.event_chain "
@@ -482,9 +510,13 @@ class StoreQueries:
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         sql = sql.replace("{p}", self.prefix)
         if self.is_postgres:
-            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(sql.replace("?", "%s"), params)
-                return [tuple(r.values()) for r in curs.fetchall()]
+            # Binary parameters: a text-format list parameter is quoted element by element
+            # in Python (register_rows of 100,000 ids: 1.0 s, 0.6 s this way).
+            with self.recorder.datastore.get_connection() as conn, \
+                    conn.cursor(row_factory=tuple_row) as curs:
+                curs.execute(sql.replace("?", "%b"), params)
+                rows: list[tuple[Any, ...]] = curs.fetchall()
+                return rows
         with self.recorder.datastore.transaction(commit=False) as c:
             c.execute(sql, params)
             return [tuple(r) for r in c.fetchall()]
