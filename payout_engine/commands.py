@@ -154,7 +154,8 @@ def guarded(fn: Callable[P, None]) -> Callable[P, None]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
-            fn(*args, **kwargs)
+            with run.bulk_work():  # a batch of a million lines is read in most commands
+                fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
             raise
         except LedgerError as e:

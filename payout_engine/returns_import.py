@@ -314,7 +314,14 @@ def import_returns(ledger: Ledger, path: str | Path, *, actor: str,
     """Book one file from the bank. Returns a summary: what was booked per batch, what was
     booked before, pensioners held until their bank details change (AC01/AC04...), pensions
     suspended for a death check (MD07), and the fund account's statement balance."""
-    config = config or load_config()
+    from payout_engine.run import bulk_work
+
+    with bulk_work():
+        return _import(ledger, path, actor, config or load_config())
+
+
+def _import(ledger: Ledger, path: str | Path, actor: str, config: PayoutConfig
+            ) -> dict[str, Any]:
     where = str(path)
     p = Path(path)
     if not p.is_file():

@@ -275,3 +275,32 @@ def test_months_are_run_in_order(three: Ledger, tmp_path: Path) -> None:
     draft(three, "2020-06")
     with pytest.raises(Refused, match="of a later month is already drafted"):
         draft(three, "2020-05")
+
+
+@pytest.mark.skipif(not hasattr(disbursement, "cancel"),
+                    reason="the ledger has no PayoutBatch.Cancelled yet")
+def test_a_batch_the_register_outgrew_is_cancelled_and_the_month_drafted_again(
+        three: Ledger, tmp_path: Path) -> None:
+    first = draft(three, "2020-04", file_format="domestic")
+    run.approve(three, first.id, first.manifest_sha256, APPROVER)
+    three.decease(id_number=_id(1), date_of_death=date(2020, 3, 20),
+                  reported_on=date(2020, 4, 2), actor=OPERATOR)
+    with pytest.raises(Refused, match="draft the month again"):
+        run.fund(three, first.id, value_date=date(2020, 4, 10), actor=FINANCE)
+    run.cancel(three, first.id, "a pensioner died before funding", OPERATOR)
+    with pytest.raises(Refused, match="only a drafted or approved batch is cancelled"):
+        run.cancel(three, first.id, "again", OPERATOR)
+    second = draft(three, "2020-04", file_format="domestic")
+    assert (second.sequence, second.line_count) == (2, 2)
+    assert draft(three, "2020-04", file_format="domestic").id == second.id
+    assert not set(first.lines) & set(second.lines)  # other EndToEndIds, other files
+    pay(three, "2020-04", tmp_path)
+    assert disbursement.get_batch(three, second.id).state == "closed"
+    assert disbursement.get_batch(three, first.id).state == "cancelled"
+
+
+@pytest.mark.skipif(hasattr(disbursement, "cancel"), reason="the ledger can cancel")
+def test_cancelling_says_what_the_ledger_lacks(three: Ledger) -> None:
+    batch = draft(three, "2020-04")
+    with pytest.raises(Refused, match="PayoutBatch.Cancelled is missing"):
+        run.cancel(three, batch.id, "register changed", OPERATOR)

@@ -1,0 +1,364 @@
+"""A monthly payout run for a province-sized roll: N pensioners on PostgreSQL, from the
+register to an approved, funded batch and its exported pain.001 files.
+
+    .venv/bin/python -m bench.payout [--pensioners 1000000] [--runs 3] [--proposed] [--profile]
+
+Set-up (not timed): a fresh schema in the PostgreSQL database `test` (dropped after). The
+pensioners are written straight to the event store with their register rows, the way
+ledger.application._save would write them, but in a few large COPY transactions instead of
+a million commands: 2,000 real histories are made by the domain (Participant.enrol,
+receive_contribution, apply_for_pension, approve_pension: transitional pensioners born
+1946-1948, half with a contribution in their account) and each pensioner is one of them
+with its own resident ID, name, bank account and receipt number.
+
+Timed, for each run (run k pays month 2026-0k, so runs 2 and 3 also compare with a
+previous month of N payments): run_month (read the register, compute what each is owed,
+make the files and their manifest, compare with last month, draft the batch's events),
+approve, fund (appropriation + one PensionPaid per pensioner, one transaction), export
+(the files made again from the batch and written, 0600, with the manifest).
+Figures are printed and written to bench/out/payout-<time>.json.
+
+--proposed measures ledger/ with the changes docs/payout.md proposes, patched into this
+process only (`apply_proposed`): binary array parameters and a longer idle-in-transaction
+limit in the bulk transaction, one hash-chain block per million events, a draft that is not
+read back, approve and mark_exported on the batch without its lines. Without them a month
+of 100,000 pensioners or more does not complete (docs/payout.md says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.sql import SQL, Identifier
+
+from ledger import resident_id
+from ledger.aggregates.participant import BankAccount, Participant, participant_id
+from ledger.application import Ledger, register_row
+from ledger.payout import facts_of
+from ledger.postings import guarded_deltas
+from ledger.store import RegisterRow
+from payout_engine import export, run
+from payout_engine.config import PayoutConfig
+
+PG_DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+OUT = Path(__file__).resolve().parent / "out"
+AREA = "431121"
+BIRTH_DATES = 1000  # 1,000 sequence numbers per birth date make 1,000,000 resident IDs
+MAX_PENSIONERS = BIRTH_DATES * 1000
+WRITE_CHUNK = 50_000  # pensioners per set-up transaction
+FIRST_BORN = date(1946, 1, 1)
+START_MONTH = "2026-01"
+
+
+# ---- set-up -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Profile:
+    """One real pensioner history, made by the domain, that many pensioners share."""
+
+    born: date
+    states: list[tuple[str, dict[str, Any]]]  # (topic, stored state) of each event
+    facts: Any
+    register: RegisterRow
+    deltas: dict[str, int]
+    contributes: bool
+
+
+def make_profiles(ledger: Ledger) -> dict[tuple[int, bool], Profile]:
+    rules = ledger.ruleset()
+    out = {}
+    for b in range(BIRTH_DATES):
+        born = FIRST_BORN + timedelta(days=b)
+        for contributes in (False, True):
+            p = Participant.enrol(
+                id_number=resident_id.make(AREA, born, 0), name="居民", birth_date=born,
+                township="城关镇", village="东村", identity_group="ordinary",
+                enrol_date=date(2009, 12, 1),
+                bank=BankAccount(account_name="居民", account_number="6222000000000000",
+                                 bank_code="102"),
+                params=rules.in_force(date(2009, 12, 1)).parameters, actor="bench")
+            if contributes:
+                p.receive_contribution(year=2010, tier_fen=50000, amount_fen=50000,
+                                       channel="bank", receipt_no="R", back_payment=False,
+                                       value_date=date(2010, 3, 1),
+                                       rules=rules.in_force(date(2010, 3, 1)), actor="bench")
+            start = rules.in_force(date(2026, 1, 1))
+            p.apply_for_pension(start_month=START_MONTH, rules=start, actor="op")
+            p.approve_pension(rules=start, actor="ap")
+            events = p.collect_events()
+            states = []
+            for e in events:
+                s = ledger.mapper.to_stored_event(e)
+                states.append((s.topic, orjson.loads(s.state)))
+            out[(b, contributes)] = Profile(born, states, facts_of(p), register_row(p),
+                                            guarded_deltas(events), contributes)
+    return out
+
+
+def pensioner_rows(ledger: Ledger, profiles: dict[tuple[int, bool], Profile], i: int
+                   ) -> tuple[list[Any], RegisterRow, Any, list[tuple[str, uuid.UUID]],
+                              dict[str, int]]:
+    """Pensioner i: the stored events, register row, pensioner row, receipts, fund deltas."""
+    from eventsourcing.persistence import StoredEvent
+
+    b, seq = i % BIRTH_DATES, i // BIRTH_DATES
+    profile = profiles[(b, seq % 2 == 1)]
+    idn = resident_id.make(AREA, profile.born, seq)
+    pid = participant_id(idn)
+    name = f"居民{i}"
+    bank = {"account_name": name, "account_number": f"6222{i:012d}", "bank_code": "102"}
+    receipt = f"R2010-{i:07d}"
+    stored = []
+    for version, (topic, state) in enumerate(profile.states, start=1):
+        if "id_number" in state:
+            state = {**state, "id_number": idn, "name": name, "bank": bank}
+        elif "receipt_no" in state:
+            state = {**state, "receipt_no": receipt}
+        stored.append(StoredEvent(originator_id=pid, originator_version=version, topic=topic,
+                                  state=orjson.dumps(state)))
+    years = orjson.loads(profile.register.contributed_years)
+    for y in years:
+        years[y][0] = receipt
+    register = dataclasses.replace(profile.register, participant_id=pid,
+                                   contributed_years=orjson.dumps(years).decode())
+    facts = dataclasses.replace(profile.facts, participant_id=str(pid), name=name,
+                                id_number=idn, bank=BankAccount(**bank))
+    receipts = [(receipt, pid)] if profile.contributes else []
+    return stored, register, ledger.pensioner_row(facts), receipts, profile.deltas
+
+
+def populate(ledger: Ledger, n: int) -> float:
+    t = time.perf_counter()
+    profiles = make_profiles(ledger)
+    for start in range(0, n, WRITE_CHUNK):
+        stored: list[Any] = []
+        registers, pensioners, receipts = [], [], []
+        deltas: dict[str, int] = {}
+        for i in range(start, min(n, start + WRITE_CHUNK)):
+            s, reg, pen, rec, d = pensioner_rows(ledger, profiles, i)
+            stored += s
+            registers.append(reg)
+            pensioners.append(pen)
+            receipts += rec
+            for k, v in d.items():
+                deltas[k] = deltas.get(k, 0) + v
+        ledger.recorder.insert_events_bulk(  # type: ignore[attr-defined]
+            stored, fund_deltas=deltas, register=registers, pensioners=pensioners,
+            receipts=receipts)
+        print(f"  set-up: {min(n, start + WRITE_CHUNK):>9,} pensioners "
+              f"({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+    ledger.receive_treasury_funds(amount_fen=n * 100_000 * 12, level="central",
+                                  purpose="basic_pension", value_date=date(2025, 12, 20),
+                                  reference="BENCH-TREASURY", actor="finance")
+    return time.perf_counter() - t
+
+
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    schema = f"bench_payout_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(schema)))
+    try:
+        yield f"{PG_DSN}?schema={schema}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
+
+
+# ---- the changes to ledger/ this benchmark measures (--proposed) --------------------------
+
+class _BinaryArrays:
+    """A cursor whose array parameters go in binary (%b): psycopg then sends each element
+    as it is instead of quoting it in Python (55 us an element for the register's JSON)."""
+
+    def __init__(self, curs: Any) -> None:
+        self._curs = curs
+
+    def execute(self, query: Any, params: Any = None) -> Any:
+        text = query if isinstance(query, str) else query.as_string(self._curs)
+        return self._curs.execute(text.replace("%s::", "%b::"), params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._curs, name)
+
+
+def _lines_free_batch(ledger: Ledger, batch_id: uuid.UUID) -> Any:
+    """A PayoutBatch without its LinesAdded events: what approve and mark_exported need."""
+    from ledger.errors import NotFound
+
+    batch: Any = None
+    last = 0
+    for stored in ledger.recorder.select_events(batch_id):
+        last = stored.originator_version
+        if stored.topic.endswith("PayoutBatch.LinesAdded"):
+            continue
+        event: Any = ledger.mapper.to_domain_event(stored)
+        if batch is not None:
+            batch.version = event.originator_version - 1  # past the skipped lines
+        batch = event.mutate(batch)
+    if batch is None:
+        raise NotFound("batch", str(batch_id))
+    batch.version = last
+    return batch
+
+
+def apply_proposed(ledger: Ledger) -> None:
+    """Patch this process as the report's diffs to ledger/ would change it."""
+    from ledger import disbursement
+    from ledger.aggregates.payout_batch import PayoutBatch
+    from ledger.store import MAX_BLOCK_EVENTS, LedgerPostgresRecorder
+
+    class ProposedRecorder(LedgerPostgresRecorder):
+        def _lock_table(self, curs: Any) -> None:
+            # A bulk write spends seconds in Python between its statements (a million
+            # register rows): eventsourcing's 5 s idle-in-transaction limit would end it.
+            curs.execute("SET LOCAL idle_in_transaction_session_timeout = '300s'")
+            super()._lock_table(curs)
+
+        def _ride_along(self, curs: Any, recorded: Any, **kwargs: Any) -> None:
+            super()._ride_along(_BinaryArrays(curs), recorded, **kwargs)
+
+        def _chain(self, curs: Any, recorded: Any) -> None:
+            # Funding a million pensioners writes 1,000,002 events in one transaction: one
+            # chain block per MAX_BLOCK_EVENTS of them.
+            for i in range(0, len(recorded), MAX_BLOCK_EVENTS):
+                super()._chain(curs, recorded[i:i + MAX_BLOCK_EVENTS])
+
+    ledger.recorder.__class__ = ProposedRecorder
+
+    def draft(ledger: Ledger, **kw: Any) -> Any:
+        batch = PayoutBatch.draft(**kw)
+        stored = [ledger.mapper.to_stored_event(e) for e in batch.collect_events()]
+        ledger.recorder.insert_events_bulk(stored)  # type: ignore[attr-defined]
+        return batch  # as drafted: no need to read a million lines back
+
+    def approve(ledger: Ledger, batch_id: uuid.UUID, manifest_sha256: str, actor: str) -> Any:
+        batch = _lines_free_batch(ledger, batch_id)
+        batch.approve(manifest_sha256, actor)
+        ledger._save(batch)
+        return batch
+
+    def mark_exported(ledger: Ledger, batch_id: uuid.UUID, *, file_format: str,
+                      manifest_sha256: str, files: list[str], actor: str) -> Any:
+        batch = _lines_free_batch(ledger, batch_id)
+        batch.mark_exported(file_format, manifest_sha256, files, actor)
+        ledger._save(batch)
+        return batch
+
+    disbursement.draft = draft
+    disbursement.approve = approve
+    disbursement.mark_exported = mark_exported
+
+
+# ---- the timed month ----------------------------------------------------------------------
+
+def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
+              ) -> dict[str, Any]:
+    parts: dict[str, float] = {}
+    timings = run.RunTimings()
+    def done(part: str, since: float) -> None:
+        parts[part] = time.perf_counter() - since
+        print(f"  {period} {part}: {parts[part]:.1f} s", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    batch = run.run_month(ledger, period, actor="operator", config=config,
+                          today=date(2026, 12, 1), timings=timings)
+    done("run_month", t0)
+    parts.update({f"run_month.{k}": v for k, v in timings.parts.items()})
+    t = time.perf_counter()
+    batch, _ = run.approve(ledger, batch.id, batch.manifest_sha256, "approver")
+    done("approve", t)
+    t = time.perf_counter()
+    funded = run.fund(ledger, batch.id, value_date=date(2026, int(period[5:]), 10),
+                      actor="finance")
+    done("fund", t)
+    t = time.perf_counter()
+    result = export.export_batch(ledger, batch.id, out_dir, file_format="pain001",
+                                 actor="operator", config=config)
+    done("export", t)
+    total = time.perf_counter() - t0
+    assert funded["payments"] == batch.line_count and result.total_fen == batch.total_fen
+    return {"period": period, "total_s": total, "parts_s": parts,
+            "payments": batch.line_count, "total_fen": batch.total_fen,
+            "files": len(result.files),
+            "bytes": sum((out_dir / f).stat().st_size for f in result.files),
+            "manifest_sha256": result.manifest_sha256}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pensioners", type=int, default=MAX_PENSIONERS)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--proposed", action="store_true",
+                    help="measure with the changes to ledger/ that docs/payout.md proposes")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile the last run; top functions to bench/out/")
+    args = ap.parse_args(argv)
+    if not 1 <= args.pensioners <= MAX_PENSIONERS:
+        ap.error(f"--pensioners must be 1..{MAX_PENSIONERS}")
+    if not 1 <= args.runs <= 9:
+        ap.error("--runs must be 1..9")
+    OUT.mkdir(parents=True, exist_ok=True)
+    config = PayoutConfig()
+    results: list[dict[str, Any]] = []
+    with fresh_schema() as url:
+        ledger = Ledger(url, cipher_key="")
+        ledger.init(actor="admin")
+        if args.proposed:
+            apply_proposed(ledger)
+        print(f"set-up of {args.pensioners:,} pensioners ...", file=sys.stderr)
+        setup_s = populate(ledger, args.pensioners)
+        work = Path(tempfile.mkdtemp(prefix="payout-", dir=OUT))
+        try:
+            for k in range(1, args.runs + 1):
+                period = f"2026-{k:02d}"
+                profiler = cProfile.Profile() if args.profile and k == args.runs else None
+                if profiler:
+                    profiler.enable()
+                r = one_month(ledger, period, work / period, config)
+                if profiler:
+                    profiler.disable()
+                    stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
+                    with open(OUT / f"payout-profile-{stamp}.txt", "w") as fh:
+                        pstats.Stats(profiler, stream=fh).sort_stats("cumulative"
+                                                                     ).print_stats(60)
+                results.append(r)
+                print(f"{period}: {r['total_s']:.1f} s  " + "  ".join(
+                    f"{k}={v:.1f}" for k, v in r["parts_s"].items()), file=sys.stderr)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            ledger.close()
+    parts = sorted({p for r in results for p in r["parts_s"]})
+    medians = {"total_s": statistics.median(r["total_s"] for r in results),
+               **{p: statistics.median(r["parts_s"].get(p, 0.0) for r in results)
+                  for p in parts}}
+    report = {"pensioners": args.pensioners, "proposed": args.proposed, "runs": results,
+              "median_s": medians, "setup_s": setup_s, "machine": {"python": sys.version.split()[0],
+                                              "platform": platform.platform(),
+                                              "cpus": os.cpu_count()}}
+    stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
+    (OUT / f"payout-{stamp}.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({"pensioners": args.pensioners, "median_s": medians}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
