@@ -56,15 +56,7 @@ def draft(ledger: Ledger, *, period: str, sequence: int, file_format: str,
 
 
 def approve(ledger: Ledger, batch_id: UUID, manifest_sha256: str, actor: str) -> PayoutBatch:
-    for _ in range(MAX_ATTEMPTS):
-        batch = get_batch(ledger, batch_id)
-        batch.approve(manifest_sha256, actor)
-        try:
-            ledger._save(batch)
-        except IntegrityError:
-            continue
-        return batch
-    raise ConcurrencyConflict(MAX_ATTEMPTS)
+    return _batch_step(ledger, batch_id, lambda b: b.approve(manifest_sha256, actor))
 
 
 def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
