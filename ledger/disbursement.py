@@ -95,7 +95,9 @@ def _pension_events(ledger: Ledger, batch: PayoutBatch, value_date: date, actor:
     facts = _facts_for(ledger, pids)
     registers = ledger.queries.register_rows(pids)
     rules = ledger.ruleset()
-    params = rules.in_force(value_date).parameters
+    # The deduction limit of the payout month: the one the draft computed the lines with.
+    y, m = (int(x) for x in batch.period.split("-"))
+    params = rules.in_force(date(y, m, 1)).parameters
     now = datetime_now_with_tzinfo()
     events: list[Any] = []
     register_rows = []
@@ -236,3 +238,9 @@ def mark_exported(ledger: Ledger, batch_id: UUID, *, file_format: str, manifest_
 
 def close(ledger: Ledger, batch_id: UUID, actor: str) -> PayoutBatch:
     return _batch_step(ledger, batch_id, lambda b: b.close(actor))
+
+
+def cancel(ledger: Ledger, batch_id: UUID, *, reason: str, actor: str) -> PayoutBatch:
+    """Set aside a drafted or approved batch: the month is drafted again under the next
+    sequence number (payout_engine.run.run_month)."""
+    return _batch_step(ledger, batch_id, lambda b: b.cancel(reason, actor))

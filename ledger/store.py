@@ -42,6 +42,7 @@ from ledger.postings import ACCOUNT_NAMES, GUARDED_ACCOUNTS
 DEFAULT_SQLITE_PATH = "./var/ledger.db"
 GENESIS_SHA256 = "0" * 64
 MAX_BLOCK_EVENTS = 1_000_000
+BULK_IDLE_LIMIT_S = 300  # the longest pause between two statements of a bulk transaction
 COPY_MIN_ROWS = 1_000  # ride-along rows from which PostgreSQL writes them by binary COPY
 
 
@@ -317,6 +318,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         """Binary COPY of the events under the same table lock as ordinary inserts."""
         table = SQL("{s}.{t}").format(s=self._schema, t=Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            # Python prepares a million rows between two statements of this transaction
+            # (funding a province): more than eventsourcing's 5 s idle-in-transaction limit.
+            curs.execute(f"SET LOCAL idle_in_transaction_session_timeout = "
+                         f"'{BULK_IDLE_LIMIT_S}s'")
             self._lock_table(curs)
             self._notify_channel(curs)
             curs.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) AS m FROM {t}")
@@ -381,7 +386,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         elif register:
             curs.execute(
                 SQL("INSERT INTO {s}.participant_register SELECT * FROM unnest("
-                    "%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+                    "%b::uuid[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[]) "
                     "{u}").format(s=s, u=upsert_register),
                 ([r.participant_id for r in register], [r.version for r in register],
                  [r.status for r in register], [r.birth_date for r in register],
@@ -394,30 +399,30 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     copy.write_row((receipt_no, pid))
         elif receipts:
             curs.execute(SQL("INSERT INTO {s}.booked_receipts SELECT * FROM unnest("
-                             "%s::text[], %s::uuid[])").format(s=s),
+                             "%b::text[], %b::uuid[])").format(s=s),
                          ([r[0] for r in receipts], [r[1] for r in receipts]))
         full = [r for r in pensioners if r.payee is not None]
         facts_only = [r for r in pensioners if r.payee is None]
         if full:
             curs.execute(SQL("INSERT INTO {s}.pensioner_register SELECT * FROM unnest("
-                             "%s::uuid[], %s::text[], %s::bytea[]) ON CONFLICT (participant_id) "
+                             "%b::uuid[], %b::text[], %b::bytea[]) ON CONFLICT (participant_id) "
                              "DO UPDATE SET facts=excluded.facts, payee=excluded.payee")
                          .format(s=s), ([r.participant_id for r in full],
                                         [r.facts for r in full], [r.payee for r in full]))
         if facts_only:
             curs.execute(SQL("UPDATE {s}.pensioner_register AS r SET facts = v.facts FROM "
-                             "unnest(%s::uuid[], %s::text[]) AS v(id, facts) "
+                             "unnest(%b::uuid[], %b::text[]) AS v(id, facts) "
                              "WHERE r.participant_id = v.id").format(s=s),
                          ([r.participant_id for r in facts_only], [r.facts for r in facts_only]))
         if paid_months_remove:
-            curs.execute(SQL("DELETE FROM {s}.paid_months AS p USING unnest(%s::uuid[], "
-                             "%s::text[]) AS v(id, month) WHERE p.participant_id = v.id "
+            curs.execute(SQL("DELETE FROM {s}.paid_months AS p USING unnest(%b::uuid[], "
+                             "%b::text[]) AS v(id, month) WHERE p.participant_id = v.id "
                              "AND p.month = v.month").format(s=s),
                          ([r[0] for r in paid_months_remove], [r[1] for r in paid_months_remove]))
         if paid_months_add:
             # A plain INSERT: paying one pensioner twice for a month violates the key.
-            curs.execute(SQL("INSERT INTO {s}.paid_months SELECT * FROM unnest(%s::uuid[], "
-                             "%s::text[], %s::text[])").format(s=s),
+            curs.execute(SQL("INSERT INTO {s}.paid_months SELECT * FROM unnest(%b::uuid[], "
+                             "%b::text[], %b::text[])").format(s=s),
                          ([r[0] for r in paid_months_add], [r[1] for r in paid_months_add],
                           [r[2] for r in paid_months_add]))
         self._chain(curs, recorded)

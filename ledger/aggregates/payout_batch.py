@@ -18,7 +18,7 @@ MAX_LINES_PER_EVENT = 10_000
 MAX_LINES = 20_000_000
 FILE_FORMATS = ("pain001", "domestic")
 
-BatchState = Literal["drafted", "approved", "funded", "exported", "closed"]
+BatchState = Literal["drafted", "approved", "funded", "exported", "closed", "cancelled"]
 
 
 class BatchLine(Immutable):
@@ -35,6 +35,7 @@ class BatchLine(Immutable):
     account_number: str
     bank_code: str
     id_number: str
+    account_name: str = ""  # the account holder (户名) when not the payee (姓名)
 
 
 class Outcome(Immutable):
@@ -158,6 +159,12 @@ class PayoutBatch(Aggregate):
             for o in self.items:
                 b.outcomes[o.end_to_end_id] = "returned"
 
+    class Cancelled(Aggregate.Event):
+        reason: str
+
+        def apply(self, b: Any) -> None:
+            b.state = "cancelled"
+
     class Closed(Aggregate.Event):
         settled_fen: int
         failed_fen: int
@@ -255,6 +262,15 @@ class PayoutBatch(Aggregate):
         self._check_outcomes(items, ("settled",), states=("exported", "closed"))
         self.trigger_event(self.PaymentsReturned, items=items, value_date=value_date,
                            source_file_sha256=file_sha256, actor=actor)
+
+    def cancel(self, reason: str, actor: str) -> None:
+        """Set aside before any money moved; the month is drafted again."""
+        if self.state not in ("drafted", "approved"):
+            raise Refused("batch", f"batch is {self.state}; only a drafted or approved batch "
+                          "is cancelled (a funded one has moved the money)")
+        if not reason.strip() or len(reason) > 500:
+            raise InvalidInput("reason", "must be 1 to 500 characters")
+        self.trigger_event(self.Cancelled, reason=reason.strip(), actor=actor)
 
     def close(self, actor: str) -> None:
         if self.state != "exported":
