@@ -41,8 +41,6 @@ from typing import Any
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.utils import get_topic
-from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ledger import resident_id
@@ -51,7 +49,6 @@ from ledger.application import Ledger
 from ledger.bulk import import_contributions, import_participants
 from ledger.money import format_yuan
 from ledger.rules import Parameters, RuleVersion, in_force, sample_county
-from ledger.store import LedgerPostgresRecorder, RegisterRow, StoreQueries
 
 PG_DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 OUT = Path(__file__).resolve().parent / "out"
@@ -155,67 +152,6 @@ def fresh_store(kind: str) -> Iterator[tuple[str, dict[str, str]]]:
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
-
-
-class ProposedPostgresRecorder(LedgerPostgresRecorder):
-    """ledger/store.py as BENCHMARKS.md proposes: a bulk write sends the participant register
-    and the booked receipts by binary COPY, not as text-array parameters (psycopg quotes
-    every array element in Python). Measured with --proposed-store only."""
-
-    def _ride_along(self, curs: Any, recorded: list[Any], *,
-                    fund_deltas: dict[str, int] | None = None,
-                    register: Sequence[RegisterRow] = (),
-                    receipts: Sequence[tuple[str, uuid.UUID]] = (), **kwargs: Any) -> None:
-        if len(register) + len(receipts) < 1000:
-            super()._ride_along(curs, recorded, fund_deltas=fund_deltas, register=register,
-                                receipts=receipts, **kwargs)
-            return
-        super()._ride_along(curs, recorded, fund_deltas=fund_deltas, **kwargs)
-        s = self._schema
-        curs.execute(SQL("CREATE TEMP TABLE register_in (LIKE {s}.participant_register) "
-                         "ON COMMIT DROP").format(s=s))
-        with curs.copy("COPY register_in FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["uuid", "int8", "text", "text", "text", "text"])
-            for r in register:
-                copy.write_row((r.participant_id, r.version, r.status, r.birth_date,
-                                r.identity_groups, r.contributed_years))
-        curs.execute(SQL("INSERT INTO {s}.participant_register SELECT * FROM register_in "
-                         "ON CONFLICT (participant_id) DO UPDATE SET version=excluded.version, "
-                         "status=excluded.status, identity_groups=excluded.identity_groups, "
-                         "contributed_years=excluded.contributed_years").format(s=s))
-        with curs.copy(SQL("COPY {s}.booked_receipts (receipt_no, participant_id) "
-                           "FROM STDIN (FORMAT BINARY)").format(s=s)) as copy:
-            copy.set_types(["text", "uuid"])
-            for receipt in receipts:
-                copy.write_row(receipt)
-
-
-class ProposedQueries(StoreQueries):
-    """StoreQueries.fetch as BENCHMARKS.md proposes: binary parameters (psycopg quotes the
-    elements of a text-format array in Python) and rows as plain tuples."""
-
-    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if not self.is_postgres:
-            return super().fetch(sql, params)
-        sql = sql.replace("{p}", self.prefix)
-        with self.recorder.datastore.get_connection() as conn, \
-                conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(sql.replace("?", "%b"), params)
-            return curs.fetchall()
-
-
-class ProposedLedger(Ledger):
-    """The ledger with the store changes proposed in BENCHMARKS.md, for --proposed-store."""
-
-    def __init__(self, url: str | None = None, cipher_key: str | None = None) -> None:
-        super().__init__(url, cipher_key)
-        self.queries = ProposedQueries(self.recorder)
-
-    def construct_env(self, name: str, env: Any = None) -> Any:
-        out = super().construct_env(name, env)
-        if "POSTGRES_DBNAME" in out:
-            out["APPLICATION_RECORDER_TOPIC"] = get_topic(ProposedPostgresRecorder)
-        return out
 
 
 # ---- the plain eventsourcing baseline -----------------------------------------------------
@@ -336,8 +272,6 @@ def run_once(kind: str, n: int, args: argparse.Namespace) -> dict[str, float]:
             with fresh_store(kind) as (_, env):
                 raw = raw_copy if kind == "postgres" else raw_sqlite
                 out["raw_rows_per_s"] = len(rows) / raw(env, rows)
-            if args.proposed_store and kind == "postgres":
-                out["proposed_bulk_events_per_s"] = proposed_bulk_import(people, money)
 
             out.update(one_at_a_time(ledger, min(args.single, n)))
             with fresh_store(kind) as (_, env):
@@ -376,22 +310,6 @@ def bulk_import(ledger: Ledger, kind: str, n: int, people: Path, money: Path,
     rows = stored_rows(ledger, before, after)
     assert len(rows) == after - before
     return rows
-
-
-def proposed_bulk_import(people: Path, money: Path) -> float:
-    """events/s of the contributions import with the proposed store change."""
-    with fresh_store("postgres") as (url, _):
-        proposed = ProposedLedger(url, cipher_key="")
-        try:
-            proposed.init()
-            import_participants(proposed, people, actor="bench")
-            before = stored_count(proposed)
-            start = time.perf_counter()
-            import_contributions(proposed, money, actor="bench")
-            seconds = time.perf_counter() - start
-            return (stored_count(proposed) - before) / seconds
-        finally:
-            proposed.close()
 
 
 def one_at_a_time(ledger: Ledger, count: int) -> dict[str, float]:
@@ -450,12 +368,6 @@ def report(kind: str, n: int, runs: list[dict[str, float]]) -> str:
         f"| | raw {raw} of the same rows: {m['raw_rows_per_s']:,.0f} rows/s "
         f"| {ratio('bulk_events_per_s', 'raw_rows_per_s'):.2f} |",
     ]
-    if "proposed_bulk_events_per_s" in m:
-        lines.append(
-            f"| bulk import with the store change proposed below: "
-            f"**{m['proposed_bulk_events_per_s']:,.0f} events/s** "
-            f"({spread('proposed_bulk_events_per_s')}) | plain eventsourcing, best batched "
-            f"save | {ratio('proposed_bulk_events_per_s', 'plain_best_batch_events_per_s'):.2f} |")
     lines += [
         f"| one command at a time (ledger.contribute): {m['single_events_per_s']:,.0f} events/s "
         f"({m['single_commands_per_s']:,.0f} commands/s; p50 {m['single_p50_ms']:.2f} ms, "
@@ -488,8 +400,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plain-single", type=int, default=10_000,
                         help="saves in the plain one-aggregate-per-save baseline")
     parser.add_argument("--batch-sizes", default="1000,5000,10000")
-    parser.add_argument("--proposed-store", action="store_true",
-                        help="also measure the bulk import with the proposed store change")
     parser.add_argument("--profile", action="store_true",
                         help="write a cProfile of each contributions import to bench/out/")
     args = parser.parse_args(argv)

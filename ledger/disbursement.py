@@ -25,7 +25,7 @@ from ledger.aggregates.participant import Participant
 from ledger.aggregates.payout_batch import BatchLine, Outcome, PayoutBatch
 from ledger.application import MAX_ATTEMPTS, Ledger
 from ledger.errors import ConcurrencyConflict, NotFound, Refused
-from ledger.payout import PensionerFacts, _compact, due_for, load_facts
+from ledger.payout import PensionerFacts, compact_months, due_for, next_month
 from ledger.postings import guarded_deltas
 
 Progress = Callable[[int], None]
@@ -135,13 +135,8 @@ def _pension_events(ledger: Ledger, batch: PayoutBatch, value_date: date, actor:
 
 def _facts_for(ledger: Ledger, pids: Sequence[UUID]) -> dict[UUID, PensionerFacts]:
     wanted = set(pids)
-    out: dict[UUID, PensionerFacts] = {}
-    for pid, facts, payee in ledger.queries.pensioner_rows():
-        if pid in wanted:
-            if ledger.mapper.cipher is not None:
-                payee = ledger.mapper.cipher.decrypt(payee)
-            out[pid] = load_facts(pid, facts, payee)
-    return out
+    return {UUID(f.participant_id): f for f in ledger.pensioners()
+            if UUID(f.participant_id) in wanted}
 
 
 def _same(due: Any, line: BatchLine) -> bool:
@@ -159,20 +154,15 @@ def _after_payment(f: PensionerFacts, line: BatchLine, version: int) -> Pensione
     paid = set(f.paid_after) | set(line.months)
     forfeited = set(f.forfeited_after)
     if f.paid_through is not None:
-        # Everything up to paid_through is settled; _compact only needs the months after it.
-        compact = _compact(_first_after(f.paid_through), paid, forfeited)
+        # Everything up to paid_through is settled; only the months after it are compacted.
+        compact = compact_months(next_month(f.paid_through), paid, forfeited)
         if compact["paid_through"] is None:
             compact["paid_through"] = f.paid_through
     else:
-        compact = _compact(f.start_month, paid, forfeited)
+        compact = compact_months(f.start_month, paid, forfeited)
     return dataclasses.replace(f, version=version, sources_fen=sources,
                                overpayment_fen=f.overpayment_fen - line.deduction_fen,
                                **compact)
-
-
-def _first_after(month: str) -> str:
-    from ledger.payout import next_month
-    return next_month(month)
 
 
 def answer(ledger: Ledger, batch_id: UUID, *, settled: Sequence[Outcome] = (),

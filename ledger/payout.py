@@ -82,7 +82,7 @@ def facts_of(p: Participant) -> PensionerFacts | None:
         participant_id=str(p.id), version=p.version, status=p.status, birth_date=p.birth_date,
         start_month=p.pension.start_month, contribution_years=p.pension.contribution_years,
         account_pension_fen=p.pension.account_pension_fen, sources_fen=dict(p.sources),
-        **_compact(p.pension.start_month, set(p.paid_months), p.forfeited_months),
+        **compact_months(p.pension.start_month, set(p.paid_months), p.forfeited_months),
         payment_hold=p.payment_hold, overpayment_fen=p.overpayment_fen, bank=p.bank,
         name=p.name, id_number=p.id_number, township=p.township, village=p.village)
 
@@ -92,7 +92,7 @@ def next_month(month: str) -> str:
     return f"{y + (m == 12):04d}-{m % 12 + 1:02d}"
 
 
-def _compact(start: str, paid: set[str], forfeited: set[str]) -> dict[str, Any]:
+def compact_months(start: str, paid: set[str], forfeited: set[str]) -> dict[str, Any]:
     settled = paid | forfeited
     through = None
     m = start

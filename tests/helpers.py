@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Any
+
+import pytest
 
 from ledger import resident_id
 from ledger.aggregates.participant import BankAccount
 from ledger.application import Ledger
+from ledger.errors import LedgerError
 
 
 def make_id(n: int, born: date = date(1970, 5, 17), area: str = "110101") -> str:
@@ -35,3 +39,21 @@ def contribute(ledger: Ledger, id_number: str, year: int, tier_fen: int = 50000,
                              receipt_no=kw.pop("receipt_no", f"R-{id_number[-6:]}-{year}"),
                              value_date=kw.pop("value_date", date(year, 3, 1)),
                              actor=kw.pop("actor", "op1"), **kw)
+
+
+def stored(ledger: Ledger) -> tuple[Any, ...]:
+    """What a refused command must leave unchanged: events, fund positions, chain blocks."""
+    return (ledger.recorder.max_notification_id(), ledger.fund_positions(),
+            len(ledger.queries.chain_blocks()))
+
+
+def refused(ledger: Ledger, error: type[LedgerError], field: str, rule: str,
+            command: Callable[[], Any]) -> LedgerError:
+    """Run a command that must be refused: check the error and that nothing was stored."""
+    before = stored(ledger)
+    with pytest.raises(error) as e:
+        command()
+    assert getattr(e.value, "field", None) == field, str(e.value)
+    assert rule in e.value.rule, e.value.rule  # type: ignore[attr-defined]
+    assert stored(ledger) == before
+    return e.value

@@ -7,7 +7,6 @@ direction is illegal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
 from itertools import permutations
 from typing import Any
@@ -15,28 +14,14 @@ from typing import Any
 import pytest
 
 from ledger.application import Ledger
-from ledger.errors import IdempotencyConflict, InvalidInput, LedgerError, Refused
-from tests.helpers import contribute, enrol, make_id
+from ledger.errors import IdempotencyConflict, InvalidInput, Refused
+from tests.helpers import contribute, enrol, make_id, refused, stored
 
 ACCOUNTS = ("income", "fiscal", "expenditure")
 CODES = {"income": "1001", "fiscal": "1002", "expenditure": "1003"}
 LAWFUL = {("income", "fiscal"): "sweep", ("fiscal", "expenditure"): "appropriation"}
 
 
-def stored(ledger: Ledger) -> tuple[Any, ...]:
-    return (ledger.recorder.max_notification_id(), ledger.fund_positions(),
-            len(ledger.queries.chain_blocks()))
-
-
-def refused(ledger: Ledger, error: type[LedgerError], field: str, rule: str,
-            command: Callable[[], Any]) -> LedgerError:
-    before = stored(ledger)
-    with pytest.raises(error) as e:
-        command()
-    assert getattr(e.value, "field", None) == field, str(e.value)
-    assert rule in e.value.rule, e.value.rule  # type: ignore[attr-defined]
-    assert stored(ledger) == before
-    return e.value
 
 
 def money_in_every_account(ledger: Ledger) -> None:

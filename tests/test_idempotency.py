@@ -11,14 +11,10 @@ import pytest
 
 from ledger.application import Ledger
 from ledger.errors import IdempotencyConflict, InvalidInput, Refused
-from tests.helpers import contribute, enrol, make_id
+from tests.helpers import contribute, enrol, make_id, stored
 
 X_ID = "11010519491231002X"
 
-
-def stored(ledger: Ledger) -> tuple[Any, ...]:
-    return (ledger.recorder.max_notification_id(), ledger.fund_positions(),
-            len(ledger.queries.chain_blocks()))
 
 
 def test_a_repeated_contribution_returns_the_first_result_and_books_nothing(

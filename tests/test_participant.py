@@ -6,7 +6,6 @@ fund's bank accounts, no new block of the hash chain.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -15,26 +14,11 @@ import pytest
 from ledger import resident_id
 from ledger.application import Ledger
 from ledger.errors import IdempotencyConflict, InvalidInput, LedgerError, Refused
-from tests.helpers import contribute, enrol, make_id
+from tests.helpers import contribute, enrol, make_id, refused, stored
 
 PENSION_BORN = date(1959, 6, 15)   # 60 on 15 June 2019: a pension from July 2019
 
 
-def stored(ledger: Ledger) -> tuple[Any, ...]:
-    return (ledger.recorder.max_notification_id(), ledger.fund_positions(),
-            len(ledger.queries.chain_blocks()))
-
-
-def refused(ledger: Ledger, error: type[LedgerError], field: str, rule: str,
-            command: Callable[[], Any]) -> LedgerError:
-    """Run a command that must be refused: check the error and that nothing was stored."""
-    before = stored(ledger)
-    with pytest.raises(error) as e:
-        command()
-    assert getattr(e.value, "field", None) == field, str(e.value)
-    assert rule in e.value.rule, e.value.rule  # type: ignore[attr-defined]
-    assert stored(ledger) == before
-    return e.value
 
 
 # ---- enrolment ------------------------------------------------------------------------
