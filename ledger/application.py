@@ -491,16 +491,46 @@ class Ledger(Application[UUID]):
             lambda p: p.terminate(reason_code, effective_date, actor))
 
     def settle_balance(self, *, id_number: str, how: str, payee: str, value_date: date,
-                       actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
+                       actor: str, payee_account: BankAccount | None = None,
+                       idempotency_key: str | None = None) -> dict[str, Any]:
         if how not in ("refund", "inheritance"):
             raise InvalidInput("how", "must be refund or inheritance")
         rules = self.rules_on(value_date)
         return self._participant_step(
             "settle", id_number, actor, idempotency_key,
-            {"how": how, "payee": payee, "value_date": value_date},
+            {"how": how, "payee": payee, "value_date": value_date,
+             "payee_account": payee_account.model_dump() if payee_account else None},
             lambda p: {"amount_fen": p.settle_balance(how=how, payee=payee,  # type: ignore[arg-type]
                                                       value_date=value_date, rules=rules,
-                                                      actor=actor)})
+                                                      actor=actor,
+                                                      payee_account=payee_account)})
+
+    def award_funeral_grant(self, *, id_number: str, payee: str,
+                            payee_account: BankAccount | None, value_date: date, actor: str,
+                            idempotency_key: str | None = None) -> dict[str, Any]:
+        """The funeral grant (丧葬补助金) by the rules in force on the date of death; an
+        outstanding overpayment is recovered from it first. The monthly run pays the rest."""
+        def award(p: Participant) -> dict[str, int]:
+            if p.date_of_death is None:
+                raise Refused("participant", "a funeral grant needs a recorded death")
+            rules = self.rules_on(p.date_of_death, "date_of_death")
+            net = p.award_funeral_grant(payee=payee, payee_account=payee_account,
+                                        value_date=value_date, rules=rules, actor=actor)
+            return {"amount_fen": rules.parameters.funeral_grant_fen, "payable_fen": net}
+        return self._participant_step(
+            "funeral-grant", id_number, actor, idempotency_key,
+            {"payee": payee, "value_date": value_date,
+             "payee_account": payee_account.model_dump() if payee_account else None}, award)
+
+    def change_payee(self, *, id_number: str, kind: str, payee: str,
+                     payee_account: BankAccount, actor: str,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        """Who receives a one-off payment and where: also lifts a bank return's hold."""
+        return self._participant_step(
+            "change-payee", id_number, actor, idempotency_key,
+            {"kind": kind, "payee": payee, "payee_account": payee_account.model_dump()},
+            lambda p: p.change_payee(kind=kind, payee=payee, payee_account=payee_account,
+                                     actor=actor))
 
     def assess_overpayment(self, *, id_number: str, amount_fen: int, months: list[str],
                            reason: str, value_date: date, actor: str,

@@ -824,18 +824,68 @@ def pensioner_terminate(ctx: typer.Context, id_number: IdOpt,
     print_result(st, result, "participation terminated")
 
 
+PayeeAccountName = Annotated[str | None, typer.Option(
+    "--account-name", help="The payee's account: name, number and bank code together.")]
+PayeeAccountNumber = Annotated[str | None, typer.Option("--account-number")]
+PayeeBankCode = Annotated[str | None, typer.Option("--bank-code")]
+
+
 @pensioner_app.command("settle")
 @guarded
 def pensioner_settle(ctx: typer.Context, id_number: IdOpt,
                      how: Annotated[str, typer.Option("--how", help="refund or inheritance.")],
                      payee: Annotated[str, typer.Option("--payee")],
-                     value_date: DateOpt, json_out: JsonFlag = False) -> None:
-    """Pay out the individual account: a refund, or an inheritance after death."""
+                     value_date: DateOpt, account_name: PayeeAccountName = None,
+                     account_number: PayeeAccountNumber = None,
+                     bank_code: PayeeBankCode = None, json_out: JsonFlag = False) -> None:
+    """Pay out the individual account: a refund, or an inheritance after death.
+
+    With the payee's account, the monthly payout run pays it through the bank."""
     st = settings_of(ctx, json_out)
-    result = st.ledger().settle_balance(id_number=id_number, how=how, payee=payee,
-                                        value_date=parse_date(value_date, "date"),
-                                        actor=st.actor, idempotency_key=st.key)
+    result = st.ledger().settle_balance(
+        id_number=id_number, how=how, payee=payee, value_date=parse_date(value_date, "date"),
+        payee_account=bank_account(account_name, account_number, bank_code, required=False),
+        actor=st.actor, idempotency_key=st.key)
     print_result(st, result, "account settled")
+
+
+@pensioner_app.command("funeral-grant")
+@guarded
+def pensioner_funeral_grant(ctx: typer.Context, id_number: IdOpt,
+                            payee: Annotated[str, typer.Option("--payee")],
+                            value_date: DateOpt, account_name: PayeeAccountName = None,
+                            account_number: PayeeAccountNumber = None,
+                            bank_code: PayeeBankCode = None,
+                            json_out: JsonFlag = False) -> None:
+    """Award the funeral grant (丧葬补助金) after a pensioner's death.
+
+    An outstanding overpayment is recovered from it first; the monthly payout run pays
+    the rest."""
+    st = settings_of(ctx, json_out)
+    result = st.ledger().award_funeral_grant(
+        id_number=id_number, payee=payee, value_date=parse_date(value_date, "date"),
+        payee_account=bank_account(account_name, account_number, bank_code, required=False),
+        actor=st.actor, idempotency_key=st.key)
+    print_result(st, result, "funeral grant awarded")
+
+
+@pensioner_app.command("payee")
+@guarded
+def pensioner_payee(ctx: typer.Context, id_number: IdOpt,
+                    kind: Annotated[str, typer.Option(
+                        "--kind", help="funeral_grant, inheritance or refund.")],
+                    payee: Annotated[str, typer.Option("--payee")],
+                    account_name: Annotated[str, typer.Option("--account-name")],
+                    account_number: Annotated[str, typer.Option("--account-number")],
+                    bank_code: Annotated[str, typer.Option("--bank-code")],
+                    json_out: JsonFlag = False) -> None:
+    """Change who receives a one-off payment and where (lifts a bank return's hold)."""
+    st = settings_of(ctx, json_out)
+    result = st.ledger().change_payee(
+        id_number=id_number, kind=kind, payee=payee,
+        payee_account=bank_account(account_name, account_number, bank_code, required=True),
+        actor=st.actor, idempotency_key=st.key)
+    print_result(st, result, "payee changed")
 
 
 @pensioner_app.command("overpayment")

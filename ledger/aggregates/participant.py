@@ -46,6 +46,22 @@ class BankAccount(Immutable):
     bank_code: str
 
 
+# One-off sums owed to a payee and paid by the monthly run through the bank: the funeral
+# grant (丧葬补助金), the inherited balance and a refunded balance.
+ONE_OFF_KINDS = ("funeral_grant", "inheritance", "refund")
+
+
+class Payable(Immutable):
+    """A one-off sum owed; `paid_by` names the payment that carries it, once sent."""
+
+    kind: str
+    amount_fen: int
+    payee: str
+    payee_account: BankAccount | None
+    paid_by: str | None = None
+    hold: str | None = None  # a bank return reason, until the payee's details change
+
+
 class Booking(Immutable):
     """One change to one source of the individual account."""
 
@@ -135,6 +151,8 @@ class Participant(Aggregate):
         paid_months: dict[str, str]
         forfeited_months: set[str]
         payment_hold: str | None
+        payables: dict[str, Payable]
+        funeral_grant_fen: int | None
 
     # ---- events -------------------------------------------------------------------
 
@@ -174,6 +192,8 @@ class Participant(Aggregate):
             p.paid_months = {}
             p.forfeited_months = set()
             p.payment_hold = None
+            p.payables = {}
+            p.funeral_grant_fen = None
 
     class MoneyEvent(Aggregate.Event):
         value_date: date
@@ -318,6 +338,7 @@ class Participant(Aggregate):
         by_source_fen: dict[str, int]
         forfeited_by_source_fen: dict[str, int]
         payee: str
+        payee_account: BankAccount | None = None
 
         def apply(self, p: Any) -> None:
             for src, amt in self.by_source_fen.items():
@@ -327,6 +348,72 @@ class Participant(Aggregate):
                 if amt:
                     self.book(p, src, -amt, "forfeited_to_pool")
             p.closed = True
+            paid = sum(self.by_source_fen.values())
+            if paid:
+                p.payables[self.how] = Payable(kind=self.how, amount_fen=paid, payee=self.payee,
+                                               payee_account=self.payee_account)
+
+    class FuneralGrantAwarded(MoneyEvent):
+        """The funeral grant (丧葬补助金), less any overpayment it offsets (冒领 first)."""
+
+        amount_fen: int                # the grant by the rules in force on the date of death
+        offset_overpayment_fen: int    # recovered from the grant before it is paid
+        payee: str
+        payee_account: BankAccount | None
+        rule_version: str
+
+        def apply(self, p: Any) -> None:
+            p.funeral_grant_fen = self.amount_fen
+            p.overpayment_fen -= self.offset_overpayment_fen
+            assert p.overpayment_fen >= 0
+            net = self.amount_fen - self.offset_overpayment_fen
+            assert net >= 0
+            if net:
+                p.payables["funeral_grant"] = Payable(
+                    kind="funeral_grant", amount_fen=net, payee=self.payee,
+                    payee_account=self.payee_account)
+
+    class PayeeDetailsChanged(Aggregate.Event):
+        """Who receives a one-off payment, and where; lifts a bank return's hold."""
+
+        kind: str
+        payee: str
+        payee_account: BankAccount
+
+        def apply(self, p: Any) -> None:
+            old = p.payables[self.kind]
+            p.payables[self.kind] = old.model_copy(update={
+                "payee": self.payee, "payee_account": self.payee_account, "hold": None})
+
+    class OneOffPaid(MoneyEvent):
+        """A one-off payable put in flight to the bank by a payout batch."""
+
+        kind: str
+        batch_id: UUID
+        end_to_end_id: str
+        amount_fen: int
+
+        def apply(self, p: Any) -> None:
+            old = p.payables[self.kind]
+            assert old.paid_by is None and old.amount_fen == self.amount_fen, (old, self)
+            p.payables[self.kind] = old.model_copy(update={"paid_by": self.end_to_end_id})
+
+    class OneOffPaymentReversed(MoneyEvent):
+        """The bank failed or returned a one-off payment: it is owed again."""
+
+        kind: str
+        end_to_end_id: str
+        amount_fen: int
+        reason_code: str
+        after_settlement: bool
+
+        def apply(self, p: Any) -> None:
+            old = p.payables[self.kind]
+            assert old.paid_by == self.end_to_end_id, (old, self)
+            # Wrong account or a deceased payee: hold until the payee's details change.
+            hold = (self.reason_code
+                    if self.reason_code in HOLD_REASONS + DEATH_CHECK_REASONS else None)
+            p.payables[self.kind] = old.model_copy(update={"paid_by": None, "hold": hold})
 
     class OverpaymentAssessed(MoneyEvent):
         amount_fen: int
@@ -634,7 +721,8 @@ class Participant(Aggregate):
                            effective_date=effective_date, actor=actor)
 
     def settle_balance(self, *, how: Literal["refund", "inheritance"], payee: str,
-                       value_date: date, rules: RuleVersion, actor: str) -> int:
+                       value_date: date, rules: RuleVersion, actor: str,
+                       payee_account: BankAccount | None = None) -> int:
         """Pay the account out. Inheritance may exclude the subsidy part (a parameter);
         what is excluded returns to the pooled fund."""
         if self.closed:
@@ -654,8 +742,70 @@ class Participant(Aggregate):
         forfeit = {s: a for s, a in self.sources.items() if a and s not in paid}
         self.trigger_event(self.BalanceSettled, how=how, by_source_fen=paid,
                            forfeited_by_source_fen=forfeit, payee=payee.strip(),
-                           value_date=value_date, actor=actor)
+                           payee_account=payee_account, value_date=value_date, actor=actor)
         return sum(paid.values())
+
+    def award_funeral_grant(self, *, payee: str, payee_account: BankAccount | None,
+                            value_date: date, rules: RuleVersion, actor: str) -> int:
+        """The grant of the rules in force on the date of death, less the overpayment it
+        offsets. Returns what is left to pay the payee."""
+        if self.status != "deceased":
+            raise Refused("participant", "a funeral grant needs a recorded death")
+        if self.pension is None:
+            raise Refused("participant", "the funeral grant is paid for pensioners only")
+        if self.funeral_grant_fen is not None:
+            raise Refused("participant", "the funeral grant was already awarded")
+        if not payee.strip() or len(payee) > 100:
+            raise InvalidInput("payee", "must name who receives the money (1 to 100 characters)")
+        amount = rules.parameters.funeral_grant_fen
+        if amount == 0:
+            raise Refused("funeral_grant", f"the rules in force on the date of death "
+                          f"({rules.label}) grant none")
+        offset = min(amount, self.overpayment_fen)
+        self.trigger_event(self.FuneralGrantAwarded, amount_fen=amount,
+                           offset_overpayment_fen=offset, payee=payee.strip(),
+                           payee_account=payee_account, value_date=value_date,
+                           rule_version=rules.label, actor=actor)
+        return amount - offset
+
+    def change_payee(self, *, kind: str, payee: str, payee_account: BankAccount,
+                     actor: str) -> None:
+        if kind not in ONE_OFF_KINDS:
+            raise InvalidInput("kind", f"must be one of {', '.join(ONE_OFF_KINDS)}")
+        payable = self.payables.get(kind)
+        if payable is None:
+            raise Refused("kind", f"nothing is owed as {kind}")
+        if payable.paid_by is not None:
+            raise Refused("kind", f"the {kind} was sent to the bank as {payable.paid_by}; "
+                          "the payee can change only if the bank sends it back")
+        if not payee.strip() or len(payee) > 100:
+            raise InvalidInput("payee", "must name who receives the money (1 to 100 characters)")
+        self.trigger_event(self.PayeeDetailsChanged, kind=kind, payee=payee.strip(),
+                           payee_account=payee_account, actor=actor)
+
+    def pay_one_off(self, *, kind: str, batch_id: UUID, end_to_end_id: str, amount_fen: int,
+                    value_date: date, actor: str) -> None:
+        """Called by funding: the payable goes to the bank in a payout batch."""
+        payable = self.payables.get(kind)
+        if payable is None or payable.paid_by is not None or payable.hold is not None:
+            raise Refused("participant", f"no {kind} is owed and payable now")
+        if payable.amount_fen != amount_fen:
+            raise Refused("amount_fen", f"the {kind} owed is {payable.amount_fen} fen, "
+                          f"not {amount_fen}")
+        self.trigger_event(self.OneOffPaid, kind=kind, batch_id=batch_id,
+                           end_to_end_id=end_to_end_id, amount_fen=amount_fen,
+                           value_date=value_date, actor=actor)
+
+    def reverse_one_off(self, *, kind: str, end_to_end_id: str, reason_code: str,
+                        after_settlement: bool, value_date: date, actor: str) -> None:
+        payable = self.payables.get(kind)
+        if payable is None or payable.paid_by != end_to_end_id:
+            raise Refused("end_to_end_id", f"{end_to_end_id} is not the {kind} payment "
+                          "in flight")
+        self.trigger_event(self.OneOffPaymentReversed, kind=kind, end_to_end_id=end_to_end_id,
+                           amount_fen=payable.amount_fen, reason_code=reason_code,
+                           after_settlement=after_settlement, value_date=value_date,
+                           actor=actor)
 
     def assess_overpayment(self, amount_fen: int, months: list[str], reason: str,
                            value_date: date, actor: str) -> None:
