@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from ledger import resident_id
+from ledger import bulk, resident_id
 from ledger.aggregates.participant import BankAccount, on_behalf_fen, participant_id
 from ledger.application import Ledger
 from ledger.bulk import (
@@ -366,6 +366,20 @@ def _events(app: Ledger, pid: uuid.UUID) -> list[tuple[str, dict[str, Any]]]:
 
 def test_bulk_import_stores_what_one_command_at_a_time_stores(
         ledger: Ledger, twin: Ledger, tmp_path: Path) -> None:
+    compare_with_commands(ledger, twin, tmp_path)
+
+
+def test_a_file_of_many_chunks_stores_what_the_commands_store(
+        ledger: Ledger, twin: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks of 4 lines: a participant's back-payment comes chunks after their first line
+    # (the register read once, advanced through the file), and the fast mapping is checked
+    # against the mapper every 5 lines.
+    monkeypatch.setattr(bulk, "CHUNK_LINES", 4)
+    monkeypatch.setattr(bulk, "CHECK_EVERY", 5)
+    compare_with_commands(ledger, twin, tmp_path)
+
+
+def compare_with_commands(ledger: Ledger, twin: Ledger, tmp_path: Path) -> None:
     ns = list(range(35))
     # The twin enrols and contributes by command, one at a time.
     enrol_all(ledger, tmp_path, ns)
