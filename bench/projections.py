@@ -12,9 +12,11 @@ pensions and deaths, and the fund's monthly sweeps. About 7 events per participa
 Each run measures:
   - baseline: reading the same rows with psycopg (binary, pages of 10,000 by notification
     id, as the runner reads) and orjson-decoding each state; no projection work;
-  - rebuild: ledger.projections.rebuild of every view, one pass, into fresh tables, switched
-    once caught up (decrypt, pydantic decode, postings, rows, upserts, tracking);
+  - rebuild: ledger.projections.rebuild of every view, one pass, into fresh tables, indexed
+    and switched once caught up (read, decrypt when encrypted, orjson-decode the stored
+    state into a dict, postings by the topic's rule, rows, COPY and upserts, tracking);
   - balances latency: Views.balances() now, as of a date, and by township, repeated.
+The load average (os.getloadavg) is recorded with each run: the machine may be shared.
 Medians of --runs are printed and written with every figure to
 bench/out/projections-<time>.json. The schema is dropped afterwards unless --keep.
 """
@@ -261,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         figures["share_of_baseline"] = round(
             figures["rebuild_events_per_s"] / figures["baseline_events_per_s"], 3)
+        figures["load_average_1m"] = round(os.getloadavg()[0], 2)
         runs.append(figures)
         print(f"run {run + 1}: {json.dumps(figures)}", file=sys.stderr)
 
@@ -274,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_events_per_s": median("baseline_events_per_s"),
         "rebuild_events_per_s": median("rebuild_events_per_s"),
         "share_of_baseline": median("share_of_baseline"),
+        "rebuild_events_per_s_range": [min(r["rebuild_events_per_s"] for r in runs),
+                                       max(r["rebuild_events_per_s"] for r in runs)],
+        "load_average_1m_range": [min(r["load_average_1m"] for r in runs),
+                                  max(r["load_average_1m"] for r in runs)],
         "balances_now_ms": median("balances_now", "median_ms"),
         "balances_as_of_ms": median("balances_as_of", "median_ms"),
         "balances_by_township_ms": median("balances_by_township", "median_ms"),

@@ -9,15 +9,27 @@ Chart of accounts
                1201 overpayment receivable           1202.<level> government subsidy receivable
   Liabilities  2001.<source>/<participant> individual accounts
                2101 pooled basic-pension fund        2201 inheritance payable  2202 refund payable
+               2203 funeral grant payable
                2301 pensions payable (sent to the bank, not yet settled)
   Fund result  3001 bank interest earned             3002 interest credited to accounts
+
+What each event posts is written once, in RULES: a function of the event's fields by
+name, keyed by the event's topic. The write side passes a domain event's fields
+(`postings_for`); the projections pass the stored JSON state of the same event
+(`postings_of`), without building the event. A rule reads only fields the event class
+declares without a default (or uses .get with the class's default), ints, strings and
+dicts of ints, which are the same in both forms. To add an event that moves money: write
+its rule below and add it to RULES; tests/test_postings.py checks every money event of
+the aggregates has one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, cast
 from uuid import UUID
+
+from eventsourcing.utils import get_topic
 
 INCOME = "1001"
 FISCAL = "1002"
@@ -29,6 +41,7 @@ INDIVIDUAL = "2001"
 POOLED = "2101"
 INHERITANCE_PAYABLE = "2201"
 REFUND_PAYABLE = "2202"
+FUNERAL_GRANT_PAYABLE = "2203"
 PENSIONS_PAYABLE = "2301"
 INTEREST_EARNED = "3001"
 INTEREST_CREDITED = "3002"
@@ -48,6 +61,7 @@ ACCOUNT_NAMES = {
     POOLED: "pooled basic-pension fund",
     INHERITANCE_PAYABLE: "inheritance payable",
     REFUND_PAYABLE: "refund payable",
+    FUNERAL_GRANT_PAYABLE: "funeral grant payable (丧葬补助金)",
     PENSIONS_PAYABLE: "pensions payable",
     INTEREST_EARNED: "bank interest earned",
     INTEREST_CREDITED: "interest credited to individual accounts",
@@ -65,101 +79,229 @@ def individual(source: str, pid: UUID, amount_fen: int) -> Posting:
     return Posting(f"{INDIVIDUAL}.{source}", -amount_fen, pid)
 
 
+# An event's fields by name: a domain event's __dict__ or its stored (JSON) state.
+Fields = Mapping[str, Any]
+# What a rule returns: plain (account, amount_fen, participant_id) tuples, equal to the
+# Postings they stand for; the projections read millions of them, and a NamedTuple costs a
+# Python call to build.
+# The participant id is as the caller holds it: a UUID (the write side) or its 16 bytes
+# (the projections, which read ids as bytes: a UUID object costs a Python call to build).
+Id = UUID | bytes
+Entry = tuple[str, int, Id | None]
+Rule = Callable[[Fields, Id], list[Entry]]
+
+
+def _sub(source: str, pid: Id, amount_fen: int) -> Entry:
+    """individual() as an Entry."""
+    return (f"{INDIVIDUAL}.{source}", -amount_fen, pid)
+
+
+# ---- participants ------------------------------------------------------------------------
+
+def _contribution(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(INCOME, amount, None), _sub("contribution", pid, amount)]
+
+
+def _paid_on_behalf(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(f"{SUBSIDY_RECEIVABLE}.on_behalf", amount, None),
+            _sub("on_behalf", pid, amount)]
+
+
+def _subsidy(e: Fields, pid: Id) -> list[Entry]:
+    amount, level = e["amount_fen"], e["level"]
+    return [(f"{SUBSIDY_RECEIVABLE}.{level}", amount, None),
+            _sub(f"subsidy_{level}", pid, amount)]
+
+
+def _collective(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(INCOME, amount, None), _sub("collective", pid, amount)]
+
+
+def _interest(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(INTEREST_CREDITED, amount, None), _sub("interest", pid, amount)]
+
+
+# The payable each one-off kind is owed from (ledger.aggregates.participant.ONE_OFF_KINDS).
+ONE_OFF_PAYABLES = {"funeral_grant": FUNERAL_GRANT_PAYABLE, "inheritance": INHERITANCE_PAYABLE,
+                    "refund": REFUND_PAYABLE}
+
+
+def _settled(e: Fields, pid: Id) -> list[Entry]:
+    payable = ONE_OFF_PAYABLES[e["how"]]
+    out: list[Entry] = []
+    for src, amt in sorted(e["by_source_fen"].items()):
+        out += [_sub(src, pid, -amt), (payable, -amt, None)]
+    for src, amt in sorted(e["forfeited_by_source_fen"].items()):
+        out += [_sub(src, pid, -amt), (POOLED, -amt, None)]
+    return out
+
+
+def _overpayment_assessed(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(OVERPAYMENT_RECEIVABLE, amount, None), (POOLED, -amount, None)]
+
+
+def _overpayment_recovered(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    if e["channel"] == "family":
+        return [(EXPENDITURE, amount, None), (OVERPAYMENT_RECEIVABLE, -amount, None)]
+    out = [_sub(src, pid, -amt) for src, amt in sorted(e["by_source_fen"].items())]
+    out.append((OVERPAYMENT_RECEIVABLE, -amount, None))
+    return out
+
+
+def _funeral_grant(e: Fields, pid: Id) -> list[Entry]:
+    # The pool pays the grant; the part that offsets pension paid after death settles the
+    # overpayment receivable, the rest is owed to the payee.
+    amount, offset = e["amount_fen"], e["offset_overpayment_fen"]
+    return [(POOLED, amount, None), (OVERPAYMENT_RECEIVABLE, -offset, None),
+            (FUNERAL_GRANT_PAYABLE, -(amount - offset), None)]
+
+
+def _one_off_paid(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(ONE_OFF_PAYABLES[e["kind"]], amount, None), (PENSIONS_PAYABLE, -amount, None)]
+
+
+def _one_off_reversed(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(PENSIONS_PAYABLE, amount, None), (ONE_OFF_PAYABLES[e["kind"]], -amount, None)]
+
+
+def _pension_paid(e: Fields, pid: Id) -> list[Entry]:
+    # Dr the individual account (by source) and the pool; Cr what the bank must pay
+    # and the overpayment recovered.
+    out = [_sub(src, pid, -amt) for src, amt in sorted(e["account_by_source_fen"].items())]
+    out.append((POOLED, e["basic_fen"] + e["pooled_account_fen"], None))
+    out.append((PENSIONS_PAYABLE, -e["amount_fen"], None))
+    out.append((OVERPAYMENT_RECEIVABLE, -e["deduction_fen"], None))
+    return out
+
+
+def _pension_reversed(e: Fields, pid: Id) -> list[Entry]:
+    out = [_sub(src, pid, amt) for src, amt in sorted(e["account_by_source_fen"].items())]
+    out.append((POOLED, -(e["basic_fen"] + e["pooled_account_fen"]), None))
+    out.append((PENSIONS_PAYABLE, e["amount_fen"], None))
+    out.append((OVERPAYMENT_RECEIVABLE, e["deduction_fen"], None))
+    return out
+
+
+# ---- payout batches ----------------------------------------------------------------------
+
+def _outcomes_fen(e: Fields) -> int:
+    # Outcomes are models in a domain event and dicts in a stored state.
+    return sum(o["amount_fen"] if isinstance(o, dict) else o.amount_fen for o in e["items"])
+
+
+def _funded(e: Fields, pid: Id) -> list[Entry]:
+    total = e["total_fen"]
+    return [(IN_FLIGHT, total, None), (EXPENDITURE, -total, None)]
+
+
+def _settled_by_bank(e: Fields, pid: Id) -> list[Entry]:
+    total = _outcomes_fen(e)
+    return [(PENSIONS_PAYABLE, total, None), (IN_FLIGHT, -total, None)]
+
+
+def _failed(e: Fields, pid: Id) -> list[Entry]:
+    total = _outcomes_fen(e)
+    return [(EXPENDITURE, total, None), (IN_FLIGHT, -total, None)]
+
+
+def _returned(e: Fields, pid: Id) -> list[Entry]:
+    total = _outcomes_fen(e)
+    return [(EXPENDITURE, total, None), (PENSIONS_PAYABLE, -total, None)]
+
+
+# ---- the fund ----------------------------------------------------------------------------
+
+def _treasury(e: Fields, pid: Id) -> list[Entry]:
+    purpose = e["purpose"]
+    if purpose == "basic_pension":
+        credit = POOLED
+    elif purpose == "on_behalf":
+        credit = f"{SUBSIDY_RECEIVABLE}.on_behalf"
+    else:
+        credit = f"{SUBSIDY_RECEIVABLE}.{e['level']}"
+    amount = e["amount_fen"]
+    return [(FISCAL, amount, None), (credit, -amount, None)]
+
+
+def _transferred(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(BANK_ACCOUNTS[e["to_account"]], amount, None),
+            (BANK_ACCOUNTS[e["from_account"]], -amount, None)]
+
+
+def _bank_interest(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(BANK_ACCOUNTS[e["account"]], amount, None), (INTEREST_EARNED, -amount, None)]
+
+
+def _payment_returned(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(EXPENDITURE, amount, None), (IN_FLIGHT, -amount, None)]
+
+
+PARTICIPANT = "ledger.aggregates.participant:Participant."
+BATCH = "ledger.aggregates.payout_batch:PayoutBatch."
+FUND = "ledger.aggregates.fund:Fund."
+
+# What each event posts, by topic. Events not named here post nothing.
+RULES: dict[str, Rule] = {
+    PARTICIPANT + "ContributionReceived": _contribution,
+    PARTICIPANT + "PaidOnBehalf": _paid_on_behalf,
+    PARTICIPANT + "SubsidyCredited": _subsidy,
+    PARTICIPANT + "CollectiveSubsidyCredited": _collective,
+    PARTICIPANT + "InterestCredited": _interest,
+    PARTICIPANT + "BalanceSettled": _settled,
+    PARTICIPANT + "OverpaymentAssessed": _overpayment_assessed,
+    PARTICIPANT + "OverpaymentRecovered": _overpayment_recovered,
+    PARTICIPANT + "PensionPaid": _pension_paid,
+    PARTICIPANT + "PensionPaymentReversed": _pension_reversed,
+    PARTICIPANT + "FuneralGrantAwarded": _funeral_grant,
+    PARTICIPANT + "OneOffPaid": _one_off_paid,
+    PARTICIPANT + "OneOffPaymentReversed": _one_off_reversed,
+    BATCH + "Funded": _funded,
+    BATCH + "PaymentsSettled": _settled_by_bank,
+    BATCH + "PaymentsFailed": _failed,
+    BATCH + "PaymentsReturned": _returned,
+    FUND + "TreasuryFundsReceived": _treasury,
+    FUND + "Transferred": _transferred,
+    FUND + "BankInterestEarned": _bank_interest,
+    FUND + "PaymentReturned": _payment_returned,
+}
+
+
+def entries_of(topic: str, fields: Fields, originator_id: Id) -> list[Entry]:
+    """The postings of an event given by its topic and fields, as Entries ([] if it moves
+    no money)."""
+    rule = RULES.get(topic)
+    if rule is None:
+        return []
+    # Zero postings are left out: a contribution paid wholly on behalf books nothing to
+    # the income account, a zero interest credit nothing at all.
+    out = [p for p in rule(fields, originator_id) if p[1]]
+    assert sum([p[1] for p in out]) == 0, (topic, out)
+    return out
+
+
+_TOPICS: dict[type, str] = {}
+
+
 def postings_for(event: Any) -> list[Posting]:
     """The postings of one domain event ([] for events that move no money)."""
-    from ledger.aggregates.fund import Fund
-    from ledger.aggregates.participant import Participant as P
-    from ledger.aggregates.payout_batch import PayoutBatch as B
-
-    pid = event.originator_id
-    out: list[Posting]
-    match event:
-        case P.ContributionReceived():
-            out = [Posting(INCOME, event.amount_fen),
-                   individual("contribution", pid, event.amount_fen)]
-        case P.PaidOnBehalf():
-            out = [Posting(f"{SUBSIDY_RECEIVABLE}.on_behalf", event.amount_fen),
-                   individual("on_behalf", pid, event.amount_fen)]
-        case P.SubsidyCredited():
-            out = [Posting(f"{SUBSIDY_RECEIVABLE}.{event.level}", event.amount_fen),
-                   individual(f"subsidy_{event.level}", pid, event.amount_fen)]
-        case P.CollectiveSubsidyCredited():
-            out = [Posting(INCOME, event.amount_fen),
-                   individual("collective", pid, event.amount_fen)]
-        case P.InterestCredited():
-            out = ([Posting(INTEREST_CREDITED, event.amount_fen),
-                    individual("interest", pid, event.amount_fen)] if event.amount_fen else [])
-        case P.BalanceSettled():
-            payable = REFUND_PAYABLE if event.how == "refund" else INHERITANCE_PAYABLE
-            out = []
-            for src, amt in sorted(event.by_source_fen.items()):
-                if amt:
-                    out += [individual(src, pid, -amt), Posting(payable, -amt)]
-            for src, amt in sorted(event.forfeited_by_source_fen.items()):
-                if amt:
-                    out += [individual(src, pid, -amt), Posting(POOLED, -amt)]
-        case P.OverpaymentAssessed():
-            out = [Posting(OVERPAYMENT_RECEIVABLE, event.amount_fen),
-                   Posting(POOLED, -event.amount_fen)]
-        case P.OverpaymentRecovered():
-            if event.channel == "family":
-                out = [Posting(EXPENDITURE, event.amount_fen),
-                       Posting(OVERPAYMENT_RECEIVABLE, -event.amount_fen)]
-            else:
-                out = [individual(src, pid, -amt)
-                       for src, amt in sorted(event.by_source_fen.items()) if amt]
-                out.append(Posting(OVERPAYMENT_RECEIVABLE, -event.amount_fen))
-        case P.PensionPaid():
-            # Dr the individual account (by source) and the pool; Cr what the bank must pay
-            # and the overpayment recovered.
-            out = [individual(src, pid, -amt)
-                   for src, amt in sorted(event.account_by_source_fen.items()) if amt]
-            out.append(Posting(POOLED, event.basic_fen + event.pooled_account_fen))
-            out.append(Posting(PENSIONS_PAYABLE, -event.amount_fen))
-            if event.deduction_fen:
-                out.append(Posting(OVERPAYMENT_RECEIVABLE, -event.deduction_fen))
-        case P.PensionPaymentReversed():
-            out = [individual(src, pid, amt)
-                   for src, amt in sorted(event.account_by_source_fen.items()) if amt]
-            out.append(Posting(POOLED, -(event.basic_fen + event.pooled_account_fen)))
-            out.append(Posting(PENSIONS_PAYABLE, event.amount_fen))
-            if event.deduction_fen:
-                out.append(Posting(OVERPAYMENT_RECEIVABLE, event.deduction_fen))
-        case B.Funded():
-            out = [Posting(IN_FLIGHT, event.total_fen), Posting(EXPENDITURE, -event.total_fen)]
-        case B.PaymentsSettled():
-            total = sum(o.amount_fen for o in event.items)
-            out = [Posting(PENSIONS_PAYABLE, total), Posting(IN_FLIGHT, -total)] if total else []
-        case B.PaymentsFailed():
-            total = sum(o.amount_fen for o in event.items)
-            out = [Posting(EXPENDITURE, total), Posting(IN_FLIGHT, -total)] if total else []
-        case B.PaymentsReturned():
-            total = sum(o.amount_fen for o in event.items)
-            out = ([Posting(EXPENDITURE, total), Posting(PENSIONS_PAYABLE, -total)]
-                   if total else [])
-        case Fund.TreasuryFundsReceived():
-            if event.purpose == "basic_pension":
-                credit = POOLED
-            elif event.purpose == "on_behalf":
-                credit = f"{SUBSIDY_RECEIVABLE}.on_behalf"
-            else:
-                credit = f"{SUBSIDY_RECEIVABLE}.{event.level}"
-
-            out = [Posting(FISCAL, event.amount_fen), Posting(credit, -event.amount_fen)]
-        case Fund.Transferred():
-            out = [Posting(BANK_ACCOUNTS[event.to_account], event.amount_fen),
-                   Posting(BANK_ACCOUNTS[event.from_account], -event.amount_fen)]
-        case Fund.BankInterestEarned():
-            out = [Posting(BANK_ACCOUNTS[event.account], event.amount_fen),
-                   Posting(INTEREST_EARNED, -event.amount_fen)]
-        case Fund.PaymentReturned():
-            out = [Posting(EXPENDITURE, event.amount_fen), Posting(IN_FLIGHT, -event.amount_fen)]
-        case _:
-            out = []
-    # A contribution paid wholly on behalf books nothing to the income account.
-    out = [p for p in out if p.amount_fen]
-    assert sum(p.amount_fen for p in out) == 0, (type(event).__name__, out)
-    return out
+    kind = type(event)
+    topic = _TOPICS.get(kind)
+    if topic is None:
+        topic = _TOPICS[kind] = get_topic(kind)
+    pid: UUID = event.originator_id  # so every participant id in the entries is a UUID
+    return [Posting(account, amount, cast(UUID | None, who))
+            for account, amount, who in entries_of(topic, event.__dict__, pid)]
 
 
 def guarded_deltas(events: Iterable[Any]) -> dict[str, int]:

@@ -13,6 +13,7 @@ import pytest
 from ledger.aggregates.participant import BankAccount, Payable
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, Refused
+from ledger.postings import Posting, postings_for
 from tests.helpers import bank, refused
 from tests.test_participant import funded, pensioner
 
@@ -186,3 +187,39 @@ def test_the_command_line_awards_the_grant_and_names_the_field_it_refuses(
     err = c.refused(db, "pensioner", "funeral-grant", "--id", c.ID, "--payee", "王小五",
                     "--date", "2020-03-20")
     assert "for pensioners only" in err
+
+
+# ---- double entry -----------------------------------------------------------------------
+
+def test_the_pool_pays_the_grant_less_the_offset_and_the_bank_run_clears_the_payable(
+        ledger: Ledger) -> None:
+    idn = dead_pensioner(ledger, 80)
+    ledger.assess_overpayment(id_number=idn, amount_fen=30_000, months=["2020-04"],
+                              reason="paid after death (冒领)", value_date=date(2020, 6, 1),
+                              actor="op1")
+    p = ledger.participant(idn)
+    p.award_funeral_grant(payee="王小五", payee_account=HEIR, value_date=date(2020, 6, 2),
+                          rules=ledger.rules_on(date(2020, 3, 5)), actor="op1")
+    p.pay_one_off(kind="funeral_grant", batch_id=uuid.uuid4(), end_to_end_id="E1",
+                  amount_fen=70_000, value_date=date(2020, 7, 1), actor="run")
+    p.reverse_one_off(kind="funeral_grant", end_to_end_id="E1", reason_code="AC01",
+                      after_settlement=False, value_date=date(2020, 7, 3), actor="bank")
+    assert [(type(e).__name__, postings_for(e)) for e in p.collect_events()] == [
+        ("FuneralGrantAwarded", [Posting("2101", 100_000), Posting("1201", -30_000),
+                                 Posting("2203", -70_000)]),
+        ("OneOffPaid", [Posting("2203", 70_000), Posting("2301", -70_000)]),
+        ("OneOffPaymentReversed", [Posting("2301", 70_000), Posting("2203", -70_000)]),
+    ]
+
+
+def test_a_refund_paid_by_the_run_clears_the_refund_payable(ledger: Ledger) -> None:
+    idn = funded(ledger, 81)
+    ledger.terminate(id_number=idn, reason_code="emigration", effective_date=date(2017, 5, 1),
+                     actor="op1")
+    ledger.settle_balance(id_number=idn, how="refund", payee="王五", payee_account=bank(2),
+                          value_date=date(2017, 5, 2), actor="op1")
+    p = ledger.participant(idn)
+    p.pay_one_off(kind="refund", batch_id=uuid.uuid4(), end_to_end_id="E9", amount_fen=28500,
+                  value_date=date(2017, 6, 1), actor="run")
+    assert [postings_for(e) for e in p.collect_events()] == [
+        [Posting("2202", 28500), Posting("2301", -28500)]]

@@ -180,17 +180,24 @@ def test_gaps_in_the_log_are_passed_over(ledger: Ledger) -> None:
     assert Views(ledger).statement(A)["balance_fen"] == 50000
 
 
-def test_the_collector_thresholds_are_restored() -> None:
+def test_the_collector_is_paused_while_projecting_and_resumed_after() -> None:
     import gc
 
-    from ledger.projections.collector import collector_relaxed
+    from ledger.projections.collector import collector_paused
 
-    before = gc.get_threshold()
-    with collector_relaxed():
-        with collector_relaxed():
-            assert gc.get_threshold()[0] > before[0]
-        assert gc.get_threshold()[0] > before[0]
-    assert gc.get_threshold() == before
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer runner is still projecting
+    assert gc.isenabled()
+    gc.disable()  # someone else turned it off: it stays off
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_pensions_paid_and_answered_by_the_bank(ledger: Ledger, tmp_path: Path) -> None:

@@ -16,16 +16,16 @@ from collections.abc import Sequence
 from datetime import date
 from uuid import UUID
 
-from ledger.aggregates.participant import Participant
+from ledger.postings import PARTICIPANT, RULES
 from ledger.projections.items import Item
 from ledger.projections.tables import TableSpec, add, col, key
 from ledger.projections.values import as_uuid
 from ledger.projections.view import Row, View, Write
 
 COUNTY = ""
-ALL_TIME = date(1, 1, 1)
+ALL_TIME = "0001-01-01"
 MAX_CACHED_TOWNSHIPS = 2_000_000
-ENROLLED = Participant.Enrolled
+ENROLLED = PARTICIPANT + "Enrolled"
 
 MOVEMENTS = TableSpec("proj_movements", (
     key("grain", "text"),      # "A" all time, "Y" year, "M" month, "D" day
@@ -46,45 +46,47 @@ class BalancesView(View):
     tables = (MOVEMENTS, TOWNSHIPS)
 
     def __init__(self) -> None:
-        # Keyed by the id's integer: hashing a UUID object costs a Python call.
-        self._townships: dict[int, str] = {}
+        # Keyed by the id's bytes (items.StoredRow).
+        self._townships: dict[bytes, str] = {}
+
+    def topics(self) -> frozenset[str]:
+        return frozenset((*RULES, ENROLLED))
 
     def missing(self, items: Sequence[Item]) -> dict[str, set[UUID]]:
         townships = self._townships
-        enrolled_here = {i.event.originator_id.int for i in items
-                         if type(i.event) is ENROLLED}
-        need = {i.event.originator_id for i in items
-                if i.participant and i.postings
-                and i.event.originator_id.int not in townships
-                and i.event.originator_id.int not in enrolled_here}
+        enrolled_here = {i[1] for i in items if i[3] == ENROLLED}
+        need = {UUID(bytes=i[1]) for i in items  # participants' events that post
+                if i[6] and i[5] and i[1] not in townships and i[1] not in enrolled_here}
         return {TOWNSHIPS.name: need} if need else {}
 
     def load(self, table: str, rows: Sequence[Row]) -> None:
         assert table == TOWNSHIPS.name
         for pid, township in rows:
-            self._townships[as_uuid(pid).int] = township
+            self._townships[as_uuid(pid).bytes] = township
 
     def apply(self, items: Sequence[Item]) -> list[Write]:
         townships = self._townships
-        days: dict[tuple[date, str, str], int] = {}
+        days: dict[tuple[str, str, str], int] = {}
         enrolled: list[Row] = []
-        for item in items:
-            event = item.event
-            if item.participant:
-                if type(event) is ENROLLED:
-                    townships[event.originator_id.int] = event.township
-                    enrolled.append((event.originator_id, event.township))
-                if not item.postings:
+        for _, pid, _, topic, fields, postings, participant in items:
+            if participant:
+                if topic == ENROLLED:
+                    township = fields["township"]
+                    townships[pid] = township
+                    enrolled.append((pid, township))
+                if not postings:
                     continue
-                township = townships[event.originator_id.int]
-            elif not item.postings:
+                township = townships[pid]
+            elif not postings:
                 continue
             else:
                 township = COUNTY
-            day = event.value_date
-            for p in item.postings:
-                k = (day, p.account, township)
-                days[k] = days.get(k, 0) + p.amount_fen
+            day = fields["value_date"]
+            for account, amount, _ in postings:
+                k = (day, account, township)
+                days[k] = days.get(k, 0) + amount
+        # Double entry: each event's postings sum to zero, so every batch's do.
+        assert sum(days.values()) == 0, "postings of a batch do not net to zero"
         return [Write(MOVEMENTS.name, roll_up(days)), Write(TOWNSHIPS.name, enrolled)]
 
     def forget(self) -> None:
@@ -95,12 +97,22 @@ class BalancesView(View):
             self._townships.clear()
 
 
-def roll_up(days: dict[tuple[date, str, str], int]) -> list[Row]:
-    """Day movements to rows at every grain, netted per key; zero rows are not written."""
-    grains: dict[tuple[str, date, str, str], int] = {}
+def roll_up(days: dict[tuple[str, str, str], int]) -> list[Row]:
+    """Day movements (ISO value dates) to rows at every grain, netted per key; zero rows
+    are not written."""
+    grains: dict[tuple[str, str, str, str], int] = {}
     for (day, account, township), amount in days.items():
-        for grain, period in (("D", day), ("M", day.replace(day=1)),
-                              ("Y", date(day.year, 1, 1)), ("A", ALL_TIME)):
+        assert len(day) == 10 and day[4] == day[7] == "-", day
+        for grain, period in (("D", day), ("M", day[:8] + "01"), ("Y", day[:5] + "01-01"),
+                              ("A", ALL_TIME)):
             k = (grain, period, account, township)
             grains[k] = grains.get(k, 0) + amount
-    return [(*k, amount) for k, amount in grains.items() if amount]
+    periods: dict[str, date] = {}
+    rows: list[Row] = []
+    for (grain, period, account, township), amount in grains.items():
+        if amount:
+            on = periods.get(period)
+            if on is None:
+                on = periods[period] = date.fromisoformat(period)
+            rows.append((grain, on, account, township, amount))
+    return rows

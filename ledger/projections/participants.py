@@ -25,7 +25,7 @@ from eventsourcing.persistence import Cipher
 
 from ledger import resident_id
 from ledger.aggregates.participant import DEATH_CHECK_REASONS, HOLD_REASONS
-from ledger.aggregates.participant import Participant as P
+from ledger.postings import PARTICIPANT
 from ledger.projections.items import Item
 from ledger.projections.tables import TableSpec, col, key
 from ledger.projections.values import as_bytes, as_date, as_uuid
@@ -66,15 +66,18 @@ PAYMENTS = TableSpec("proj_pension_payments", (
     col("amount_fen", "int"),          # paid out; a reversal is a negative row
 ), indexes=(("value_date",),), append=True)
 
-# Events that change a participant's row after enrolment. Matched by exact type: an
-# isinstance() on pydantic classes (ABCMeta) costs more than the rest of apply().
-HEADER_EVENTS: frozenset[type] = frozenset((
-    P.IdentityGroupChanged, P.BankDetailsChanged, P.PensionApproved, P.Suspended, P.Resumed,
-    P.Died, P.Terminated, P.BalanceSettled, P.OverpaymentAssessed, P.OverpaymentRecovered,
-    P.PensionPaid, P.PensionPaymentReversed))
-PAYMENT_EVENTS = (P.PensionPaid, P.PensionPaymentReversed)
-ENROLLED = P.Enrolled
-CONTRIBUTION = P.ContributionReceived
+# Events that change a participant's row after enrolment, by topic.
+HEADER_EVENTS = frozenset(PARTICIPANT + kind for kind in (
+    "IdentityGroupChanged", "BankDetailsChanged", "PensionApproved", "Suspended", "Resumed",
+    "Died", "Terminated", "BalanceSettled", "OverpaymentAssessed", "OverpaymentRecovered",
+    "PensionPaid", "PensionPaymentReversed"))
+PAID = PARTICIPANT + "PensionPaid"
+REVERSED = PARTICIPANT + "PensionPaymentReversed"
+ENROLLED = PARTICIPANT + "Enrolled"
+CONTRIBUTION = PARTICIPANT + "ContributionReceived"
+# The parts of BasicPensionComponents.total_fen().
+BASIC_PARTS = ("central_fen", "province_fen", "city_fen", "county_fen",
+               "long_contribution_fen", "age_extra_fen")
 
 
 @dataclass(slots=True)
@@ -136,16 +139,18 @@ def earliest(a: date | None, b: date) -> date:
     return b if a is None or b < a else a
 
 
-def pension_json(e: Any) -> str:
+def pension_json(e: dict[str, Any]) -> str:
+    """The approval as the roster and the statement show it, from PensionApproved's fields."""
+    basic = e["basic"]
     return orjson.dumps({
-        "start_month": e.start_month,
-        "basic_components_fen": e.basic.model_dump(),
-        "basic_fen": e.basic.total_fen(),
-        "account_pension_fen": e.account_pension_fen,
-        "account_balance_at_start_fen": e.account_balance_fen,
-        "contribution_years": e.contribution_years,
-        "transitional": e.transitional,
-        "rule_version": e.rule_version,
+        "start_month": e["start_month"],
+        "basic_components_fen": basic,
+        "basic_fen": sum(basic[part] for part in BASIC_PARTS),
+        "account_pension_fen": e["account_pension_fen"],
+        "account_balance_at_start_fen": e["account_balance_fen"],
+        "contribution_years": e["contribution_years"],
+        "transitional": e["transitional"],
+        "rule_version": e["rule_version"],
     }).decode()
 
 
@@ -156,120 +161,123 @@ class ParticipantsView(View):
 
     def __init__(self, cipher: Cipher | None) -> None:
         self._cipher = cipher
-        self._people: dict[UUID, Person] = {}
+        # Keyed by the id's bytes (items.StoredRow).
+        self._people: dict[bytes, Person] = {}
+
+    def topics(self) -> frozenset[str]:
+        return HEADER_EVENTS | {ENROLLED, CONTRIBUTION}
 
     def missing(self, items: Sequence[Item]) -> dict[str, set[UUID]]:
-        enrolled_here = {i.event.originator_id for i in items if type(i.event) is ENROLLED}
-        need = {i.event.originator_id for i in items
-                if type(i.event) in HEADER_EVENTS and i.event.originator_id not in self._people}
-        need -= enrolled_here
+        people = self._people
+        enrolled_here = {i[1] for i in items if i[3] == ENROLLED}
+        need = {UUID(bytes=i[1]) for i in items if i[3] in HEADER_EVENTS
+                and i[1] not in people and i[1] not in enrolled_here}
         return {PEOPLE.name: need} if need else {}
 
     def load(self, table: str, rows: Sequence[Row]) -> None:
         assert table == PEOPLE.name
         for row in rows:
             person = Person.from_row(row)
-            self._people[person.participant_id] = person
+            self._people[person.participant_id.bytes] = person
 
     def apply(self, items: Sequence[Item]) -> list[Write]:
-        dirty: dict[UUID, Person] = {}
-        enrolled: set[UUID] = set()  # rows new to the table: inserted, not merged
-        years: dict[tuple[UUID, int], Row] = {}
+        people = self._people
+        dirty: dict[bytes, Person] = {}
+        enrolled: set[bytes] = set()  # rows new to the table: inserted, not merged
+        years: list[Row] = []  # the ledger books one contribution a year (the table's key)
         payments: list[Row] = []
-        for item in items:
-            if not item.participant:
+        for _, pid, version, topic, e, _, _ in items:
+            if topic == CONTRIBUTION:
+                years.append((pid, e["year"], int(e.get("back_payment", False))))
                 continue
-            e = item.event
-            kind = type(e)
-            if kind is CONTRIBUTION:
-                pid = e.originator_id
-                years[(pid, e.year)] = (pid, e.year, int(e.back_payment))
-                continue
-            if kind is ENROLLED:
-                pid = e.originator_id
-                person = self._enrol(e)
+            if topic == ENROLLED:
+                person = self._enrol(UUID(bytes=pid), version, e)
                 enrolled.add(pid)
-            elif kind in HEADER_EVENTS:
-                pid = e.originator_id
-                person = self._people[pid]
-                self._change(person, e)
-                if kind in PAYMENT_EVENTS:
-                    sign = 1 if kind is P.PensionPaid else -1
-                    payments.append((pid, e.value_date, sign * e.amount_fen))
+            elif topic in HEADER_EVENTS:
+                person = people[pid]
+                self._change(person, topic, version, e)
+                if topic in (PAID, REVERSED):
+                    sign = 1 if topic == PAID else -1
+                    payments.append((pid, date.fromisoformat(e["value_date"]),
+                                     sign * e["amount_fen"]))
             else:
                 continue
-            self._people[pid] = person
+            people[pid] = person
             dirty[pid] = person
         return [Write(PEOPLE.name, [p.row() for pid, p in dirty.items() if pid in enrolled],
                       fresh=True),
                 Write(PEOPLE.name, [p.row() for pid, p in dirty.items() if pid not in enrolled]),
-                Write(YEARS.name, list(years.values())),
+                Write(YEARS.name, years),
                 Write(PAYMENTS.name, payments)]
 
-    def _enrol(self, e: Any) -> Person:
-        bank = e.bank
+    def _enrol(self, pid: UUID, version: int, e: dict[str, Any]) -> Person:
+        bank = e.get("bank")
+        enrol_date = e["enrol_date"]
         return Person(
-            participant_id=e.originator_id, id_masked=resident_id.mask(e.id_number),
-            pii=seal(self._cipher, {"id_number": e.id_number, "name": e.name}),
-            township=e.township, village=e.village, birth_date=e.birth_date,
-            enrol_date=e.enrol_date,
-            identity_groups=orjson.dumps([[e.enrol_date.isoformat(), e.identity_group]]).decode(),
+            participant_id=pid, id_masked=resident_id.mask(e["id_number"]),
+            pii=seal(self._cipher, {"id_number": e["id_number"], "name": e["name"]}),
+            township=e["township"], village=e["village"],
+            birth_date=date.fromisoformat(e["birth_date"]),
+            enrol_date=date.fromisoformat(enrol_date),
+            identity_groups=orjson.dumps([[enrol_date, e["identity_group"]]]).decode(),
             status="enrolled",
-            bank_ref=f"{e.originator_id}@{e.originator_version}" if bank else None,
-            bank_last4=bank.account_number[-4:] if bank else None)
+            bank_ref=f"{pid}@{version}" if bank else None,
+            bank_last4=bank["account_number"][-4:] if bank else None)
 
-    def _change(self, p: Person, e: Any) -> None:
+    def _change(self, p: Person, topic: str, version: int, e: dict[str, Any]) -> None:
         """The same changes the aggregate's apply() makes, to the columns kept here."""
-        match e:
-            case P.IdentityGroupChanged():
-                groups = orjson.loads(p.identity_groups)
-                groups.append([e.effective_from.isoformat(), e.identity_group])
-                p.identity_groups = orjson.dumps(sorted(groups)).decode()
-            case P.BankDetailsChanged():
-                p.bank_ref = f"{e.originator_id}@{e.originator_version}"
-                p.bank_last4 = e.bank.account_number[-4:]
-                p.payment_hold = None
-            case P.PensionApproved():
-                p.status = "pensioner"
-                p.pension = pension_json(e)
-                year, month = e.start_month.split("-")
-                p.pension_from = date(int(year), int(month), 1)
-            case P.Suspended():
+        kind = topic[len(PARTICIPANT):]
+        if kind == "IdentityGroupChanged":
+            groups = orjson.loads(p.identity_groups)
+            groups.append([e["effective_from"], e["identity_group"]])
+            p.identity_groups = orjson.dumps(sorted(groups)).decode()
+        elif kind == "BankDetailsChanged":
+            p.bank_ref = f"{p.participant_id}@{version}"
+            p.bank_last4 = e["bank"]["account_number"][-4:]
+            p.payment_hold = None
+        elif kind == "PensionApproved":
+            p.status = "pensioner"
+            p.pension = pension_json(e)
+            year, month = e["start_month"].split("-")
+            p.pension_from = date(int(year), int(month), 1)
+        elif kind == "Suspended":
+            p.status = "suspended"
+            p.suspended_from = e["from_month"]
+        elif kind == "Resumed":
+            p.status = "pensioner"
+            p.suspended_from = None
+        elif kind == "Died":
+            died = date.fromisoformat(e["date_of_death"])
+            p.status = "deceased"
+            p.date_of_death = died
+            p.ended_on = earliest(p.ended_on, died)
+        elif kind == "Terminated":
+            if p.status != "deceased":
+                p.status = "terminated"
+            p.ended_on = earliest(p.ended_on, date.fromisoformat(e["effective_date"]))
+            p.ended_reason = e["reason_code"]
+        elif kind == "BalanceSettled":
+            p.closed = 1
+        elif kind == "OverpaymentAssessed":
+            p.overpayment_fen += e["amount_fen"]
+        elif kind == "OverpaymentRecovered":
+            p.overpayment_fen -= e["amount_fen"]
+            assert p.overpayment_fen >= 0
+        elif kind == "PensionPaid":
+            self._paid(p, add=e["months"])
+            p.overpayment_fen -= e["deduction_fen"]
+            assert p.overpayment_fen >= 0
+        elif kind == "PensionPaymentReversed":
+            months = e["months"]
+            self._paid(p, remove=months)
+            p.overpayment_fen += e["deduction_fen"]
+            if e["reason_code"] in HOLD_REASONS:
+                p.payment_hold = e["reason_code"]
+            if e["reason_code"] in DEATH_CHECK_REASONS and p.status == "pensioner":
                 p.status = "suspended"
-                p.suspended_from = e.from_month
-            case P.Resumed():
-                p.status = "pensioner"
-                p.suspended_from = None
-            case P.Died():
-                p.status = "deceased"
-                p.date_of_death = e.date_of_death
-                p.ended_on = earliest(p.ended_on, e.date_of_death)
-            case P.Terminated():
-                if p.status != "deceased":
-                    p.status = "terminated"
-                p.ended_on = earliest(p.ended_on, e.effective_date)
-                p.ended_reason = e.reason_code
-            case P.BalanceSettled():
-                p.closed = 1
-            case P.OverpaymentAssessed():
-                p.overpayment_fen += e.amount_fen
-            case P.OverpaymentRecovered():
-                p.overpayment_fen -= e.amount_fen
-                assert p.overpayment_fen >= 0
-            case P.PensionPaid():
-                self._paid(p, add=e.months)
-                p.overpayment_fen -= e.deduction_fen
-                assert p.overpayment_fen >= 0
-            case P.PensionPaymentReversed():
-                self._paid(p, remove=e.months)
-                p.overpayment_fen += e.deduction_fen
-                if e.reason_code in HOLD_REASONS:
-                    p.payment_hold = e.reason_code
-                if e.reason_code in DEATH_CHECK_REASONS and p.status == "pensioner":
-                    p.status = "suspended"
-                    p.suspended_from = min(e.months)
-            case _:
-                raise AssertionError(type(e).__name__)
+                p.suspended_from = min(months)
+        else:
+            raise AssertionError(kind)
 
     @staticmethod
     def _paid(p: Person, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:

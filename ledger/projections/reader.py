@@ -8,19 +8,21 @@ Every id up to a head that was visible is final: writers take the events table's
 and commit in id order, so a window never needs reading twice.
 
 On PostgreSQL the window is read with a binary, tuple-row cursor, which costs a quarter
-of the recorder's select_notifications (bytea decoded from hex text, a dict per row). On
-SQLite the recorder's select_notifications is used as it is.
+of the recorder's select_notifications (bytea decoded from hex text, a dict per row), and
+ids as bytes. On SQLite the recorder's select_notifications is used as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
-from uuid import UUID
+from typing import TYPE_CHECKING
 
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
+
+from ledger.projections.items import StoredRow
+from ledger.projections.values import as_uuid
 
 if TYPE_CHECKING:
     from ledger.application import Ledger
@@ -28,30 +30,7 @@ if TYPE_CHECKING:
 MAX_WINDOW = 1_000_000
 
 
-class Stored(Protocol):
-    """What the mapper and the runner need of a notification."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def originator_id(self) -> Any: ...
-    @property
-    def originator_version(self) -> int: ...
-    @property
-    def topic(self) -> str: ...
-    @property
-    def state(self) -> bytes: ...
-
-
-class Row(NamedTuple):
-    id: int
-    originator_id: UUID
-    originator_version: int
-    topic: str
-    state: bytes
-
-
-Read = Callable[[int, int], Sequence[Stored]]
+Read = Callable[[int, int], Sequence[StoredRow]]
 
 
 def head_of(ledger: Ledger) -> int:
@@ -62,22 +41,27 @@ def reader_for(ledger: Ledger) -> Read:
     """read(start, stop): the notifications with start < id <= stop, in order."""
     recorder = ledger.recorder
     if not isinstance(recorder, PostgresApplicationRecorder):
-        def select(start: int, stop: int) -> Sequence[Stored]:
+        def select(start: int, stop: int) -> Sequence[StoredRow]:
             assert 0 <= start < stop <= start + MAX_WINDOW
-            return recorder.select_notifications(start, stop - start, stop=stop,
-                                                 inclusive_of_start=False)
+            return [(n.id, as_uuid(n.originator_id).bytes, n.originator_version, n.topic,
+                     n.state)
+                    for n in recorder.select_notifications(start, stop - start, stop=stop,
+                                                           inclusive_of_start=False)]
         return select
 
     datastore = recorder.datastore
-    query = SQL("SELECT notification_id, originator_id, originator_version, topic, state "
+    # uuid_send: the id as its 16 bytes (see items.StoredRow).
+    query = SQL("SELECT notification_id, uuid_send(originator_id), originator_version, topic, "
+                "state "
                 "FROM {}.{} WHERE notification_id > %s AND notification_id <= %s "
                 "ORDER BY notification_id"
                 ).format(Identifier(datastore.schema), Identifier(recorder.events_table_name))
 
-    def read(start: int, stop: int) -> Sequence[Stored]:
+    def read(start: int, stop: int) -> Sequence[StoredRow]:
         assert 0 <= start < stop <= start + MAX_WINDOW
         with (datastore.get_connection() as conn,
               conn.cursor(binary=True, row_factory=tuple_row) as cur):
             cur.execute(query, (start, stop), prepare=True)
-            return [Row(*r) for r in cur.fetchall()]
+            rows: list[StoredRow] = cur.fetchall()
+            return rows
     return read

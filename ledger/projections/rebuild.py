@@ -3,9 +3,10 @@
 Queries keep reading the active generation while the new one fills. The switch is one
 transaction: under the view's registry lock, if the new generation's position has reached
 the active one's, the registry and the readers' SQL views point to the new generation and
-the old tables are dropped. A rebuild that crashes is resumed by the next rebuild (same
-generation, from its tracking position); one whose view version is out of date is
-dropped and started again.
+the old tables are dropped. The new generation's secondary indexes are built once it has
+caught up, not kept up row by row while it fills. A rebuild that crashes is resumed by
+the next rebuild (same generation, from its tracking position); one whose view version
+is out of date is dropped and started again.
 """
 
 from __future__ import annotations
@@ -45,10 +46,18 @@ def rebuild(ledger: Ledger, views: Iterable[str] | None = None, *,
                           progress=progress)
     events = 0
     switched: dict[str, int] = {}
+    indexed: set[str] = set()
     for _attempt in range(MAX_SWITCH_ATTEMPTS):
         remaining = [n for n in names if n not in switched]
         runner = ProjectionRunner(ledger, remaining, batch_size=batch_size, building=True)
         events += runner.run_until_caught_up(progress=progress)
+        for view in runner.views:
+            if view.name not in indexed:
+                # Once, after the bulk of the log: outside the switch's exclusive lock,
+                # so the live runner keeps writing while the indexes are built.
+                with store.transaction() as tx:
+                    tx.create_indexes(view, generations[view.name])
+                indexed.add(view.name)
         for view in runner.views:
             position = switch(store, view, generations[view.name], ledger.name)
             if position is not None:
@@ -74,7 +83,7 @@ def claim(store: ProjectionStore, view: View, app_name: str) -> int:
         if reg.building is not None:
             tx.drop_generation(view, reg.building, app_name)
         generation = max(reg.generation or 0, reg.building or 0) + 1
-        tx.create_generation(view, generation, app_name)
+        tx.create_generation(view, generation, app_name, indexes=False)
         tx.execute(f"UPDATE {tx.q(REGISTRY)} SET building = ?, building_version = ? "
                    f"WHERE view = ?", (generation, view.version, view.name))
         return generation
@@ -97,6 +106,7 @@ def switch(store: ProjectionStore, view: View, generation: int, app_name: str) -
         tx.execute(f"UPDATE {tx.q(REGISTRY)} SET generation = ?, version = ?, building = NULL, "
                    f"building_version = NULL WHERE view = ?",
                    (generation, view.version, view.name))
+        tx.create_indexes(view, generation)  # there already, unless a crash came between
         tx.point_readers(view, generation)
         if reg.generation is not None:
             tx.drop_generation(view, reg.generation, app_name)

@@ -8,14 +8,16 @@ so the view can never disagree with the balances of those accounts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
-from ledger.postings import INDIVIDUAL
-from ledger.projections.items import Item
+from ledger.postings import INDIVIDUAL, PARTICIPANT, RULES
+from ledger.projections.items import Item, kind_of
 from ledger.projections.tables import TableSpec, col
 from ledger.projections.view import Row, View, Write
 
 SUBLEDGER_PREFIX = INDIVIDUAL + "."
 SOURCE_AT = len(SUBLEDGER_PREFIX)
+MAX_SOURCES = 1_000
 
 STATEMENT_ROWS = TableSpec("proj_statement_rows", (
     col("participant_id", "uuid"),
@@ -33,20 +35,38 @@ class StatementsView(View):
     version = 2
     tables = (STATEMENT_ROWS,)
 
+    def __init__(self) -> None:
+        self._kinds = {topic: kind_of(topic) for topic in self.topics()}
+        self._sources: dict[str, str] = {}  # sub-ledger account -> source
+
+    def _source(self, account: str) -> str:
+        assert account.startswith(SUBLEDGER_PREFIX), account
+        assert len(self._sources) < MAX_SOURCES, "more sources than the ledger has"
+        source = self._sources[account] = account[SOURCE_AT:]
+        return source
+
+    def topics(self) -> frozenset[str]:
+        return frozenset(t for t in RULES if t.startswith(PARTICIPANT))
+
     def apply(self, items: Sequence[Item]) -> list[Write]:
         # One row a posting, not netted per key: the table is append-only and netting
         # merged next to nothing (each event is a day and a source of its own).
         rows: list[Row] = []
-        for item in items:
-            if not item.participant or not item.postings:
+        append = rows.append
+        kinds, sources = self._kinds, self._sources
+        days: dict[str, date] = {}  # ISO value dates, parsed once a batch each
+        for _, _, _, topic, fields, postings, participant in items:
+            if not participant or not postings:
                 continue
-            event = item.event
-            kind = type(event).__name__
-            day = event.value_date
-            for p in item.postings:
-                if p.participant_id is None:
+            kind = kinds[topic]
+            iso = fields["value_date"]
+            day = days.get(iso)
+            if day is None:
+                day = days[iso] = date.fromisoformat(iso)
+            for account, amount, pid in postings:
+                if pid is None:
                     continue
-                assert p.account.startswith(SUBLEDGER_PREFIX), p
+                source = sources.get(account) or self._source(account)
                 # The sub-ledger is a liability: a credit (negative) adds to the account.
-                rows.append((p.participant_id, p.account[SOURCE_AT:], day, kind, -p.amount_fen))
+                append((pid, source, day, kind, -amount))
         return [Write(STATEMENT_ROWS.name, rows)]

@@ -160,18 +160,30 @@ class Tx(ABC):
         # The recorder's own statement: it refuses a position that does not advance.
         self.store._insert_tracking(self.cursor, Tracking(name, notification_id))
 
-    def create_generation(self, view: View, generation: int, app_name: str) -> None:
+    def create_generation(self, view: View, generation: int, app_name: str, *,
+                          indexes: bool = True) -> None:
+        """The generation's tables at position 0. A rebuild passes indexes=False: filling
+        tables and then indexing them once costs less than keeping the secondary indexes
+        up to date row by row; create_indexes() adds them before the generation is
+        switched to (primary keys are there from the start: merges need them)."""
         for spec in view.tables:
             table = spec.physical(generation)
             columns = ", ".join(f"{c.name} {self.types[c.type]}" for c in spec.columns)
             key = f", PRIMARY KEY ({', '.join(spec.key)})" if spec.key else ""
             self.execute(f"CREATE TABLE IF NOT EXISTS {self.q(table)} ({columns}{key})")
-            for i, index in enumerate(spec.indexes):
-                self.execute(f"CREATE INDEX IF NOT EXISTS {self.index_name(table, i)} "
-                             f"ON {self.q(table)} ({', '.join(index)})")
+        if indexes:
+            self.create_indexes(view, generation)
         name = tracking_name(app_name, view.name, generation)
         if self.position(name) is None:
             self.track(name, 0)
+
+    def create_indexes(self, view: View, generation: int) -> None:
+        """The secondary indexes of a generation's tables, those not there yet."""
+        for spec in view.tables:
+            table = spec.physical(generation)
+            for i, index in enumerate(spec.indexes):
+                self.execute(f"CREATE INDEX IF NOT EXISTS {self.index_name(table, i)} "
+                             f"ON {self.q(table)} ({', '.join(index)})")
 
     def index_name(self, table: str, i: int) -> str:
         return f"{table}_i{i}"

@@ -17,6 +17,10 @@ from ledger.projections.view import Row
 TRACKING_TABLE = "proj_tracking"
 # Rows per statement: arrays this long are still cheap to send and bound the memory.
 MAX_ROWS_PER_STATEMENT = 50_000
+# The longest pause between two statements of a write transaction: a rebuild's batch
+# (100,000 events) is projected in Python between its fetch and its writes, which on a
+# busy machine takes longer than the store's idle-in-transaction timeout (5 s).
+WRITE_IDLE_LIMIT_S = 120
 COPY_TYPES: dict[ColumnType, str] = {"uuid": "uuid", "text": "text", "date": "date",
                                      "int": "int8", "bytes": "bytea"}
 
@@ -53,6 +57,12 @@ class PostgresTx(Tx):
         arrays = ", ".join(f"%b::{self.types[c.type]}[]" for c in spec.columns)
         sql = (f"INSERT INTO {self.q(spec.physical(generation))} AS t ({', '.join(names)}) "
                f"SELECT * FROM unnest({arrays}) ON CONFLICT ({', '.join(spec.key)}) {action}")
+        # Ids given as bytes (items.StoredRow) travel as UUIDs: there is no cast from
+        # bytea[] to uuid[]. Upserted rows are few (movements and changed participants).
+        uuids = [i for i, c in enumerate(spec.columns) if c.type == "uuid"]
+        if uuids and rows and any(isinstance(rows[0][i], bytes) for i in uuids):
+            rows = [tuple(UUID(bytes=v) if i in uuids and isinstance(v, bytes) else v
+                          for i, v in enumerate(row)) for row in rows]
         # In key order: writers adding to the same rows then lock them in the same order
         # and wait for each other instead of deadlocking.
         width = len(spec.key)
@@ -63,9 +73,16 @@ class PostgresTx(Tx):
 
     def append(self, spec: TableSpec, generation: int, rows: Sequence[Row]) -> None:
         names = ", ".join(c.name for c in spec.columns)
+        types = [COPY_TYPES[c.type] for c in spec.columns]
+        if rows:
+            # An id given as its 16 bytes is sent as bytea: in the binary COPY format a
+            # uuid is those 16 bytes, so the server reads it as the uuid it is, and the
+            # client skips psycopg's UUID dumper (a Python call a value).
+            types = ["bytea" if t == "uuid" and isinstance(v, bytes) else t
+                     for t, v in zip(types, rows[0], strict=True)]
         with self.cursor.copy(f"COPY {self.q(spec.physical(generation))} ({names}) "
                               f"FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([COPY_TYPES[c.type] for c in spec.columns])
+            copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
 
@@ -87,6 +104,8 @@ class PostgresProjectionStore(PostgresTrackingRecorder, ProjectionStore):
     def transaction(self) -> Iterator[Tx]:
         with (self.datastore.get_connection() as conn, conn.transaction(),
               conn.cursor(row_factory=tuple_row) as cur):
+            cur.execute(f"SET LOCAL idle_in_transaction_session_timeout = "
+                        f"'{WRITE_IDLE_LIMIT_S}s'")
             yield PostgresTx(self, cur)
 
     @contextmanager

@@ -24,7 +24,8 @@ def _adapt(value: Any) -> Any:
 
 
 _CONVERT: dict[ColumnType, Callable[[Any], Any]] = {
-    "uuid": lambda v: None if v is None else v.hex,
+    # An id is a UUID, or its 16 bytes (items.StoredRow).
+    "uuid": lambda v: None if v is None else v.hex() if isinstance(v, bytes) else v.hex,
     "date": lambda v: None if v is None else v.isoformat(),
     "text": lambda v: v,
     "int": lambda v: v,

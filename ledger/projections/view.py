@@ -1,4 +1,5 @@
-"""What a view is: tables, and a pure function from decoded events to rows to write.
+"""What a view is: tables, the topics it reads, and a function from decoded events (their
+stored fields, items.py) to rows to write.
 
 A view never opens a transaction itself; the runner gives it the events of one batch
 inside the transaction that also records the view's tracking position, so the rows and
@@ -39,6 +40,10 @@ class View(ABC):
             if t.name == name:
                 return t
         raise KeyError(name)
+
+    @abstractmethod
+    def topics(self) -> frozenset[str]:
+        """The event topics this view reads; the runner decodes no others."""
 
     def missing(self, items: Sequence[Item]) -> dict[str, set[UUID]]:
         """Rows (table -> keys of its first key column) the view must load before apply."""
