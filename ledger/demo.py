@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ledger import bulk
+from ledger.aggregates.participant import BankAccount
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, LedgerError, Refused
 from ledger.money import format_yuan
@@ -444,7 +445,7 @@ class Demo:
                  f"owed in arrears (补发): {', '.join(arrears)}.")
 
     def deaths(self, county: County, year: int) -> None:
-        self.section("A death reported late: overpayment, offset, inheritance")
+        self.section("A death reported late: overpayment, funeral grant, inheritance")
         who = county.cast.near_pension[0]
         self.ledger.decease(id_number=who, date_of_death=date(year, 2, 10),
                             reported_on=date(year, 5, 6), actor=OPERATOR)
@@ -458,20 +459,32 @@ class Demo:
                                        value_date=date(year, 5, 6), actor=OPERATOR)
         self.say(f"{self.masked(who)} died {year}-02-10, reported {year}-05-06: "
                  f"{len(months)} months paid after death, {format_yuan(over)} yuan overpaid.")
-        offset = min(over, p.balance_fen)
-        self.ledger.recover_overpayment(id_number=who, amount_fen=offset,
-                                        channel="offset_account", value_date=date(year, 5, 20),
-                                        actor=OPERATOR)
-        self.say(f"Recovered by offset against the individual account: {format_yuan(offset)} "
-                 "yuan.")
-        if over > offset:
-            self.ledger.recover_overpayment(id_number=who, amount_fen=over - offset,
+        spouse = BankAccount(account_name="继承人(配偶)", account_number="6222000099990001",
+                             bank_code="102")
+        r = self.ledger.award_funeral_grant(id_number=who, payee="继承人(配偶)",
+                                            payee_account=spouse, value_date=date(year, 5, 20),
+                                            actor=OPERATOR)
+        grant, payable = r["result"]["amount_fen"], r["result"]["payable_fen"]
+        self.say(f"The funeral grant of {format_yuan(grant)} yuan first recovers "
+                 f"{format_yuan(grant - payable)} yuan overpaid; {format_yuan(payable)} yuan "
+                 "is owed to the spouse, for the monthly payout run.")
+        left = over - (grant - payable)
+        offset = min(left, self.ledger.participant(who).balance_fen)
+        if offset:
+            self.ledger.recover_overpayment(id_number=who, amount_fen=offset,
+                                            channel="offset_account",
+                                            value_date=date(year, 5, 20), actor=OPERATOR)
+            self.say(f"Recovered by offset against the individual account: "
+                     f"{format_yuan(offset)} yuan.")
+        if left > offset:
+            self.ledger.recover_overpayment(id_number=who, amount_fen=left - offset,
                                             channel="family", value_date=date(year, 6, 3),
                                             actor=OPERATOR)
-            self.book(EXPENDITURE, over - offset, "overpayment repaid by the family")
-            self.say(f"Repaid by the family: {format_yuan(over - offset)} yuan.")
+            self.book(EXPENDITURE, left - offset, "overpayment repaid by the family")
+            self.say(f"Repaid by the family: {format_yuan(left - offset)} yuan.")
         r = self.ledger.settle_balance(id_number=who, how="inheritance", payee="继承人(配偶)",
-                                       value_date=date(year, 6, 10), actor=OPERATOR)
+                                       payee_account=spouse, value_date=date(year, 6, 10),
+                                       actor=OPERATOR)
         self.say(f"The rest of the account is inherited: "
                  f"{format_yuan(r['result']['amount_fen'])} yuan to the heirs.")
 
