@@ -1,7 +1,8 @@
 """A monthly payout run for a province-sized roll: N pensioners on PostgreSQL, from the
 register to an approved, funded batch and its exported pain.001 files.
 
-    .venv/bin/python -m bench.payout [--pensioners 1000000] [--runs 3] [--proposed] [--profile]
+    .venv/bin/python -m bench.payout [--pensioners 1000000] [--runs 3] [--profile]
+        [--keep | --reuse SCHEMA]
 
 Set-up (not timed): a fresh schema in the PostgreSQL database `test` (dropped after). The
 pensioners are written straight to the event store with their register rows, the way
@@ -18,11 +19,9 @@ approve, fund (appropriation + one PensionPaid per pensioner, one transaction), 
 (the files made again from the batch and written, 0600, with the manifest).
 Figures are printed and written to bench/out/payout-<time>.json.
 
---proposed measures ledger/ with the changes docs/payout.md proposes, patched into this
-process only (`apply_proposed`): binary array parameters and a longer idle-in-transaction
-limit in the bulk transaction, one hash-chain block per million events, a draft that is not
-read back, approve and mark_exported on the batch without its lines. Without them a month
-of 100,000 pensioners or more does not complete (docs/payout.md says why).
+Each part is reported as wall seconds and as this process's CPU seconds ("<part>.cpu":
+user + system of the benchmark process, not PostgreSQL's): on a shared machine the CPU
+figure moves less with the load. The load average is recorded before and after each run.
 """
 
 from __future__ import annotations
@@ -173,100 +172,29 @@ def populate(ledger: Ledger, n: int) -> float:
 
 
 @contextmanager
-def fresh_schema() -> Iterator[str]:
+def fresh_schema(keep: bool = False) -> Iterator[str]:
     schema = f"bench_payout_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(schema)))
     try:
         yield f"{PG_DSN}?schema={schema}"
     finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
+        if keep:
+            print(f"schema kept: --reuse {schema} (drop it when done)", file=sys.stderr)
+        else:
+            with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
 
 
-# ---- the changes to ledger/ this benchmark measures (--proposed) --------------------------
-
-class _BinaryArrays:
-    """A cursor whose array parameters go in binary (%b): psycopg then sends each element
-    as it is instead of quoting it in Python (55 us an element for the register's JSON)."""
-
-    def __init__(self, curs: Any) -> None:
-        self._curs = curs
-
-    def execute(self, query: Any, params: Any = None) -> Any:
-        text = query if isinstance(query, str) else query.as_string(self._curs)
-        return self._curs.execute(text.replace("%s::", "%b::"), params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._curs, name)
-
-
-def _lines_free_batch(ledger: Ledger, batch_id: uuid.UUID) -> Any:
-    """A PayoutBatch without its LinesAdded events: what approve and mark_exported need."""
-    from ledger.errors import NotFound
-
-    batch: Any = None
-    last = 0
-    for stored in ledger.recorder.select_events(batch_id):
-        last = stored.originator_version
-        if stored.topic.endswith("PayoutBatch.LinesAdded"):
-            continue
-        event: Any = ledger.mapper.to_domain_event(stored)
-        if batch is not None:
-            batch.version = event.originator_version - 1  # past the skipped lines
-        batch = event.mutate(batch)
-    if batch is None:
-        raise NotFound("batch", str(batch_id))
-    batch.version = last
-    return batch
-
-
-def apply_proposed(ledger: Ledger) -> None:
-    """Patch this process as the report's diffs to ledger/ would change it."""
-    from ledger import disbursement
-    from ledger.aggregates.payout_batch import PayoutBatch
-    from ledger.store import MAX_BLOCK_EVENTS, LedgerPostgresRecorder
-
-    class ProposedRecorder(LedgerPostgresRecorder):
-        def _lock_table(self, curs: Any) -> None:
-            # A bulk write spends seconds in Python between its statements (a million
-            # register rows): eventsourcing's 5 s idle-in-transaction limit would end it.
-            curs.execute("SET LOCAL idle_in_transaction_session_timeout = '300s'")
-            super()._lock_table(curs)
-
-        def _ride_along(self, curs: Any, recorded: Any, **kwargs: Any) -> None:
-            super()._ride_along(_BinaryArrays(curs), recorded, **kwargs)
-
-        def _chain(self, curs: Any, recorded: Any) -> None:
-            # Funding a million pensioners writes 1,000,002 events in one transaction: one
-            # chain block per MAX_BLOCK_EVENTS of them.
-            for i in range(0, len(recorded), MAX_BLOCK_EVENTS):
-                super()._chain(curs, recorded[i:i + MAX_BLOCK_EVENTS])
-
-    ledger.recorder.__class__ = ProposedRecorder
-
-    def draft(ledger: Ledger, **kw: Any) -> Any:
-        batch = PayoutBatch.draft(**kw)
-        stored = [ledger.mapper.to_stored_event(e) for e in batch.collect_events()]
-        ledger.recorder.insert_events_bulk(stored)  # type: ignore[attr-defined]
-        return batch  # as drafted: no need to read a million lines back
-
-    def approve(ledger: Ledger, batch_id: uuid.UUID, manifest_sha256: str, actor: str) -> Any:
-        batch = _lines_free_batch(ledger, batch_id)
-        batch.approve(manifest_sha256, actor)
-        ledger._save(batch)
-        return batch
-
-    def mark_exported(ledger: Ledger, batch_id: uuid.UUID, *, file_format: str,
-                      manifest_sha256: str, files: list[str], actor: str) -> Any:
-        batch = _lines_free_batch(ledger, batch_id)
-        batch.mark_exported(file_format, manifest_sha256, files, actor)
-        ledger._save(batch)
-        return batch
-
-    disbursement.draft = draft
-    disbursement.approve = approve
-    disbursement.mark_exported = mark_exported
+@contextmanager
+def kept_schema(schema: str) -> Iterator[str]:
+    """A schema a run with --keep set up: its months paid so far stay paid."""
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s",
+                             (schema,)).fetchone()
+    if found is None:
+        raise SystemExit(f"no schema {schema}")
+    yield f"{PG_DSN}?schema={schema}"
 
 
 # ---- the timed month ----------------------------------------------------------------------
@@ -275,29 +203,37 @@ def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
               ) -> dict[str, Any]:
     parts: dict[str, float] = {}
     timings = run.RunTimings()
-    def done(part: str, since: float) -> None:
-        parts[part] = time.perf_counter() - since
-        print(f"  {period} {part}: {parts[part]:.1f} s", file=sys.stderr)
+    load_before = os.getloadavg()[0]
 
-    t0 = time.perf_counter()
+    def done(part: str, since: tuple[float, float]) -> None:
+        parts[part] = time.perf_counter() - since[0]
+        parts[f"{part}.cpu"] = time.process_time() - since[1]
+        print(f"  {period} {part}: {parts[part]:.1f} s (cpu {parts[part + '.cpu']:.1f} s)",
+              file=sys.stderr)
+
+    def now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    t0 = t = now()
     batch = run.run_month(ledger, period, actor="operator", config=config,
                           today=date(2026, 12, 1), timings=timings)
-    done("run_month", t0)
+    done("run_month", t)
     parts.update({f"run_month.{k}": v for k, v in timings.parts.items()})
-    t = time.perf_counter()
+    t = now()
     batch, _ = run.approve(ledger, batch.id, batch.manifest_sha256, "approver")
     done("approve", t)
-    t = time.perf_counter()
+    t = now()
     funded = run.fund(ledger, batch.id, value_date=date(2026, int(period[5:]), 10),
                       actor="finance")
     done("fund", t)
-    t = time.perf_counter()
+    t = now()
     result = export.export_batch(ledger, batch.id, out_dir, file_format="pain001",
                                  actor="operator", config=config)
     done("export", t)
-    total = time.perf_counter() - t0
+    total = time.perf_counter() - t0[0]
     assert funded["payments"] == batch.line_count and result.total_fen == batch.total_fen
     return {"period": period, "total_s": total, "parts_s": parts,
+            "load_average": [load_before, os.getloadavg()[0]],
             "payments": batch.line_count, "total_fen": batch.total_fen,
             "files": len(result.files),
             "bytes": sum((out_dir / f).stat().st_size for f in result.files),
@@ -308,10 +244,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pensioners", type=int, default=MAX_PENSIONERS)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--proposed", action="store_true",
-                    help="measure with the changes to ledger/ that docs/payout.md proposes")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the last run; top functions to bench/out/")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the schema afterwards (to measure more months on it: --reuse)")
+    ap.add_argument("--reuse", metavar="SCHEMA",
+                    help="no set-up: run the next months on a schema kept by --keep")
     args = ap.parse_args(argv)
     if not 1 <= args.pensioners <= MAX_PENSIONERS:
         ap.error(f"--pensioners must be 1..{MAX_PENSIONERS}")
@@ -320,18 +258,26 @@ def main(argv: list[str] | None = None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     config = PayoutConfig()
     results: list[dict[str, Any]] = []
-    with fresh_schema() as url:
+    first = 1
+    with (kept_schema(args.reuse) if args.reuse else fresh_schema(args.keep)) as url:
         ledger = Ledger(url, cipher_key="")
-        ledger.init(actor="admin")
-        if args.proposed:
-            apply_proposed(ledger)
-        print(f"set-up of {args.pensioners:,} pensioners ...", file=sys.stderr)
-        setup_s = populate(ledger, args.pensioners)
+        setup_s = 0.0
+        if args.reuse:
+            while run.live_batch(ledger, f"2026-{first:02d}") is not None:
+                first += 1
+            if first + args.runs - 1 > 9:
+                raise SystemExit(f"months 2026-{first:02d} on do not fit in 2026-09")
+            print(f"reusing {args.reuse}: from 2026-{first:02d}", file=sys.stderr)
+        else:
+            ledger.init(actor="admin")
+            print(f"set-up of {args.pensioners:,} pensioners ...", file=sys.stderr)
+            setup_s = populate(ledger, args.pensioners)
         work = Path(tempfile.mkdtemp(prefix="payout-", dir=OUT))
         try:
-            for k in range(1, args.runs + 1):
+            for k in range(first, first + args.runs):
                 period = f"2026-{k:02d}"
-                profiler = cProfile.Profile() if args.profile and k == args.runs else None
+                last = k == first + args.runs - 1
+                profiler = cProfile.Profile() if args.profile and last else None
                 if profiler:
                     profiler.enable()
                 r = one_month(ledger, period, work / period, config)
@@ -339,10 +285,11 @@ def main(argv: list[str] | None = None) -> None:
                     profiler.disable()
                     stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
                     with open(OUT / f"payout-profile-{stamp}.txt", "w") as fh:
-                        pstats.Stats(profiler, stream=fh).sort_stats("cumulative"
-                                                                     ).print_stats(60)
+                        stats = pstats.Stats(profiler, stream=fh)
+                        stats.sort_stats("cumulative").print_stats(60)
+                        stats.sort_stats("tottime").print_stats(40)
                 results.append(r)
-                print(f"{period}: {r['total_s']:.1f} s  " + "  ".join(
+                print(f"{period}: {r['total_s']:.1f} s  load {r['load_average']}  " + "  ".join(
                     f"{k}={v:.1f}" for k, v in r["parts_s"].items()), file=sys.stderr)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -351,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     medians = {"total_s": statistics.median(r["total_s"] for r in results),
                **{p: statistics.median(r["parts_s"].get(p, 0.0) for r in results)
                   for p in parts}}
-    report = {"pensioners": args.pensioners, "proposed": args.proposed, "runs": results,
+    report = {"pensioners": args.pensioners, "runs": results,
               "median_s": medians, "setup_s": setup_s, "machine": {"python": sys.version.split()[0],
                                               "platform": platform.platform(),
                                               "cpus": os.cpu_count()}}

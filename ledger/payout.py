@@ -10,8 +10,8 @@ empty, then paid by the pooled fund.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -128,6 +128,11 @@ def due_for(f: PensionerFacts, period: str, rules_on: Callable[[date], RuleVersi
                                           f.contribution_years).total_fen()
         if rules.label not in versions:
             versions.append(rules.label)
+    return _due(f, months, basic, versions, max_deduction_percent)
+
+
+def _due(f: PensionerFacts, months: Sequence[str], basic: int, versions: Sequence[str],
+         max_deduction_percent: int) -> Due:
     account_due = f.account_pension_fen * len(months)
     balance = sum(f.sources_fen.values())
     drawn = min(account_due, balance)
@@ -140,6 +145,67 @@ def due_for(f: PensionerFacts, period: str, rules_on: Callable[[date], RuleVersi
     return Due(participant_id=f.participant_id, months=tuple(months), basic_fen=basic,
                account_by_source_fen=by_source, pooled_account_fen=pooled,
                deduction_fen=deduction, amount_fen=amount, rule_versions=tuple(versions))
+
+
+class DueCalculator:
+    """due_for(f, period, ...) for every pensioner of one run, with the same answers
+    (a property test holds the two together), remembering what a million pensioners
+    repeat: the months from a first month to the period, and each month's basic pension
+    by birth date and contribution years (rule version and age extra depend on nothing
+    else)."""
+
+    MAX_REMEMBERED = 1_000_000  # entries per table; forgotten all at once past it
+
+    def __init__(self, period: str, rules_on: Callable[[date], RuleVersion],
+                 max_deduction_percent: int) -> None:
+        parse_month(period, "period")
+        self.period = period
+        self.stop = next_month(period)
+        self.rules_on = rules_on
+        self.max_deduction_percent = max_deduction_percent
+        self._spans: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._basic: dict[tuple[str, date, int], tuple[int, str]] = {}
+
+    def __call__(self, f: PensionerFacts) -> Due | None:
+        if f.status != "pensioner" or f.payment_hold is not None or self.period < f.start_month:
+            return None
+        span = self._span(f.start_month, f.paid_through)
+        months: Sequence[str] = span
+        if f.paid_after or f.forfeited_after:
+            months = [m for m in span if m not in f.paid_after and m not in f.forfeited_after]
+        if not months:
+            return None
+        basic = 0
+        versions: list[str] = []
+        for m in months:
+            key = (m, f.birth_date, f.contribution_years)
+            known = self._basic.get(key)
+            if known is None:
+                if len(self._basic) >= self.MAX_REMEMBERED:
+                    self._basic.clear()
+                y, mo = parse_month(m, "period")
+                rules = self.rules_on(date(y, mo, 1))
+                known = self._basic[key] = (basic_pension_components(
+                    rules.parameters, f.birth_date, m, f.contribution_years).total_fen(),
+                    rules.label)
+            basic += known[0]
+            if known[1] not in versions:
+                versions.append(known[1])
+        return _due(f, months, basic, versions, self.max_deduction_percent)
+
+    def _span(self, start_month: str, paid_through: str | None) -> tuple[str, ...]:
+        """Every month from the first not settled through the period (months_owed's
+        range before the exceptions are taken out)."""
+        key = ("start", start_month) if paid_through is None else ("through", paid_through)
+        found = self._spans.get(key)
+        if found is None:
+            first = start_month if paid_through is None else next_month(paid_through)
+            found = tuple(months_between(first, self.stop))
+            assert len(found) <= MAX_MONTHS_OWED, "more months owed than the limit"
+            if len(self._spans) >= self.MAX_REMEMBERED:
+                self._spans.clear()
+            self._spans[key] = found
+        return found
 
 
 # ---- the pensioner register's row: facts (no personal data) and payee (personal) ------
@@ -161,17 +227,27 @@ def payee_json(f: PensionerFacts) -> bytes:
                          "bank": f.bank.model_dump() if f.bank else None})
 
 
+_FACT_FIELDS = tuple(f.name for f in fields(PensionerFacts))
+
+
 def load_facts(participant_id: UUID | str, facts: str, payee: bytes) -> PensionerFacts:
     d: dict[str, Any] = orjson.loads(facts)
     who: dict[str, Any] = orjson.loads(payee)
-    return PensionerFacts(
-        participant_id=str(participant_id), version=d["version"], status=d["status"],
-        birth_date=date.fromisoformat(d["birth_date"]), start_month=d["start_month"],
-        contribution_years=d["contribution_years"],
-        account_pension_fen=d["account_pension_fen"], sources_fen=d["sources_fen"],
-        paid_through=d["paid_through"], paid_after=frozenset(d["paid_after"]),
-        forfeited_after=frozenset(d["forfeited_after"]),
-        payment_hold=d["payment_hold"], overpayment_fen=d["overpayment_fen"],
-        bank=BankAccount.model_validate(who["bank"]) if who["bank"] else None,
-        name=who["name"], id_number=who["id_number"], township=d["township"],
-        village=d["village"])
+    values = {
+        "participant_id": str(participant_id), "version": d["version"], "status": d["status"],
+        "birth_date": date.fromisoformat(d["birth_date"]), "start_month": d["start_month"],
+        "contribution_years": d["contribution_years"],
+        "account_pension_fen": d["account_pension_fen"], "sources_fen": d["sources_fen"],
+        "paid_through": d["paid_through"], "paid_after": frozenset(d["paid_after"]),
+        "forfeited_after": frozenset(d["forfeited_after"]),
+        "payment_hold": d["payment_hold"], "overpayment_fen": d["overpayment_fen"],
+        "bank": BankAccount.model_validate(who["bank"]) if who["bank"] else None,
+        "name": who["name"], "id_number": who["id_number"], "township": d["township"],
+        "village": d["village"]}
+    # The frozen dataclass's __init__ sets its 20 fields one object.__setattr__ at a time:
+    # a third of reading a million pensioners. The values are the fields, so set them at
+    # once (the instance stays frozen).
+    f = object.__new__(PensionerFacts)
+    f.__dict__.update(values)
+    assert len(values) == len(_FACT_FIELDS)
+    return f

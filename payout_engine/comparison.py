@@ -49,6 +49,14 @@ class LineSummary:
         return cls(line.amount_fen, len(line.months), line.basic_fen, line.deduction_fen,
                    line.pooled_account_fen, tuple(line.rule_versions))
 
+    @classmethod
+    def of_stored(cls, line: dict[str, Any]) -> tuple[UUID, LineSummary]:
+        """A stored line's JSON object (disbursement.line_states): last month's batch is
+        read back without a model per line."""
+        return UUID(line["participant_id"]), cls(
+            line["amount_fen"], len(line["months"]), line["basic_fen"], line["deduction_fen"],
+            line["pooled_account_fen"], tuple(line["rule_versions"]))
+
 
 @dataclass
 class _Tally:
@@ -62,10 +70,10 @@ class Comparison:
     """Fed one pensioner at a time (a province has a million), then `result()`."""
 
     def __init__(self, previous: dict[str, Any] | None,
-                 previous_lines: Iterable[BatchLine] = ()) -> None:
+                 previous_lines: Iterable[tuple[UUID, LineSummary]] = ()) -> None:
+        """previous_lines: (participant id, summary) of each line of last month's batch."""
         self.previous = previous
-        self._prev: dict[UUID, LineSummary] = {
-            line.participant_id: LineSummary.of(line) for line in previous_lines}
+        self._prev: dict[UUID, LineSummary] = dict(previous_lines)
         self._prev_count = len(self._prev)
         self._prev_total = sum(s.amount_fen for s in self._prev.values())
         self._prev_pooled = sum(s.pooled_fen for s in self._prev.values())

@@ -47,20 +47,27 @@ def remittance(period: str, months: list[str]) -> str:
     return f"养老金 {period} 含补发{len(months) - 1}个月"
 
 
-# The holder's name (户名) goes to the bank as the creditor; until a line keeps it apart from
-# the pensioner's name (姓名), both are the pensioner's name.
-LINE_HAS_ACCOUNT_NAME = "account_name" in BatchLine.model_fields
-
-
 def instruction(period: str, line: BatchLine) -> PaymentInstruction:
-    """The payment as the bank files carry it (raises InvalidInstruction naming the field)."""
-    name = (getattr(line, "account_name", "") if LINE_HAS_ACCOUNT_NAME else "") or \
-        line.payee_name
+    """The payment as the bank files carry it (raises InvalidInstruction naming the field).
+    The creditor is the account holder (户名), else the pensioner (姓名)."""
+    name = line.account_name or line.payee_name
     return PaymentInstruction(
         end_to_end_id=line.end_to_end_id, payout_month=period, payee_name=line.payee_name,
         account_number=line.account_number, bank_code=line.bank_code,
         amount_fen=line.amount_fen, id_number=line.id_number, account_name=name,
         remittance_info=remittance(period, line.months))
+
+
+def instruction_of(period: str, line: dict[str, Any]) -> PaymentInstruction:
+    """instruction() of a line as stored (its JSON object, see disbursement.line_states):
+    the export reads a million lines back without a model per line."""
+    return PaymentInstruction(
+        end_to_end_id=line["end_to_end_id"], payout_month=period,
+        payee_name=line["payee_name"], account_number=line["account_number"],
+        bank_code=line["bank_code"], amount_fen=line["amount_fen"],
+        id_number=line["id_number"],
+        account_name=line.get("account_name", "") or line["payee_name"],
+        remittance_info=remittance(period, line["months"]))
 
 
 def bank_files(*, period: str, sequence: int, file_format: str, created_at: datetime,
@@ -94,13 +101,15 @@ def file_records(files: list[BankFile]) -> list[dict[str, Any]]:
              "sha256": manifest[f.name].sha256} for f in files]
 
 
-def files_of(batch: PayoutBatch, config: PayoutConfig) -> list[BankFile]:
-    """The batch's files made again from its lines and the creation time stored at draft."""
+def files_of(ledger: Ledger, batch: PayoutBatch, config: PayoutConfig) -> list[BankFile]:
+    """The batch's files made again from its stored lines and the creation time stored at
+    draft (`batch` may be read without its lines)."""
     return bank_files(period=batch.period, sequence=batch.sequence,
                       file_format=batch.file_format, created_at=batch.created_at,
                       execution_date=batch.execution_date,
-                      payments=[instruction(batch.period, line)
-                                for line in batch.lines.values()], config=config)
+                      payments=[instruction_of(batch.period, line)
+                                for line in disbursement.line_states(ledger, batch.id)],
+                      config=config)
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ def export_batch(ledger: Ledger, batch_id: UUID, out_dir: str | Path, *, file_fo
 
 def _export(ledger: Ledger, batch_id: UUID, out_dir: Path, file_format: str, actor: str,
             config: PayoutConfig) -> ExportResult:
-    batch = disbursement.get_batch(ledger, batch_id)
+    batch = disbursement.get_batch(ledger, batch_id, lines=False)
     where = f"batch {batch.period}/{batch.sequence}"
     if batch.state not in ("funded", "exported", "closed"):
         raise Refused("batch", f"{where} is {batch.state}; files are exported only after the "
@@ -148,7 +157,7 @@ def _export(ledger: Ledger, batch_id: UUID, out_dir: Path, file_format: str, act
     if file_format != batch.file_format:
         raise Refused("format", f"{where} was drafted and approved as {batch.file_format} "
                       f"files, not {file_format}")
-    files = files_of(batch, config)
+    files = files_of(ledger, batch, config)
     made = build_manifest(files).hash
     if made != batch.manifest_sha256:
         drafted = batch.comparison.get("file_settings", {})

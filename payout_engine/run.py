@@ -21,17 +21,21 @@ from uuid import UUID
 
 from ledger import disbursement
 from ledger.aggregates.participant import parse_month
-from ledger.aggregates.payout_batch import BatchLine, PayoutBatch, end_to_end_id
+from ledger.aggregates.payout_batch import (
+    MONTHLY_PENSION,
+    BatchLine,
+    PayoutBatch,
+    end_to_end_id,
+)
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, Refused
-from ledger.payout import PensionerFacts, due_for, next_month
+from ledger.payout import DueCalculator, PensionerFacts, next_month
 from ledger.rules import RuleVersion
 from payout_engine.bankfiles import InvalidInstruction, PaymentInstruction, build_manifest
-from payout_engine.comparison import Comparison
+from payout_engine.comparison import Comparison, LineSummary
 from payout_engine.config import BEIJING, PayoutConfig, load_config
 from payout_engine.export import (
     FILE_FORMATS,
-    LINE_HAS_ACCOUNT_NAME,
     bank_files,
     file_records,
     instruction,
@@ -155,8 +159,9 @@ def _check_order(ledger: Ledger, period: str) -> None:
 
 
 def _previous(ledger: Ledger, period: str) -> PayoutBatch | None:
+    """Last month's standing batch, without its lines (they are read as stored)."""
     info = live_batch(ledger, month_before(period))
-    return None if info is None else disbursement.get_batch(ledger, info.id)
+    return None if info is None else disbursement.get_batch(ledger, info.id, lines=False)
 
 
 class _RulesOn:
@@ -240,9 +245,11 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
         None if previous is None else {
             "batch_id": str(previous.id), "period": previous.period,
             "sequence": previous.sequence, "state": previous.state},
-        previous.lines.values() if previous is not None else ())
+        () if previous is None else (LineSummary.of_stored(line) for line in
+                                     disbursement.line_states(ledger, previous.id)))
     timings.add("previous_batch", time.perf_counter() - t)
 
+    rules_version = ledger.ruleset().version
     lines, payments, excluded = _compute(ledger, period, sequence, comparison, progress,
                                          timings)
 
@@ -265,7 +272,8 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
         batch = disbursement.draft(
             ledger, period=period, sequence=sequence, file_format=file_format,
             created_at=created_at, execution_date=execution, lines=lines,
-            manifest_sha256=manifest.hash, comparison=record, actor=actor)
+            manifest_sha256=manifest.hash, comparison=record, actor=actor,
+            rules_version=rules_version)
     except Refused:
         # Another run drafted this month first: theirs stands.
         info = live_batch(ledger, period)
@@ -281,9 +289,10 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
              ) -> tuple[list[BatchLine], list[PaymentInstruction], list[dict[str, str]]]:
     rules_on = _RulesOn(ledger)
     y, m = parse_month(period, "period")
-    # The deduction limit in force in the payout month. Funding checks the lines against
-    # the limit of its value date (docs/payout.md asks for the payout month there too).
+    # The deduction limit in force in the payout month. Funding pays the lines as drafted
+    # (it checks register and rule-set versions, it does not compute again).
     max_deduction = rules_on(date(y, m, 1)).parameters.overpayment_max_deduction_percent
+    due_for = DueCalculator(period, rules_on, max_deduction)
     lines: list[BatchLine] = []
     payments: list[PaymentInstruction] = []
     excluded: list[dict[str, str]] = []
@@ -294,7 +303,7 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
         n += 1
         if progress is not None and n % PROGRESS_EVERY == 0:
             progress(PROGRESS_EVERY)
-        due = due_for(f, period, rules_on, max_deduction)
+        due = due_for(f)
         if due is None or due.amount_fen <= 0:
             comparison.not_paid(f)
             t_compute += time.perf_counter() - t
@@ -312,7 +321,8 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
                 amount_fen=due.amount_fen, rule_versions=list(due.rule_versions),
                 payee_name=f.name, account_number=f.bank.account_number,
                 bank_code=f.bank.bank_code, id_number=f.id_number,
-                **({"account_name": f.bank.account_name} if LINE_HAS_ACCOUNT_NAME else {}))
+                account_name=f.bank.account_name, kind=MONTHLY_PENSION,
+                register_version=f.version)
             try:
                 payment = instruction(period, line)
             except InvalidInstruction as e:
@@ -339,24 +349,27 @@ def approve(ledger: Ledger, batch_id: UUID, manifest_sha256: str, actor: str
             ) -> tuple[PayoutBatch, bool]:
     """Approve the batch's exact manifest hash (maker-checker in the ledger). Returns the
     batch and whether this call approved it (False: it was approved already, for this hash)."""
-    info = batch_info(ledger, batch_id)
-    if info is None:
-        raise Refused("batch", f"no batch {batch_id}")
+    # No collection from the first line on: a drafted batch of a million lines still in
+    # memory makes each one walk twenty million objects (seconds).
     with bulk_work():
+        info = batch_info(ledger, batch_id)
+        if info is None:
+            raise Refused("batch", f"no batch {batch_id}")
         if info.state not in ("drafted", "cancelled") and manifest_sha256 == info.manifest_sha256:
-            return disbursement.get_batch(ledger, batch_id), False
+            return disbursement.get_batch(ledger, batch_id, lines=False), False
         return disbursement.approve(ledger, batch_id, manifest_sha256, actor), True
 
 
 def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
          progress: Progress | None = None) -> dict[str, Any]:
     """Move the money and book every payment, in one transaction; once only."""
-    info = batch_info(ledger, batch_id)
-    if info is None:
-        raise Refused("batch", f"no batch {batch_id}")
-    if info.state not in UNFUNDED and info.state != "cancelled":
-        return {"payments": info.line_count, "total_fen": info.total_fen, "replayed": True}
-    with bulk_work():
+    with bulk_work():  # from the first line on, as in approve
+        info = batch_info(ledger, batch_id)
+        if info is None:
+            raise Refused("batch", f"no batch {batch_id}")
+        if info.state not in UNFUNDED and info.state != "cancelled":
+            return {"payments": info.line_count, "total_fen": info.total_fen,
+                    "replayed": True}
         return disbursement.fund(ledger, batch_id, value_date=value_date, actor=actor,
                                  progress=progress)
 

@@ -93,9 +93,13 @@ def pipeline(ledger: Ledger, out: Path, killer: Killer | None = None) -> None:
     """Both months end to end; every step safe to repeat."""
     k = killer or Killer("")
     if killer is not None:
-        # Inside the write transaction of every save, before it commits.
-        ledger.recorder._chain = k.wrap(ledger.recorder._chain,  # type: ignore[attr-defined]
-                                        before="commit")
+        # Inside the write transaction of every save, before it commits: where the hash
+        # chain's block is written (`_append_blocks` where the store has it, `_chain`
+        # otherwise; each write path calls one of them last, inside its transaction).
+        recorder: Any = ledger.recorder
+        for hook in ("_chain", "_append_blocks"):
+            if hasattr(recorder, hook):
+                setattr(recorder, hook, k.wrap(getattr(recorder, hook), before="commit"))
         from payout_engine.bankfiles import manifest
         manifest.write_atomic = k.wrap(manifest.write_atomic, after="file")  # type: ignore[assignment]
         disbursement.answer = k.wrap(disbursement.answer, after="between")  # type: ignore[assignment]

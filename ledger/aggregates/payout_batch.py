@@ -19,6 +19,10 @@ MAX_LINES = 20_000_000
 FILE_FORMATS = ("pain001", "domestic")
 
 BatchState = Literal["drafted", "approved", "funded", "exported", "closed", "cancelled"]
+# What a line pays. Funding books each kind as its own participant event; a monthly pension
+# is a PensionPaid. Other kinds (one-off payables) are to come.
+LINE_KINDS = ("monthly_pension",)
+MONTHLY_PENSION = "monthly_pension"
 
 
 class BatchLine(Immutable):
@@ -36,6 +40,12 @@ class BatchLine(Immutable):
     bank_code: str
     id_number: str
     account_name: str = ""  # the account holder (户名) when not the payee (姓名)
+    kind: str = MONTHLY_PENSION
+    # The pensioner's version in the register the line was computed from: funding pays the
+    # line only if the pensioner is still at that version (nothing changed since the draft),
+    # so it checks versions instead of computing again. 0: unknown (a line drafted before
+    # versions were recorded), which funding refuses.
+    register_version: int = 0
 
 
 class Outcome(Immutable):
@@ -64,6 +74,7 @@ class PayoutBatch(Aggregate):
         line_count: int
         total_fen: int
         comparison: dict[str, Any]
+        rules_version: int
         approved_by: str | None
         exported_files: list[str]
 
@@ -81,6 +92,9 @@ class PayoutBatch(Aggregate):
         total_fen: int
         manifest_sha256: str
         comparison: dict[str, Any]
+        # The rule set's version the lines were computed with: a rule version published
+        # after the draft may change what is owed, so funding then refuses the batch.
+        rules_version: int = 0
 
         def apply(self, b: Any) -> None:
             b.period = self.period
@@ -92,6 +106,7 @@ class PayoutBatch(Aggregate):
             b.total_fen = self.total_fen
             b.manifest_sha256 = self.manifest_sha256
             b.comparison = self.comparison
+            b.rules_version = self.rules_version
             b.drafted_by = self.actor
             b.state = "drafted"
             b.lines = {}
@@ -178,13 +193,15 @@ class PayoutBatch(Aggregate):
     @classmethod
     def draft(cls, *, period: str, sequence: int, file_format: str, created_at: datetime,
               execution_date: date, lines: list[BatchLine], manifest_sha256: str,
-              comparison: dict[str, Any], actor: str) -> PayoutBatch:
+              comparison: dict[str, Any], actor: str, rules_version: int = 0) -> PayoutBatch:
         if file_format not in FILE_FORMATS:
             raise InvalidInput("format", f"must be one of {', '.join(FILE_FORMATS)}")
         if len(lines) > MAX_LINES:
             raise Refused("lines", f"a batch holds at most {MAX_LINES} payments")
         if any(line.amount_fen <= 0 for line in lines):
             raise Refused("lines", "every payment in a batch must be greater than zero")
+        if any(line.kind not in LINE_KINDS for line in lines):
+            raise Refused("lines", f"a line's kind is one of {', '.join(LINE_KINDS)}")
         ids = {line.end_to_end_id for line in lines}
         if len(ids) != len(lines):
             raise Refused("lines", "an end-to-end id appears twice")
@@ -193,7 +210,8 @@ class PayoutBatch(Aggregate):
                             sequence=sequence, file_format=file_format, created_at=created_at,
                             execution_date=execution_date, line_count=len(lines),
                             total_fen=total, manifest_sha256=manifest_sha256,
-                            comparison=comparison, actor=actor)
+                            comparison=comparison, rules_version=rules_version,
+                            actor=actor)
         for i in range(0, len(lines), MAX_LINES_PER_EVENT):
             batch.trigger_event(cls.LinesAdded, chunk_no=i // MAX_LINES_PER_EVENT,
                                 lines=lines[i:i + MAX_LINES_PER_EVENT], actor=actor)
