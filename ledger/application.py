@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
 from uuid import UUID
@@ -36,7 +37,14 @@ from ledger.money import check_fen
 from ledger.payout import PensionerFacts, facts_json, facts_of, load_facts, payee_json
 from ledger.postings import guarded_deltas
 from ledger.rules import Parameters, RuleVersion, sample_county
-from ledger.store import PensionerRow, RegisterRow, StoreQueries, resolve_url, store_env
+from ledger.store import (
+    OneOffRow,
+    PensionerRow,
+    RegisterRow,
+    StoreQueries,
+    resolve_url,
+    store_env,
+)
 
 MAX_ATTEMPTS = 5
 FUND_NAME = "county"
@@ -47,6 +55,23 @@ T = TypeVar("T")
 def payload_sha256(payload: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS,
                                        default=str)).hexdigest()
+
+
+# The events that change a participant's one-off payables (its one_off_register rows).
+ONE_OFF_EVENTS = (Participant.BalanceSettled, Participant.FuneralGrantAwarded,
+                  Participant.PayeeDetailsChanged, Participant.OneOffPaid,
+                  Participant.OneOffPaymentReversed)
+
+
+@dataclass(frozen=True)
+class OpenOneOff:
+    """A one-off payable the next run pays: neither sent to the bank nor held."""
+
+    participant_id: UUID
+    kind: str
+    amount_fen: int
+    payee: str
+    payee_account: BankAccount | None
 
 
 def register_row(p: Participant) -> RegisterRow:
@@ -110,9 +135,37 @@ class Ledger(Application[UUID]):
                     if isinstance(e, Participant.PensionPaid) for m in e.months]
         paid_remove = [(e.originator_id, m) for e in pending
                        if isinstance(e, Participant.PensionPaymentReversed) for m in e.months]
+        one_offs = [row for a in aggregates if isinstance(a, Participant)
+                    and any(isinstance(e, ONE_OFF_EVENTS) for e in a.pending_events)
+                    for row in self.one_off_rows(a)]
         self.save(*aggregates, fund_deltas=guarded_deltas(pending), register=register,
                   receipts=receipts, pensioners=pensioners, paid_months_add=paid_add,
-                  paid_months_remove=paid_remove)
+                  paid_months_remove=paid_remove, one_offs=one_offs)
+
+    def one_off_rows(self, p: Participant) -> list[OneOffRow]:
+        """The one_off_register rows of every payable of p; the payee sealed like the
+        pensioner register's."""
+        rows = []
+        for kind, payable in sorted(p.payables.items()):
+            payee = orjson.dumps({"payee": payable.payee, "account": (
+                payable.payee_account.model_dump() if payable.payee_account else None)})
+            if self.mapper.cipher is not None:
+                payee = self.mapper.cipher.encrypt(payee)
+            rows.append(OneOffRow(p.id, kind, payable.amount_fen, payable.paid_by,
+                                  payable.hold, payee))
+        return rows
+
+    def open_one_offs(self) -> list[OpenOneOff]:
+        """The one-off payables the next run pays, by participant id and kind."""
+        out = []
+        for pid, kind, amount, payee in self.queries.open_one_offs():
+            if self.mapper.cipher is not None:
+                payee = self.mapper.cipher.decrypt(payee)
+            d = orjson.loads(payee)
+            account = d["account"]
+            out.append(OpenOneOff(pid, kind, amount, d["payee"],
+                                  None if account is None else BankAccount(**account)))
+        return out
 
     def pensioner_row(self, f: PensionerFacts, *, with_payee: bool = True) -> PensionerRow:
         """The pensioner register's row; the payee part encrypted when a key is set."""

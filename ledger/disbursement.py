@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import get_topic
@@ -31,11 +32,11 @@ from ledger.aggregates.payout_batch import (
     Outcome,
     PayoutBatch,
 )
-from ledger.application import MAX_ATTEMPTS, Ledger
+from ledger.application import MAX_ATTEMPTS, Ledger, register_row
 from ledger.errors import ConcurrencyConflict, NotFound, Refused
-from ledger.payout import compact_months, facts_json, load_facts, next_month
+from ledger.payout import compact_months, facts_json, facts_of, load_facts, next_month
 from ledger.postings import guarded_deltas
-from ledger.store import PensionerRow, PydanticMapper, RegisterRow
+from ledger.store import OneOffRow, PensionerRow, PydanticMapper, RegisterRow
 
 Progress = Callable[[int], None]
 
@@ -248,12 +249,13 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
         stored = [ledger.mapper.to_stored_event(e) for e in money]
         payments = _Payments(ledger, batch, value_date, actor)
         payments.add_all(line_states(ledger, batch_id), progress)
+        one_off_events = payments.pay_one_offs()
         assert payments.count == batch.line_count and payments.total_fen == batch.total_fen
         try:
             ledger.recorder.insert_events_bulk(  # type: ignore[attr-defined]
-                stored + payments.stored, fund_deltas=guarded_deltas(money),
+                stored + payments.stored, fund_deltas=guarded_deltas(money + one_off_events),
                 register=payments.register, pensioners=payments.pensioners,
-                paid_months_add=payments.paid_add)
+                paid_months_add=payments.paid_add, one_offs=payments.one_offs)
         except IntegrityError:
             continue  # someone wrote in between: read again and decide again
         return {"payments": payments.count, "total_fen": batch.total_fen}
@@ -281,6 +283,8 @@ class _Payments:
         self.register: list[RegisterRow] = []
         self.pensioners: list[PensionerRow] = []
         self.paid_add: list[tuple[UUID, str, str]] = []
+        self.one_offs: list[OneOffRow] = []
+        self.one_off_lines: dict[UUID, list[dict[str, Any]]] = {}
         self.count = 0
         self.total_fen = 0
         self.seen: set[str] = set()
@@ -309,7 +313,11 @@ class _Payments:
         pid_text: str = line["participant_id"]
         kind = line.get("kind", MONTHLY_PENSION)
         if kind != MONTHLY_PENSION:
-            raise Refused("batch", f"{e2e}: a {kind} line cannot be funded yet")
+            # Few a month: paid through the aggregate once every line is read.
+            self.count += 1
+            self.total_fen += line["amount_fen"]
+            self.one_off_lines.setdefault(UUID(pid_text), []).append(line)
+            return
         # One line per pensioner: each is paid at the version it was drafted at.
         assert pid_text not in self.seen, f"{pid_text} has two lines"
         self.seen.add(pid_text)
@@ -337,6 +345,42 @@ class _Payments:
             assert after == slow, ("facts after payment differ", after, slow)
         self.pensioners.append(PensionerRow(reg.participant_id, after, None))
         self.paid_add += [(reg.participant_id, m, e2e) for m in line["months"]]
+
+    def pay_one_offs(self) -> list[Any]:
+        """OneOffPaid for each one-off line, through the participant aggregate (its version
+        checked against the draft's), with the participant's register rows and one-off
+        rows after it. Returns the domain events (their stored form is in self.stored)."""
+        events: list[Any] = []
+        for pid, lines in self.one_off_lines.items():
+            if str(pid) in self.seen:
+                # The run drafts no one-off beside a pension line (one version each).
+                raise Refused("batch", f"{lines[0]['end_to_end_id']}: a one-off beside a "
+                              "pension line; cancel the batch and draft the month again")
+            try:
+                p: Participant = self.ledger.repository.get(pid)
+            except AggregateNotFoundError:
+                raise Refused("batch", f"{lines[0]['end_to_end_id']}: no such participant"
+                              ) from None
+            for line in lines:
+                drafted = line.get("register_version", 0)
+                if p.version != drafted:
+                    raise Refused("batch", f"{line['end_to_end_id']}: the participant changed "
+                                  f"since the draft (version {p.version}, drafted at "
+                                  f"{drafted}); cancel the batch and draft the month again")
+            for line in lines:
+                p.pay_one_off(kind=line["kind"], batch_id=self.batch.id,
+                              end_to_end_id=line["end_to_end_id"],
+                              amount_fen=line["amount_fen"], value_date=self.value_date,
+                              actor=self.actor)
+            paid = p.collect_events()
+            events += paid
+            self.stored += [self.ledger.mapper.to_stored_event(e) for e in paid]
+            self.register.append(register_row(p))
+            f = facts_of(p)
+            if f is not None:  # a deceased pensioner's facts carry the version funding checks
+                self.pensioners.append(self.ledger.pensioner_row(f))
+            self.one_offs += self.ledger.one_off_rows(p)
+        return events
 
     def _paid_event(self, line: dict[str, Any], pid: UUID, version: int,
                     check: bool) -> StoredEvent:
@@ -462,10 +506,19 @@ def answer(ledger: Ledger, batch_id: UUID, *, settled: Sequence[Outcome] = (),
             batch.fail(list(failed), value_date, file_sha256, actor)
         if returned:
             batch.returned(list(returned), value_date, file_sha256, actor)
-        participants = []
+        participants: dict[UUID, Participant] = {}  # a participant's lines, one aggregate
         for outcome, after in [(o, False) for o in failed] + [(o, True) for o in returned]:
             line = batch.lines[outcome.end_to_end_id]
-            p: Participant = ledger.repository.get(line.participant_id)
+            p = participants.get(line.participant_id)
+            if p is None:
+                p = participants[line.participant_id] = ledger.repository.get(
+                    line.participant_id)
+            if line.kind != MONTHLY_PENSION:
+                # The aggregate holds it on AC01/AC04/MD07...; the register row follows.
+                p.reverse_one_off(kind=line.kind, end_to_end_id=line.end_to_end_id,
+                                  reason_code=outcome.reason_code, after_settlement=after,
+                                  value_date=value_date, actor=actor)
+                continue
             p.trigger_event(Participant.PensionPaymentReversed, value_date=value_date,
                             end_to_end_id=line.end_to_end_id, months=line.months,
                             basic_fen=line.basic_fen,
@@ -474,11 +527,10 @@ def answer(ledger: Ledger, batch_id: UUID, *, settled: Sequence[Outcome] = (),
                             deduction_fen=line.deduction_fen, amount_fen=line.amount_fen,
                             reason_code=outcome.reason_code, after_settlement=after,
                             actor=actor)
-            participants.append(p)
         result = {"settled": len(settled), "failed": len(failed), "returned": len(returned)}
         receipt = CommandReceipt.record(key, "bank-answer", file_sha256, result, actor)
         try:
-            ledger._save(batch, *participants, receipt)
+            ledger._save(batch, *participants.values(), receipt)
         except IntegrityError:
             continue
         return result

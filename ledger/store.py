@@ -143,6 +143,19 @@ class PensionerRow:
     payee: bytes | None
 
 
+@dataclass(frozen=True)
+class OneOffRow:
+    """A one-off payable as the payout run reads it (ledger/aggregates/participant.Payable).
+    payee: JSON of the payee's name and account, encrypted when a cipher key is set."""
+
+    participant_id: UUID
+    kind: str
+    amount_fen: int
+    paid_by: str | None
+    hold: str | None
+    payee: bytes
+
+
 class InsufficientFunds(Refused):
     pass
 
@@ -293,6 +306,9 @@ SQLITE_EXTRA_TABLES = [
     "facts TEXT NOT NULL, payee BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS paid_months (participant_id TEXT NOT NULL, month TEXT NOT NULL, "
     "end_to_end_id TEXT NOT NULL, PRIMARY KEY (participant_id, month))",
+    "CREATE TABLE IF NOT EXISTS one_off_register (participant_id TEXT NOT NULL, "
+    "kind TEXT NOT NULL, amount_fen INTEGER NOT NULL, paid_by TEXT, hold TEXT, "
+    "payee BLOB NOT NULL, PRIMARY KEY (participant_id, kind))",
 ]
 
 
@@ -336,6 +352,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                           pensioners: Sequence[PensionerRow] = (),
                           paid_months_add: Sequence[tuple[UUID, str, str]] = (),
                           paid_months_remove: Sequence[tuple[UUID, str]] = (),
+                          one_offs: Sequence[OneOffRow] = (),
                           **_: Any) -> None:
         for account, delta in sorted((fund_deltas or {}).items()):
             assert account in GUARDED_ACCOUNTS
@@ -383,6 +400,12 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             # A plain INSERT: paying one pensioner twice for a month violates the key.
             c.executemany("INSERT INTO paid_months VALUES (?,?,?)",
                           [(pid.hex, m, e2e) for pid, m, e2e in paid_months_add])
+        if one_offs:
+            c.executemany("INSERT INTO one_off_register VALUES (?,?,?,?,?,?) ON CONFLICT"
+                          "(participant_id, kind) DO UPDATE SET amount_fen=excluded.amount_fen, "
+                          "paid_by=excluded.paid_by, hold=excluded.hold, payee=excluded.payee",
+                          [(r.participant_id.hex, r.kind, r.amount_fen, r.paid_by, r.hold,
+                            r.payee) for r in one_offs])
 
     def _chain(self, c: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
         self._append_blocks(c, recorded_blocks(recorded))
@@ -432,6 +455,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             SQL("CREATE TABLE IF NOT EXISTS {s}.paid_months (participant_id uuid NOT NULL, "
                 "month text NOT NULL, end_to_end_id text NOT NULL, "
                 "PRIMARY KEY (participant_id, month))").format(s=schema),
+            SQL("CREATE TABLE IF NOT EXISTS {s}.one_off_register (participant_id uuid NOT NULL, "
+                "kind text NOT NULL, amount_fen bigint NOT NULL, paid_by text, hold text, "
+                "payee bytea NOT NULL, PRIMARY KEY (participant_id, kind))").format(s=schema),
         ])
         self._schema = schema
 
@@ -510,6 +536,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                           pensioners: Sequence[PensionerRow] = (),
                           paid_months_add: Sequence[tuple[UUID, str, str]] = (),
                           paid_months_remove: Sequence[tuple[UUID, str]] = (),
+                          one_offs: Sequence[OneOffRow] = (),
                           **_: Any) -> None:
         s = self._schema
         for account, delta in sorted((fund_deltas or {}).items()):
@@ -605,6 +632,16 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                              "%b::text[], %b::text[])").format(s=s),
                          ([r[0] for r in paid_months_add], [r[1] for r in paid_months_add],
                           [r[2] for r in paid_months_add]))
+        if one_offs:
+            # A few a month: unnest is enough.
+            curs.execute(SQL("INSERT INTO {s}.one_off_register SELECT * FROM unnest("
+                             "%b::uuid[], %b::text[], %b::bigint[], %b::text[], %b::text[], "
+                             "%b::bytea[]) ON CONFLICT (participant_id, kind) DO UPDATE SET "
+                             "amount_fen=excluded.amount_fen, paid_by=excluded.paid_by, "
+                             "hold=excluded.hold, payee=excluded.payee").format(s=s),
+                         ([r.participant_id for r in one_offs], [r.kind for r in one_offs],
+                          [r.amount_fen for r in one_offs], [r.paid_by for r in one_offs],
+                          [r.hold for r in one_offs], [r.payee for r in one_offs]))
 
     def _update_register_years(self, curs: Any, rows: Sequence[RegisterYears]) -> None:
         s = self._schema
@@ -846,3 +883,19 @@ class StoreQueries:
         rows = self.fetch("SELECT COUNT(*) FROM {p}paid_months WHERE participant_id = ?",
                           (self._id(participant_id),))
         return int(rows[0][0])
+
+    def open_one_offs(self) -> list[tuple[UUID, str, int, bytes]]:
+        """(participant id, kind, amount, payee bytes) of each one-off payable neither sent
+        to the bank nor held, by participant id and kind."""
+        rows = self.fetch("SELECT participant_id, kind, amount_fen, payee FROM "
+                          "{p}one_off_register WHERE paid_by IS NULL AND hold IS NULL "
+                          "ORDER BY participant_id, kind")
+        return [(self._uuid(pid), kind, int(amount), bytes(payee))
+                for pid, kind, amount, payee in rows]
+
+    def one_off_rows(self, participant_id: UUID) -> list[tuple[str, int, str | None,
+                                                               str | None]]:
+        """(kind, amount, paid_by, hold) of a participant's one-off payables."""
+        rows = self.fetch("SELECT kind, amount_fen, paid_by, hold FROM {p}one_off_register "
+                          "WHERE participant_id = ? ORDER BY kind", (self._id(participant_id),))
+        return [(k, int(a), by, h) for k, a, by, h in rows]

@@ -18,6 +18,9 @@ paid in both months with another amount (the first that applies):
   other
 and, with the amount unchanged:
   account_exhausted  the individual account ran out: the pool pays the account part now
+one-off payments (funeral grant, inheritance, refund), a payment each, not a pensioner:
+  one_off_payment    paid in this run
+  one_off_paid_before  paid by last month's batch (a one-off is paid once)
 """
 
 from __future__ import annotations
@@ -70,15 +73,25 @@ class Comparison:
     """Fed one pensioner at a time (a province has a million), then `result()`."""
 
     def __init__(self, previous: dict[str, Any] | None,
-                 previous_lines: Iterable[tuple[UUID, LineSummary]] = ()) -> None:
-        """previous_lines: (participant id, summary) of each line of last month's batch."""
+                 previous_lines: Iterable[tuple[UUID, LineSummary]] = (),
+                 previous_one_offs: Iterable[tuple[UUID, int]] = ()) -> None:
+        """previous_lines: (participant id, summary) of each pension line of last month's
+        batch; previous_one_offs: (participant id, amount) of each of its one-off lines."""
         self.previous = previous
         self._prev: dict[UUID, LineSummary] = dict(previous_lines)
-        self._prev_count = len(self._prev)
-        self._prev_total = sum(s.amount_fen for s in self._prev.values())
+        self._prev_one_offs = list(previous_one_offs)
+        self._prev_count = len(self._prev) + len(self._prev_one_offs)
+        self._prev_total = (sum(s.amount_fen for s in self._prev.values())
+                            + sum(a for _, a in self._prev_one_offs))
         self._prev_pooled = sum(s.pooled_fen for s in self._prev.values())
         self._count = self._total = self._pooled = 0
         self._tallies: dict[str, _Tally] = {}
+
+    def one_off(self, line: BatchLine) -> None:
+        """A one-off payment in this run: paid once, so never a change from last month."""
+        self._count += 1
+        self._total += line.amount_fen
+        self._add("one_off_payment", line.participant_id, 1, line.amount_fen)
 
     def _add(self, reason: str, pid: UUID | str, headcount: int, amount_fen: int) -> None:
         t = self._tallies.setdefault(reason, _Tally())
@@ -135,6 +148,9 @@ class Comparison:
         for pid, before in self._prev.items():  # paid last month, gone from the register
             self._add("not_in_register", pid, -1, -before.amount_fen)
         self._prev.clear()
+        for pid, amount in self._prev_one_offs:
+            self._add("one_off_paid_before", pid, -1, -amount)
+        self._prev_one_offs.clear()
         reasons: list[dict[str, Any]] = [
             {"reason": r, "headcount": t.headcount, "payments": t.payments,
              "amount_fen": t.amount_fen, "participant_ids": t.samples}

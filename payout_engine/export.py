@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger import disbursement
-from ledger.aggregates.payout_batch import BatchLine, PayoutBatch
+from ledger.aggregates.payout_batch import MONTHLY_PENSION, BatchLine, PayoutBatch
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, Refused
 from payout_engine.bankfiles import (
@@ -41,7 +41,14 @@ def message_id(period: str, sequence: int) -> str:
     return f"PO-{period.replace('-', '')}-{sequence:02d}"
 
 
-def remittance(period: str, months: list[str]) -> str:
+# What the payee's statement says a one-off payment is (a pension says its month).
+ONE_OFF_REMITTANCE = {"funeral_grant": "丧葬补助金", "inheritance": "个人账户继承",
+                      "refund": "个人账户退还"}
+
+
+def remittance(period: str, months: list[str], kind: str = MONTHLY_PENSION) -> str:
+    if kind != MONTHLY_PENSION:
+        return f"{ONE_OFF_REMITTANCE[kind]} {period}"
     if len(months) == 1:
         return f"养老金 {period}"
     return f"养老金 {period} 含补发{len(months) - 1}个月"
@@ -55,7 +62,7 @@ def instruction(period: str, line: BatchLine) -> PaymentInstruction:
         end_to_end_id=line.end_to_end_id, payout_month=period, payee_name=line.payee_name,
         account_number=line.account_number, bank_code=line.bank_code,
         amount_fen=line.amount_fen, id_number=line.id_number, account_name=name,
-        remittance_info=remittance(period, line.months))
+        remittance_info=remittance(period, line.months, line.kind))
 
 
 def instruction_of(period: str, line: dict[str, Any]) -> PaymentInstruction:
@@ -67,7 +74,8 @@ def instruction_of(period: str, line: dict[str, Any]) -> PaymentInstruction:
         bank_code=line["bank_code"], amount_fen=line["amount_fen"],
         id_number=line["id_number"],
         account_name=line.get("account_name", "") or line["payee_name"],
-        remittance_info=remittance(period, line["months"]))
+        remittance_info=remittance(period, line["months"],
+                                   line.get("kind", MONTHLY_PENSION)))
 
 
 def bank_files(*, period: str, sequence: int, file_format: str, created_at: datetime,

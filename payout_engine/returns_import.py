@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from ledger import disbursement, resident_id
 from ledger.aggregates.participant import DEATH_CHECK_REASONS, HOLD_REASONS
-from ledger.aggregates.payout_batch import Outcome, PayoutBatch
+from ledger.aggregates.payout_batch import MONTHLY_PENSION, Outcome, PayoutBatch
 from ledger.application import Ledger
 from ledger.errors import NotFound, Refused
 from ledger.postings import EXPENDITURE, IN_FLIGHT
@@ -47,7 +47,7 @@ from payout_engine.config import PayoutConfig, load_config
 MAX_RETURN_FILE_BYTES = 512 * 1024 * 1024
 MAX_LISTED = 1000  # held pensioners, death checks listed in a summary
 Kind = Literal["settled", "failed", "returned"]
-_E2E = re.compile(r"P(\d{4})(\d{2})(\d{2})[0-9A-F]{24}")
+_E2E = re.compile(r"[PFIR](\d{4})(\d{2})(\d{2})[0-9A-F]{24}")
 _FILE_ID = re.compile(r"PO-(\d{4})(\d{2})-(\d{2})-\d{4}")
 
 
@@ -399,8 +399,15 @@ def _flag(summary: dict[str, Any], batch: PayoutBatch, o: Outcome) -> None:
     line = batch.lines[o.end_to_end_id]
     item = {"participant_id": str(line.participant_id),
             "id_number": resident_id.mask(line.id_number), "end_to_end_id": o.end_to_end_id,
-            "reason_code": o.reason_code, "months": line.months}
-    if o.reason_code in HOLD_REASONS and len(summary["held"]) < MAX_LISTED:
+            "reason_code": o.reason_code, "months": line.months, "kind": line.kind}
+    if line.kind != MONTHLY_PENSION:
+        # A one-off's payee, not the pensioner, is wrong or dead: the payable waits for
+        # `pensioner payee`.
+        if (o.reason_code in HOLD_REASONS + DEATH_CHECK_REASONS
+                and len(summary["held"]) < MAX_LISTED):
+            summary["held"].append({**item, "action": f"{line.kind} held until the payee's "
+                                    "details change"})
+    elif o.reason_code in HOLD_REASONS and len(summary["held"]) < MAX_LISTED:
         summary["held"].append({**item, "action": "next payment held until the bank "
                                 "details change"})
     elif o.reason_code in DEATH_CHECK_REASONS and len(summary["death_checks"]) < MAX_LISTED:

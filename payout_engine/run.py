@@ -241,17 +241,23 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
 
     t = time.perf_counter()
     previous = _previous(ledger, period)
+    # Filled while the comparison reads the pension lines (one pass over last month's).
+    previous_one_offs: list[tuple[UUID, int]] = []
     comparison = Comparison(
         None if previous is None else {
             "batch_id": str(previous.id), "period": previous.period,
             "sequence": previous.sequence, "state": previous.state},
-        () if previous is None else (LineSummary.of_stored(line) for line in
-                                     disbursement.line_states(ledger, previous.id)))
+        () if previous is None else _pension_summaries(
+            disbursement.line_states(ledger, previous.id), previous_one_offs),
+        previous_one_offs)
     timings.add("previous_batch", time.perf_counter() - t)
 
     rules_version = ledger.ruleset().version
     lines, payments, excluded = _compute(ledger, period, sequence, comparison, progress,
                                          timings)
+    t = time.perf_counter()
+    _one_off_lines(ledger, period, sequence, execution, comparison, lines, payments, excluded)
+    timings.add("one_offs", time.perf_counter() - t)
 
     if not lines:
         raise Refused("period", f"nobody is owed a pension for {period} "
@@ -341,6 +347,62 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
         progress(n % PROGRESS_EVERY)
     timings.add("compute", t_compute)
     return lines, payments, excluded
+
+
+def _pension_summaries(stored: Iterator[dict[str, Any]], one_offs: list[tuple[UUID, int]]
+                       ) -> Iterator[tuple[UUID, LineSummary]]:
+    """Last month's pension lines for the comparison; its one-off lines go to one_offs."""
+    for line in stored:
+        if line.get("kind", MONTHLY_PENSION) == MONTHLY_PENSION:
+            yield LineSummary.of_stored(line)
+        else:
+            one_offs.append((UUID(line["participant_id"]), line["amount_fen"]))
+
+
+def _one_off_lines(ledger: Ledger, period: str, sequence: int, on: date,
+                   comparison: Comparison, lines: list[BatchLine],
+                   payments: list[PaymentInstruction], excluded: list[dict[str, str]]) -> None:
+    """A line for each open one-off payable (ledger.open_one_offs: neither sent nor held).
+    Few a month, so each participant is read whole (its ID number and version)."""
+    open_ = ledger.open_one_offs()
+    if not open_:
+        return
+    rule_version = ledger.ruleset().in_force(on, "execution_date").label
+    with_pension = {line.participant_id for line in lines}
+    participants: dict[UUID, Any] = {}
+    for o in open_:
+        why = None
+        if o.participant_id in with_pension:
+            # Funding books one line per participant at the drafted version + 1 by the fast
+            # path; the one-off waits for the next run.
+            why = f"{o.kind}: paid by the next run (a pension line for this participant)"
+        elif o.payee_account is None:
+            why = f"{o.kind}: no payee account"
+        if why is None:
+            p = participants.get(o.participant_id)
+            if p is None:
+                p = participants[o.participant_id] = ledger.repository.get(o.participant_id)
+            assert o.payee_account is not None
+            line = BatchLine(
+                end_to_end_id=end_to_end_id(period, sequence, o.participant_id, o.kind),
+                participant_id=o.participant_id, months=[], basic_fen=0,
+                account_by_source_fen={}, pooled_account_fen=0, deduction_fen=0,
+                amount_fen=o.amount_fen, rule_versions=[rule_version], payee_name=o.payee,
+                account_number=o.payee_account.account_number,
+                bank_code=o.payee_account.bank_code, id_number=p.id_number,
+                account_name=o.payee_account.account_name, kind=o.kind,
+                register_version=p.version)
+            try:
+                payment = instruction(period, line)
+            except InvalidInstruction as e:
+                why = f"{o.kind}: {e}"
+        if why is not None:
+            # Stays owed (the register row is untouched) until the details are corrected.
+            excluded.append({"participant_id": str(o.participant_id), "reason": why})
+            continue
+        lines.append(line)
+        payments.append(payment)
+        comparison.one_off(line)
 
 
 # ---- the rest of the lifecycle, each step safe to repeat after a crash ---------------------

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from ledger.aggregates.base import Aggregate, Immutable
+from ledger.aggregates.participant import ONE_OFF_KINDS
 from ledger.errors import InvalidInput, Refused
 
 MAX_LINES_PER_EVENT = 10_000
@@ -19,10 +20,13 @@ MAX_LINES = 20_000_000
 FILE_FORMATS = ("pain001", "domestic")
 
 BatchState = Literal["drafted", "approved", "funded", "exported", "closed", "cancelled"]
-# What a line pays. Funding books each kind as its own participant event; a monthly pension
-# is a PensionPaid. Other kinds (one-off payables) are to come.
-LINE_KINDS = ("monthly_pension",)
+# What a line pays. Funding books each kind as its own participant event: a monthly pension
+# is a PensionPaid, a one-off payable (participant.ONE_OFF_KINDS) a OneOffPaid.
 MONTHLY_PENSION = "monthly_pension"
+LINE_KINDS = (MONTHLY_PENSION, *ONE_OFF_KINDS)
+# The EndToEndId's first letter: a participant's one-offs and pension in the same batch
+# must have different ids, and the bank's answers must say which was paid.
+E2E_LETTERS = {MONTHLY_PENSION: "P", "funeral_grant": "F", "inheritance": "I", "refund": "R"}
 
 
 class BatchLine(Immutable):
@@ -54,9 +58,11 @@ class Outcome(Immutable):
     reason_code: str = ""
 
 
-def end_to_end_id(period: str, sequence: int, participant_id: UUID) -> str:
+def end_to_end_id(period: str, sequence: int, participant_id: UUID,
+                  kind: str = MONTHLY_PENSION) -> str:
     """Stable across re-runs of the same batch: the same pensioner and month, the same id."""
-    return f"P{period.replace('-', '')}{sequence:02d}{participant_id.hex[:24].upper()}"
+    return (f"{E2E_LETTERS[kind]}{period.replace('-', '')}{sequence:02d}"
+            f"{participant_id.hex[:24].upper()}")
 
 
 class PayoutBatch(Aggregate):
