@@ -149,19 +149,15 @@ class Ledger(Application[UUID]):
         for kind, payable in sorted(p.payables.items()):
             payee = orjson.dumps({"payee": payable.payee, "account": (
                 payable.payee_account.model_dump() if payable.payee_account else None)})
-            if self.mapper.cipher is not None:
-                payee = self.mapper.cipher.encrypt(payee)
             rows.append(OneOffRow(p.id, kind, payable.amount_fen, payable.paid_by,
-                                  payable.hold, payee))
+                                  payable.hold, self._seal_personal(payee)))
         return rows
 
     def open_one_offs(self) -> list[OpenOneOff]:
         """The one-off payables the next run pays, by participant id and kind."""
         out = []
         for pid, kind, amount, payee in self.queries.open_one_offs():
-            if self.mapper.cipher is not None:
-                payee = self.mapper.cipher.decrypt(payee)
-            d = orjson.loads(payee)
+            d = orjson.loads(self._open_personal(payee))
             account = d["account"]
             out.append(OpenOneOff(pid, kind, amount, d["payee"],
                                   None if account is None else BankAccount(**account)))
@@ -169,19 +165,21 @@ class Ledger(Application[UUID]):
 
     def pensioner_row(self, f: PensionerFacts, *, with_payee: bool = True) -> PensionerRow:
         """The pensioner register's row; the payee part encrypted when a key is set."""
-        payee = None
-        if with_payee:
-            payee = payee_json(f)
-            if self.mapper.cipher is not None:
-                payee = self.mapper.cipher.encrypt(payee)
+        payee = self._seal_personal(payee_json(f)) if with_payee else None
         return PensionerRow(UUID(f.participant_id), facts_json(f), payee)
 
     def pensioners(self, chunk_size: int = 10_000) -> Iterator[PensionerFacts]:
         """Every pensioner as the register knows them, in participant id order."""
         for pid, facts, payee in self.queries.pensioner_rows(chunk_size):
-            if self.mapper.cipher is not None:
-                payee = self.mapper.cipher.decrypt(payee)
-            yield load_facts(pid, facts, payee)
+            yield load_facts(pid, facts, self._open_personal(payee))
+
+    def _seal_personal(self, data: bytes) -> bytes:
+        """Personal data kept beside the events (payees, accounts): encrypted with the
+        events' key when one is set."""
+        return self.mapper.cipher.encrypt(data) if self.mapper.cipher is not None else data
+
+    def _open_personal(self, data: bytes) -> bytes:
+        return self.mapper.cipher.decrypt(data) if self.mapper.cipher is not None else data
 
     def _command(self, command: str, key: str | None, payload: dict[str, Any],
                  body: Callable[[], tuple[list[Any], dict[str, Any]]],

@@ -61,6 +61,8 @@ from ledger.store import (
     PydanticMapper,
     RegisterRow,
     RegisterYears,
+    seal,
+    unseal,
 )
 
 MAX_LINES = 2_000_000                 # data lines per file
@@ -515,9 +517,7 @@ class _ContributionMapper:
         self.mapper = ledger.mapper
         self.fast = type(self.mapper) is PydanticMapper  # another mapper: the validated way
         self.transcoder = self.mapper.transcoder
-        self.compressor = self.mapper.compressor
-        self.cipher = self.mapper.cipher
-        self.sealed = bool(self.compressor or self.cipher)
+        self.sealed = bool(self.mapper.compressor or self.mapper.cipher)
         self.actor, self.now = actor, now
         self.received_topic = get_topic(Received)
         self.on_behalf_topic = get_topic(OnBehalf)
@@ -539,20 +539,13 @@ class _ContributionMapper:
         state = form.received_head + orjson.dumps(receipt_no) + form.received_tail
         on_behalf = form.on_behalf
         if self.sealed:
-            state = self._seal(state)
-            on_behalf = None if on_behalf is None else self._seal(on_behalf)
+            state = seal(self.mapper, state)
+            on_behalf = None if on_behalf is None else seal(self.mapper, on_behalf)
         stored.append(BulkEvent(pid, version + 1, self.received_topic, state))
         if on_behalf is None:
             return 1
         stored.append(BulkEvent(pid, version + 2, self.on_behalf_topic, on_behalf))
         return 2
-
-    def _seal(self, state: bytes) -> bytes:
-        if self.compressor:
-            state = self.compressor.compress(state)
-        if self.cipher:
-            state = self.cipher.encrypt(state)
-        return state
 
     def _validated(self, key: FormKey, form: _Form | None, person: _Person, receipt_no: str,
                    stored: list[EventRow]) -> int:
@@ -567,28 +560,23 @@ class _ContributionMapper:
             if form is None:
                 form = self.forms[key] = self._learn(key, mapped)
             # The learnt JSON must make exactly what the mapper made of this line.
-            assert self._open(mapped[0].state) == (
+            assert unseal(self.mapper, mapped[0].state) == (
                 form.received_head + orjson.dumps(receipt_no) + form.received_tail)
-            assert (self._open(mapped[1].state) if len(mapped) > 1 else None) == form.on_behalf
+            second = unseal(self.mapper, mapped[1].state) if len(mapped) > 1 else None
+            assert second == form.on_behalf
         elif form is None:
             form = self.forms[key] = _Form(b"", b"", None)
         form.uses += 1
         stored.extend(mapped)
         return len(mapped)
 
-    def _open(self, state: bytes) -> bytes:
-        if self.cipher:
-            state = self.cipher.decrypt(state)
-        if self.compressor:
-            state = self.compressor.decompress(state)
-        return state
-
     def _learn(self, key: FormKey, mapped: list[StoredEvent]) -> _Form:
         money, channel, group, label = key
         for s in mapped:
             cls = resolve_topic(s.topic)
             if cls not in self.templates:
-                template: dict[str, Any] = self.transcoder.decode(self._open(s.state))
+                state = unseal(self.mapper, s.state)
+                template: dict[str, Any] = self.transcoder.decode(state)
                 # A field added to the event would otherwise be copied from this line to all.
                 assert set(template) == VARYING[cls] | {"timestamp", "actor"}, sorted(template)
                 self.templates[cls] = template

@@ -36,7 +36,7 @@ from ledger.application import MAX_ATTEMPTS, Ledger, register_row
 from ledger.errors import ConcurrencyConflict, NotFound, Refused
 from ledger.payout import compact_months, facts_json, facts_of, load_facts, next_month
 from ledger.postings import guarded_deltas
-from ledger.store import OneOffRow, PensionerRow, PydanticMapper, RegisterRow
+from ledger.store import OneOffRow, PensionerRow, PydanticMapper, RegisterRow, seal, unseal
 
 Progress = Callable[[int], None]
 
@@ -79,22 +79,6 @@ class LinesNotRead(dict[str, BatchLine]):
     __getitem__ = __contains__ = __iter__ = __len__ = get = values = items = keys = _refuse
 
 
-def _plain(ledger: Ledger, state: bytes) -> bytes:
-    if ledger.mapper.cipher:
-        state = ledger.mapper.cipher.decrypt(state)
-    if ledger.mapper.compressor:
-        state = ledger.mapper.compressor.decompress(state)
-    return state
-
-
-def _sealed(ledger: Ledger, plain: bytes) -> bytes:
-    if ledger.mapper.compressor:
-        plain = ledger.mapper.compressor.compress(plain)
-    if ledger.mapper.cipher:
-        plain = ledger.mapper.cipher.encrypt(plain)
-    return plain
-
-
 def _batch_events(ledger: Ledger, batch_id: UUID, after: int = 0,
                   through: int | None = None) -> Iterator[StoredEvent]:
     """The batch's stored events after version `after` (through `through`), a page at a
@@ -122,7 +106,7 @@ def get_batch(ledger: Ledger, batch_id: UUID, *, lines: bool = True) -> PayoutBa
     batch: Any = None
     for stored in _batch_events(ledger, batch_id):
         if stored.topic == LINES_TOPIC:
-            s = _LinesState.model_validate_json(_plain(ledger, stored.state))
+            s = _LinesState.model_validate_json(unseal(ledger.mapper, stored.state))
             event: Any = PayoutBatch.LinesAdded(
                 originator_id=batch_id, originator_version=stored.originator_version,
                 timestamp=s.timestamp, actor=s.actor, chunk_no=s.chunk_no, lines=s.lines)
@@ -164,7 +148,7 @@ def line_states(ledger: Ledger, batch_id: UUID) -> Iterator[dict[str, Any]]:
             drafted.line_count)):
         assert stored.topic == LINES_TOPIC
         chunks += 1
-        yield from orjson.loads(_plain(ledger, stored.state))["lines"]
+        yield from orjson.loads(unseal(ledger.mapper, stored.state))["lines"]
     assert chunks == _chunks(drafted.line_count)
 
 
@@ -205,11 +189,12 @@ def _stored_batch_events(ledger: Ledger, events: Sequence[Any]) -> list[StoredEv
             {**head, "lines": [line.__dict__ for line in e.lines]})
         if checked:
             out.append(StoredEvent(e.originator_id, e.originator_version, LINES_TOPIC,
-                                   _sealed(ledger, plain)))
+                                   seal(ledger.mapper, plain)))
             continue
         assert list(PayoutBatch.LinesAdded.model_fields)[-1] == "lines"
         mapped = ledger.mapper.to_stored_event(e)
-        assert plain == _plain(ledger, mapped.state), "LinesAdded: fast encoding differs"
+        assert plain == unseal(ledger.mapper, mapped.state), \
+            "LinesAdded: fast encoding differs"
         checked = True
         out.append(mapped)
     return out
@@ -396,7 +381,7 @@ class _Payments:
                 actor=self.actor, value_date=self.value_date, **values)
             mapped = self.ledger.mapper.to_stored_event(event)
             if self.fast:
-                plain = _plain(self.ledger, mapped.state)
+                plain = unseal(self.ledger.mapper, mapped.state)
                 if self.template is None:
                     template: dict[str, Any] = orjson.loads(plain)
                     # A field added to the event would otherwise be copied to every payment.
@@ -407,7 +392,7 @@ class _Payments:
                 assert fast == plain, ("PensionPaid: fast encoding differs", fast, plain)
             return mapped
         plain = self.ledger.mapper.transcoder.encode({**self.template, **values})
-        return StoredEvent(pid, version, PAID_TOPIC, _sealed(self.ledger, plain))
+        return StoredEvent(pid, version, PAID_TOPIC, seal(self.ledger.mapper, plain))
 
 
 def _register_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, tuple[RegisterRow, str]]:
