@@ -36,7 +36,15 @@ from ledger.application import MAX_ATTEMPTS, Ledger, register_row
 from ledger.errors import ConcurrencyConflict, NotFound, Refused
 from ledger.payout import compact_months, facts_json, facts_of, load_facts, next_month
 from ledger.postings import guarded_deltas
-from ledger.store import OneOffRow, PensionerRow, PydanticMapper, RegisterRow, seal, unseal
+from ledger.store import (
+    OneOffRow,
+    PensionerRow,
+    PydanticMapper,
+    RegisterRow,
+    RegisterVersion,
+    seal,
+    unseal,
+)
 
 Progress = Callable[[int], None]
 
@@ -239,7 +247,8 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
         try:
             ledger.recorder.insert_events_bulk(  # type: ignore[attr-defined]
                 stored + payments.stored, fund_deltas=guarded_deltas(money + one_off_events),
-                register=payments.register, pensioners=payments.pensioners,
+                register=payments.register, register_versions=payments.register_versions,
+                pensioners=payments.pensioners,
                 paid_months_add=payments.paid_add, one_offs=payments.one_offs)
         except IntegrityError:
             continue  # someone wrote in between: read again and decide again
@@ -249,8 +258,8 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
 
 class _Payments:
     """Everything funding writes for the batch's lines: a PensionPaid per line, the
-    pensioner's participant-register row and register facts at the next version, and the
-    paid-months keys.
+    pensioner's participant-register version and register facts at the next version, and
+    the paid-months keys.
 
     PensionPaid's stored JSON is learnt from the mapper's own output for the first line;
     later lines replace only the fields that vary by line (PAID_VARYING). The first line
@@ -265,7 +274,8 @@ class _Payments:
         self.fast = type(ledger.mapper) is PydanticMapper
         self.template: dict[str, Any] | None = None
         self.stored: list[StoredEvent] = []
-        self.register: list[RegisterRow] = []
+        self.register: list[RegisterRow] = []  # one-off payments' rows, whole
+        self.register_versions: list[RegisterVersion] = []
         self.pensioners: list[PensionerRow] = []
         self.paid_add: list[tuple[UUID, str, str]] = []
         self.one_offs: list[OneOffRow] = []
@@ -289,11 +299,11 @@ class _Payments:
                 progress(len(chunk))
 
     def _add_chunk(self, lines: list[dict[str, Any]]) -> None:
-        current = _register_of(self.ledger, [line["participant_id"] for line in lines])
+        current = _facts_of(self.ledger, [line["participant_id"] for line in lines])
         for line in lines:
             self._add(line, current.get(line["participant_id"]))
 
-    def _add(self, line: dict[str, Any], now: tuple[RegisterRow, str] | None) -> None:
+    def _add(self, line: dict[str, Any], facts_text: str | None) -> None:
         e2e: str = line["end_to_end_id"]
         pid_text: str = line["participant_id"]
         kind = line.get("kind", MONTHLY_PENSION)
@@ -306,30 +316,31 @@ class _Payments:
         # One line per pensioner: each is paid at the version it was drafted at.
         assert pid_text not in self.seen, f"{pid_text} has two lines"
         self.seen.add(pid_text)
-        if now is None:
+        if facts_text is None:
             raise Refused("batch", f"{e2e}: the pensioner is not in the register as "
                           "drafted; cancel the batch and draft the month again")
-        reg, facts_text = now
         facts: dict[str, Any] = orjson.loads(facts_text)
         drafted = line.get("register_version", 0)  # 0: drafted before versions were kept
-        if not reg.version == facts["version"] == drafted:
+        if facts["version"] != drafted:
             raise Refused("batch", f"{e2e}: the pensioner changed since the draft (register "
-                          f"version {reg.version}, drafted at {drafted}); cancel the batch "
-                          "and draft the month again")
+                          f"version {facts['version']}, drafted at {drafted}); cancel the "
+                          "batch and draft the month again")
         version = drafted + 1
+        pid = UUID(pid_text)
         self.count += 1
         self.total_fen += line["amount_fen"]
         check = self.count % CHECK_EVERY == 1
-        self.stored.append(self._paid_event(line, reg.participant_id, version, check))
-        self.register.append(RegisterRow(reg.participant_id, version, reg.status,
-                                         reg.birth_date, reg.identity_groups,
-                                         reg.contributed_years))
+        self.stored.append(self._paid_event(line, pid, version, check))
+        # The participant register's row moves to the same version, written only if it is
+        # still at the drafted one (the facts and the row are written together, so they
+        # agree; a writer in between makes the whole funding start again).
+        self.register_versions.append(RegisterVersion(pid, drafted, version))
         after = _facts_after(facts, line, version)
         if check:
-            slow = _facts_after_validated(reg.participant_id, facts_text, line, version)
+            slow = _facts_after_validated(pid, facts_text, line, version)
             assert after == slow, ("facts after payment differ", after, slow)
-        self.pensioners.append(PensionerRow(reg.participant_id, after, None))
-        self.paid_add += [(reg.participant_id, m, e2e) for m in line["months"]]
+        self.pensioners.append(PensionerRow(pid, after, None))
+        self.paid_add += [(pid, m, e2e) for m in line["months"]]
 
     def pay_one_offs(self) -> list[Any]:
         """OneOffPaid for each one-off line, through the participant aggregate (its version
@@ -395,28 +406,22 @@ class _Payments:
         return StoredEvent(pid, version, PAID_TOPIC, seal(self.ledger.mapper, plain))
 
 
-def _register_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, tuple[RegisterRow, str]]:
-    """Participant-register row and pensioner facts (JSON) by participant id text, read in
+def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
+    """Pensioner-register facts (JSON, with the version) by participant id text, read in
     one query; the payee is not read (funding writes no personal data)."""
     assert len(pid_texts) <= REGISTER_CHUNK
-    columns = ("SELECT r.participant_id, r.version, r.status, r.birth_date, "
-               "r.identity_groups, r.contributed_years, p.facts FROM {p}participant_register "
-               "AS r JOIN {p}pensioner_register AS p ON p.participant_id = r.participant_id ")
     q = ledger.queries
     if q.is_postgres:
         # One text parameter the server parses: psycopg would dump a list of 10,000 UUIDs
         # element by element in Python.
-        rows = q.fetch(columns + "WHERE r.participant_id = ANY(?::uuid[])",
+        rows = q.fetch("SELECT participant_id, facts FROM {p}pensioner_register "
+                       "WHERE participant_id = ANY(?::uuid[])",
                        ("{" + ",".join(pid_texts) + "}",))
     else:
         marks = ",".join("?" * len(pid_texts))
-        rows = q.fetch(columns + f"WHERE r.participant_id IN ({marks})",
-                       [UUID(t).hex for t in pid_texts])
-    out = {}
-    for pid, version, status, born, groups, years, facts in rows:
-        uid = pid if isinstance(pid, UUID) else UUID(pid)
-        out[str(uid)] = (RegisterRow(uid, int(version), status, born, groups, years), facts)
-    return out
+        rows = q.fetch(f"SELECT participant_id, facts FROM {{p}}pensioner_register "
+                       f"WHERE participant_id IN ({marks})", [UUID(t).hex for t in pid_texts])
+    return {str(pid if isinstance(pid, UUID) else UUID(pid)): facts for pid, facts in rows}
 
 
 def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> str:

@@ -132,6 +132,16 @@ class RegisterYears(NamedTuple):
     contributed_years: str    # JSON {year: [receipt, tier_fen, back_payment]}
 
 
+class RegisterVersion(NamedTuple):
+    """Funding's change to a register row: only the version moves (a PensionPaid changes
+    nothing else the participant register keeps), and only if the row is still at
+    from_version (else IntegrityError)."""
+
+    participant_id: UUID
+    from_version: int
+    version: int
+
+
 @dataclass(frozen=True)
 class RegisterRow:
     participant_id: UUID
@@ -358,6 +368,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                           fund_deltas: dict[str, int] | None = None,
                           register: Sequence[RegisterRow] = (),
                           register_years: Sequence[RegisterYears] = (),
+                          register_versions: Sequence[RegisterVersion] = (),
                           receipts: Sequence[tuple[str, UUID]] = (),
                           pensioners: Sequence[PensionerRow] = (),
                           paid_months_add: Sequence[tuple[UUID, str, str]] = (),
@@ -391,6 +402,13 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                            for r in register_years])
             # eventsourcing's cursor wrapper hides rowcount; the sqlite3 cursor has it.
             if c.sqlite_cursor.rowcount != len(register_years):
+                raise IntegrityError("participant_register: a row changed since it was read")
+        if register_versions:
+            c.executemany("UPDATE participant_register SET version=? "
+                          "WHERE participant_id=? AND version=?",
+                          [(r.version, r.participant_id.hex, r.from_version)
+                           for r in register_versions])
+            if c.sqlite_cursor.rowcount != len(register_versions):
                 raise IntegrityError("participant_register: a row changed since it was read")
         if receipts:
             c.executemany("INSERT INTO booked_receipts VALUES (?, ?)",
@@ -542,6 +560,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                           fund_deltas: dict[str, int] | None = None,
                           register: Sequence[RegisterRow] = (),
                           register_years: Sequence[RegisterYears] = (),
+                          register_versions: Sequence[RegisterVersion] = (),
                           receipts: Sequence[tuple[str, UUID]] = (),
                           pensioners: Sequence[PensionerRow] = (),
                           paid_months_add: Sequence[tuple[UUID, str, str]] = (),
@@ -588,7 +607,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                  [r.status for r in register], [r.birth_date for r in register],
                  [r.identity_groups for r in register], [r.contributed_years for r in register]))
         if register_years:
-            self._update_register_years(curs, register_years)
+            self._guarded_register_update(curs, register_years, ("contributed_years",))
+        if register_versions:
+            self._guarded_register_update(curs, register_versions, ())
         if len(receipts) >= COPY_MIN_ROWS:
             with curs.copy(SQL("COPY {s}.booked_receipts (receipt_no, participant_id) "
                                "FROM STDIN (FORMAT BINARY)").format(s=s)) as copy:
@@ -653,28 +674,35 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                           [r.amount_fen for r in one_offs], [r.paid_by for r in one_offs],
                           [r.hold for r in one_offs], [r.payee for r in one_offs]))
 
-    def _update_register_years(self, curs: Any, rows: Sequence[RegisterYears]) -> None:
+    def _guarded_register_update(self, curs: Any, rows: Sequence[tuple[Any, ...]],
+                                 columns: tuple[str, ...]) -> None:
+        """Rows (participant_id, from_version, version, *columns) set version and columns
+        of register rows still at from_version; IntegrityError unless every row was."""
+        assert all(c in ("contributed_years",) for c in columns)
         s = self._schema
-        update = SQL("UPDATE {s}.participant_register AS r SET version = u.version, "
-                     "contributed_years = u.contributed_years FROM {u} "
+        names = ("participant_id", "from_version", "version", *columns)
+        types = ("uuid", "bigint", "bigint", *("text" for _ in columns))
+        assigned = SQL(", ").join(SQL("{c} = u.{c}").format(c=Identifier(c))
+                                  for c in ("version", *columns))
+        update = SQL("UPDATE {s}.participant_register AS r SET {a} FROM {u} "
                      "WHERE r.participant_id = u.participant_id "
                      "AND r.version = u.from_version")
         if len(rows) >= COPY_MIN_ROWS:
-            curs.execute("CREATE TEMP TABLE register_years_in (participant_id uuid, "
-                         "from_version bigint, version bigint, contributed_years text) "
-                         "ON COMMIT DROP")
-            with curs.copy("COPY register_years_in FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["uuid", "int8", "int8", "text"])
+            temp = Identifier("register_" + "_".join(columns or ("version",)) + "_in")
+            curs.execute(SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+                temp, SQL(", ").join(SQL("{} " + t).format(Identifier(n))
+                                     for n, t in zip(names, types, strict=True))))
+            with curs.copy(SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(temp)) as copy:
+                copy.set_types(["uuid", "int8", "int8", *("text" for _ in columns)])
                 write_row = copy.write_row
                 for r in rows:
                     write_row(r)
-            curs.execute(update.format(s=s, u=SQL("register_years_in AS u")))
+            curs.execute(update.format(s=s, a=assigned, u=SQL("{} AS u").format(temp)))
         else:
-            curs.execute(update.format(s=s, u=SQL(
-                "unnest(%b::uuid[], %b::bigint[], %b::bigint[], %b::text[]) "
-                "AS u(participant_id, from_version, version, contributed_years)")),
-                ([r.participant_id for r in rows], [r.from_version for r in rows],
-                 [r.version for r in rows], [r.contributed_years for r in rows]))
+            arrays = SQL(", ").join(SQL("%b::" + t + "[]") for t in types)
+            curs.execute(update.format(s=s, a=assigned, u=SQL("unnest({}) AS u({})").format(
+                arrays, SQL(", ").join(Identifier(n) for n in names))),
+                [[r[i] for r in rows] for i in range(len(names))])
         if curs.rowcount != len(rows):
             # The register version check: someone wrote to one of these participants since
             # the rows were read (the events' key catches the same; this is the cheap

@@ -31,6 +31,7 @@ from ledger.store import (
     InsufficientFunds,
     OrjsonTranscoder,
     PydanticMapper,
+    RegisterVersion,
     RegisterYears,
     chain_blocks,
     recorded_blocks,
@@ -123,6 +124,53 @@ def test_the_register_years_are_written_with_the_events(ledger: Ledger) -> None:
 
     row = ledger.queries.register_row(pid)
     assert row is not None and (row.version, row.contributed_years) == (5, years)
+    assert verify_chain(ledger).ok
+
+
+@pytest.mark.parametrize("copy_min_rows", [1, store.COPY_MIN_ROWS])
+def test_register_versions_move_only_the_version(ledger: Ledger, copy_min_rows: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Funding's register write: the version moves, nothing else the row keeps.
+    monkeypatch.setattr(store, "COPY_MIN_ROWS", copy_min_rows)
+    pids = []
+    for n in (4, 5):
+        enrol(ledger, make_id(n))
+        pids.append(participant_id(make_id(n)))
+    contribute(ledger, make_id(4), 2016, 10000)
+    before = {pid: ledger.queries.register_row(pid) for pid in pids}
+
+    assert write(ledger, stray_events(2), register_versions=[
+        RegisterVersion(pid, before[pid].version, before[pid].version + 1)  # type: ignore[union-attr]
+        for pid in pids]) == 2
+
+    for pid in pids:
+        row, was = ledger.queries.register_row(pid), before[pid]
+        assert row is not None and was is not None
+        assert row.version == was.version + 1
+        assert (row.status, row.birth_date, row.identity_groups, row.contributed_years) == (
+            was.status, was.birth_date, was.identity_groups, was.contributed_years)
+    assert verify_chain(ledger).ok
+
+
+@pytest.mark.parametrize("copy_min_rows", [1, store.COPY_MIN_ROWS])
+def test_a_stale_register_version_refuses_a_funding_write(
+        ledger: Ledger, copy_min_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "COPY_MIN_ROWS", copy_min_rows)
+    enrol(ledger, make_id(6))
+    enrol(ledger, make_id(7))
+    fresh, stale = (ledger.queries.register_row(participant_id(make_id(n))) for n in (6, 7))
+    assert fresh is not None and stale is not None
+    before = stored_count(ledger)
+
+    with pytest.raises(IntegrityError):
+        write(ledger, stray_events(2), register_versions=[
+            RegisterVersion(fresh.participant_id, fresh.version, fresh.version + 1),
+            RegisterVersion(stale.participant_id, stale.version + 1, stale.version + 2)])
+
+    # Nothing of the write stays: not the events, not the row that was still current.
+    assert stored_count(ledger) == before
+    assert ledger.queries.register_row(fresh.participant_id) == fresh
+    assert ledger.queries.register_row(stale.participant_id) == stale
     assert verify_chain(ledger).ok
 
 
