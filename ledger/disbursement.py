@@ -12,6 +12,7 @@ slipped through. A crash before the commit leaves nothing; running it again does
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -52,6 +53,7 @@ LINES_TOPIC = get_topic(PayoutBatch.LinesAdded)
 PAID_TOPIC = get_topic(Participant.PensionPaid)
 EVENTS_PER_READ = 10  # batch events read at a time: at most 100,000 lines in memory as bytes
 REGISTER_CHUNK = 10_000  # pensioners per register read while funding
+MAX_BATCHES_PER_FILE = 100  # batches one bank file may answer for
 CHECK_EVERY = 1000  # payments between checks of the fast encoding against the mapper's
 # The PensionPaid fields taken from each line; the others (timestamp, actor, value_date)
 # are the same for the whole batch.
@@ -478,53 +480,89 @@ def _facts_after_validated(pid: UUID, facts_text: str, line: dict[str, Any],
         overpayment_fen=f.overpayment_fen - line["deduction_fen"], **compact))
 
 
+@dataclass(frozen=True)
+class BatchAnswers:
+    """What one bank file says about one batch's payments."""
+
+    batch_id: UUID
+    value_date: date
+    settled: Sequence[Outcome] = ()
+    failed: Sequence[Outcome] = ()
+    returned: Sequence[Outcome] = ()
+
+
 def answer(ledger: Ledger, batch_id: UUID, *, settled: Sequence[Outcome] = (),
            failed: Sequence[Outcome] = (), returned: Sequence[Outcome] = (),
            value_date: date, file_sha256: str, actor: str) -> dict[str, Any]:
-    """Book the bank's answers. A failed or returned payment gives the money back to the
-    expenditure account and the months back to the pensioner (owed again). The same file
-    (by its SHA-256) booked twice changes nothing the second time."""
-    key = f"bank-answer:{batch_id}:{file_sha256}"
+    """answer_all() for a file about one batch."""
+    return answer_all(ledger, [BatchAnswers(batch_id, value_date, settled, failed, returned)],
+                      file_sha256=file_sha256, actor=actor)[batch_id]
+
+
+def answer_all(ledger: Ledger, answers: Sequence[BatchAnswers], *, file_sha256: str,
+               actor: str) -> dict[UUID, dict[str, Any]]:
+    """Book the bank's answers of one file, for every batch it names, in one transaction.
+    A failed or returned payment gives the money back to the expenditure account and the
+    months back to the pensioner (owed again). The same file (by its SHA-256) booked twice
+    changes nothing the second time: each batch keeps a receipt of the file."""
+    assert 0 < len(answers) <= MAX_BATCHES_PER_FILE
+    assert len({a.batch_id for a in answers}) == len(answers), "a batch named twice"
     for _ in range(MAX_ATTEMPTS):
-        earlier = ledger._receipt(key)
-        if earlier is not None:
-            return {**earlier.result, "replayed": True}
-        batch = get_batch(ledger, batch_id)
-        if settled:
-            batch.settle(list(settled), value_date, file_sha256, actor)
-        if failed:
-            batch.fail(list(failed), value_date, file_sha256, actor)
-        if returned:
-            batch.returned(list(returned), value_date, file_sha256, actor)
-        participants: dict[UUID, Participant] = {}  # a participant's lines, one aggregate
-        for outcome, after in [(o, False) for o in failed] + [(o, True) for o in returned]:
-            line = batch.lines[outcome.end_to_end_id]
-            p = participants.get(line.participant_id)
-            if p is None:
-                p = participants[line.participant_id] = ledger.repository.get(
-                    line.participant_id)
-            if line.kind != MONTHLY_PENSION:
-                # The aggregate holds it on AC01/AC04/MD07...; the register row follows.
-                p.reverse_one_off(kind=line.kind, end_to_end_id=line.end_to_end_id,
-                                  reason_code=outcome.reason_code, after_settlement=after,
-                                  value_date=value_date, actor=actor)
+        results: dict[UUID, dict[str, Any]] = {}
+        to_save: list[Any] = []
+        receipts: list[CommandReceipt] = []
+        participants: dict[UUID, Participant] = {}  # one aggregate each, across batches
+        for a in answers:
+            key = f"bank-answer:{a.batch_id}:{file_sha256}"
+            earlier = ledger._receipt(key)
+            if earlier is not None:
+                results[a.batch_id] = {**earlier.result, "replayed": True}
                 continue
-            p.trigger_event(Participant.PensionPaymentReversed, value_date=value_date,
-                            end_to_end_id=line.end_to_end_id, months=line.months,
-                            basic_fen=line.basic_fen,
-                            account_by_source_fen=line.account_by_source_fen,
-                            pooled_account_fen=line.pooled_account_fen,
-                            deduction_fen=line.deduction_fen, amount_fen=line.amount_fen,
-                            reason_code=outcome.reason_code, after_settlement=after,
-                            actor=actor)
-        result = {"settled": len(settled), "failed": len(failed), "returned": len(returned)}
-        receipt = CommandReceipt.record(key, "bank-answer", file_sha256, result, actor)
+            batch = get_batch(ledger, a.batch_id)
+            _book(ledger, batch, a, participants, file_sha256, actor)
+            result = {"settled": len(a.settled), "failed": len(a.failed),
+                      "returned": len(a.returned)}
+            receipts.append(CommandReceipt.record(key, "bank-answer", file_sha256, result,
+                                                  actor))
+            to_save.append(batch)
+            results[a.batch_id] = result
+        if not to_save:
+            return results
         try:
-            ledger._save(batch, *participants.values(), receipt)
+            ledger._save(*to_save, *participants.values(), *receipts)
         except IntegrityError:
             continue
-        return result
+        return results
     raise ConcurrencyConflict(MAX_ATTEMPTS)
+
+
+def _book(ledger: Ledger, batch: PayoutBatch, a: BatchAnswers,
+          participants: dict[UUID, Participant], file_sha256: str, actor: str) -> None:
+    if a.settled:
+        batch.settle(list(a.settled), a.value_date, file_sha256, actor)
+    if a.failed:
+        batch.fail(list(a.failed), a.value_date, file_sha256, actor)
+    if a.returned:
+        batch.returned(list(a.returned), a.value_date, file_sha256, actor)
+    for outcome, after in [(o, False) for o in a.failed] + [(o, True) for o in a.returned]:
+        line = batch.lines[outcome.end_to_end_id]
+        p = participants.get(line.participant_id)
+        if p is None:
+            p = participants[line.participant_id] = ledger.repository.get(line.participant_id)
+        if line.kind != MONTHLY_PENSION:
+            # The aggregate holds it on AC01/AC04/MD07...; the register row follows.
+            p.reverse_one_off(kind=line.kind, end_to_end_id=line.end_to_end_id,
+                              reason_code=outcome.reason_code, after_settlement=after,
+                              value_date=a.value_date, actor=actor)
+            continue
+        p.trigger_event(Participant.PensionPaymentReversed, value_date=a.value_date,
+                        end_to_end_id=line.end_to_end_id, months=line.months,
+                        basic_fen=line.basic_fen,
+                        account_by_source_fen=line.account_by_source_fen,
+                        pooled_account_fen=line.pooled_account_fen,
+                        deduction_fen=line.deduction_fen, amount_fen=line.amount_fen,
+                        reason_code=outcome.reason_code, after_settlement=after,
+                        actor=actor)
 
 
 def _batch_step(ledger: Ledger, batch_id: UUID, step: Callable[[PayoutBatch], None],

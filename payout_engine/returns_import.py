@@ -6,9 +6,10 @@ returns a payment -> returned), pacs.004 (returned after settlement) and the dom
 A file is read and checked whole before anything is booked: an EndToEndId that is not a
 payment of a batch, an amount or a total that differs from what was sent, an answer that
 contradicts one already booked, or a malformed structure refuses the whole file with an
-error that names it. Booking goes through ledger.disbursement.answer, keyed by the file's
-SHA-256: the same file imported twice books nothing the second time, and answers already
-booked from another file (the camt.053 repeats the camt.054) are not booked again.
+error that names it. Booking goes through ledger.disbursement.answer_all, one transaction
+for the whole file whatever batches it names, keyed by the file's SHA-256: the same file
+imported twice books nothing the second time, and answers already booked from another file
+(the camt.053 repeats the camt.054) are not booked again.
 """
 
 from __future__ import annotations
@@ -341,19 +342,25 @@ def _import(ledger: Ledger, path: str | Path, actor: str, config: PayoutConfig
                    MalformedFile if isinstance(e, MalformedFile) else BankFileError)
         raise kind_of(f"{where}: {e}; nothing booked") from None
 
-    # Everything is checked: now book, one transaction per batch (each idempotent by file).
+    if len(plans) > disbursement.MAX_BATCHES_PER_FILE:
+        raise ReturnRefused(where, f"answers for {len(plans)} batches, more than the "
+                            f"{disbursement.MAX_BATCHES_PER_FILE} one file may")
+
+    # Everything is checked: now book every batch's answers in one transaction (idempotent
+    # by the file's hash), so a crash leaves the whole file booked or none of it.
     summary: dict[str, Any] = {"file": where, "sha256": sha, "message": kind,
                                "batches": [], "held": [], "death_checks": [],
                                "pending": reader.pending, "not_payouts": reader.not_payouts,
                                "ignored": reader.ignored}
+    to_book = [disbursement.BatchAnswers(groups[key].batch.id, max(plan.dates), plan.settled,
+                                         plan.failed, plan.returned)
+               for key, plan in plans.items() if plan.settled or plan.failed or plan.returned]
+    booked_by_batch = (disbursement.answer_all(ledger, to_book, file_sha256=sha, actor=actor)
+                       if to_book else {})
     for key, plan in plans.items():
         batch = groups[key].batch
-        booked: dict[str, Any] = {"settled": 0, "failed": 0, "returned": 0}
-        if plan.settled or plan.failed or plan.returned:
-            booked = disbursement.answer(
-                ledger, batch.id, settled=plan.settled, failed=plan.failed,
-                returned=plan.returned, value_date=max(plan.dates), file_sha256=sha,
-                actor=actor)
+        booked: dict[str, Any] = booked_by_batch.get(
+            batch.id, {"settled": 0, "failed": 0, "returned": 0})
         summary["batches"].append(_batch_summary(ledger, batch, plan, booked, actor))
         for o in [*plan.failed, *plan.returned]:
             _flag(summary, batch, o)

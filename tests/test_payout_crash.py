@@ -4,8 +4,9 @@ A child process (`python -m tests.test_payout_crash URL KEY OUT KILL_AT`) runs t
 end to end (draft, approve, fund, export, the bank's 回盘 imported, then a pacs.004 that
 returns one payment of each month) and kills itself with SIGKILL at the named point: inside
 the write transaction of a step (before its commit), right after a step, after the first
-bank file is written, between the two batches a return file books. Each kill is followed by
-the next run, which kills itself later on, and a last run that finishes. The ledger must end
+bank file is written, after a return file naming both months is booked (in one transaction)
+and before its batches are closed. Each kill is followed by the next run, which kills
+itself later on, and a last run that finishes. The ledger must end
 exactly where an uninterrupted run ends: the same batches (same manifest hashes), the same
 money, and nobody paid twice for a month.
 
@@ -59,7 +60,7 @@ KILL_POINTS = [
     "run@2020-04:commit", "approve@2020-04:commit", "fund@2020-04:commit",
     "fund@2020-04:after", "export@2020-04:file", "export@2020-04:commit",
     "import@2020-04:commit", "run@2020-05:after", "fund@2020-05:commit",
-    "export@2020-05:after", "return@-:between", "return@-:commit",
+    "export@2020-05:after", "return@-:commit", "return@-:booked",
 ]
 
 
@@ -102,7 +103,7 @@ def pipeline(ledger: Ledger, out: Path, killer: Killer | None = None) -> None:
                 setattr(recorder, hook, k.wrap(getattr(recorder, hook), before="commit"))
         from payout_engine.bankfiles import manifest
         manifest.write_atomic = k.wrap(manifest.write_atomic, after="file")  # type: ignore[assignment]
-        disbursement.answer = k.wrap(disbursement.answer, after="between")  # type: ignore[assignment]
+        disbursement.answer_all = k.wrap(disbursement.answer_all, after="booked")  # type: ignore[assignment]
     people = {n: transitional_id(n) for n in PEOPLE}
     for period in PERIODS:
         if period == PERIODS[1] and ledger.participant(people[REBANK]).payment_hold:

@@ -197,6 +197,52 @@ def test_the_bank_answers_are_booked_once_per_file(three: Ledger, tmp_path: Path
         "batches"][0]["already_booked"] == 1
 
 
+class _DiskGone(Exception):
+    pass
+
+
+def test_a_return_file_naming_two_batches_is_booked_whole_or_not_at_all(
+        three: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two months paid and settled; then the bank returns, in one pacs.004, April's payment
+    # to one pensioner and May's to another.
+    april = pay(three, "2020-04", tmp_path)
+    may = pay(three, "2020-05", tmp_path)
+    (e_april, l_april), *_ = sorted(april.lines.items())
+    e_may, l_may = next((e, line) for e, line in sorted(may.lines.items())
+                        if line.participant_id != l_april.participant_id)
+    back = {e_april: (l_april.amount_fen, "AC04"), e_may: (l_may.amount_fen, "AC04")}
+    path = tmp_path / "pacs004.xml"
+    path.write_bytes(pacs004(back))
+    before = (three.fund_positions(), stored_event_count(three))
+
+    # Booking fails when it comes to May's payment (after April's is booked, if each
+    # batch had its own transaction).
+    get = three.repository.get
+
+    def failing_get(aggregate_id: object, *args: object, **kwargs: object) -> object:
+        if aggregate_id == l_may.participant_id:
+            raise _DiskGone
+        return get(aggregate_id, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(three.repository, "get", failing_get)
+    with pytest.raises(_DiskGone):
+        returns_import.import_returns(three, path, actor=BANK, config=CONFIG)
+    monkeypatch.undo()
+    # Nothing of the file is booked, for either month.
+    assert (three.fund_positions(), stored_event_count(three)) == before
+    for b in (april, may):
+        assert disbursement.get_batch(three, b.id).outcomes == b.outcomes
+
+    summary = returns_import.import_returns(three, path, actor=BANK, config=CONFIG)
+    assert [(x["batch"], x["returned"], x["replayed"]) for x in summary["batches"]] == [
+        ("2020-04/1", 1, False), ("2020-05/1", 1, False)]
+    after = three.fund_positions()
+    assert after[EXPENDITURE] - before[0][EXPENDITURE] == sum(a for a, _ in back.values())
+    again = returns_import.import_returns(three, path, actor=BANK, config=CONFIG)
+    assert [x["already_booked"] for x in again["batches"]] == [1, 1]
+    assert three.fund_positions() == after
+
+
 @pytest.mark.parametrize("spoil, error, match", [
     ("unknown", MalformedFile, "EndToEndId P20200401F{24} is not in PO-202004-01-0001"),
     ("foreign", Refused, "is not a payout file of this fund"),
