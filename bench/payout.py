@@ -17,7 +17,11 @@ previous month of N payments): run_month (read the register, compute what each i
 make the files and their manifest, compare with last month, draft the batch's events),
 approve, fund (appropriation + one PensionPaid per pensioner, one transaction), export
 (the files made again from the batch and written, 0600, with the manifest).
-Figures are printed and written to bench/out/payout-<time>.json.
+Baselines, measured after each month in the same run (not part of its time): the raw
+PostgreSQL read of every pensioner-register row as run_month reads them (pages of 10,000 by
+id, binary, nothing decoded), and a raw binary COPY of the events funding stored into a bare
+table with the events' primary key. Figures, baselines and ratios are printed and written
+to bench/out/payout-<time>.json.
 
 Each part is reported as wall seconds and as this process's CPU seconds ("<part>.cpu":
 user + system of the benchmark process, not PostgreSQL's): on a shared machine the CPU
@@ -197,6 +201,58 @@ def kept_schema(schema: str) -> Iterator[str]:
     yield f"{PG_DSN}?schema={schema}"
 
 
+# ---- raw baselines of the same month, same run ----------------------------------------------
+
+def raw_read_register(ledger: Ledger) -> tuple[float, int]:
+    """Seconds to read every pensioner-register row as run_month reads them (pages of
+    10,000 by participant id, binary), with no decoding: (seconds, rows)."""
+    schema = Identifier(ledger.recorder.datastore.schema)  # type: ignore[attr-defined]
+    first = SQL("SELECT participant_id, facts, payee FROM {s}.pensioner_register "
+                "ORDER BY participant_id LIMIT 10000").format(s=schema)
+    after = SQL("SELECT participant_id, facts, payee FROM {s}.pensioner_register "
+                "WHERE participant_id > %s ORDER BY participant_id LIMIT 10000").format(s=schema)
+    rows = 0
+    with psycopg.connect(PG_DSN) as conn, conn.cursor(binary=True) as cur:
+        started = time.perf_counter()
+        cur.execute(first)
+        while True:
+            page = cur.fetchall()
+            if not page:
+                break
+            rows += len(page)
+            cur.execute(after, (page[-1][0],))
+        return time.perf_counter() - started, rows
+
+
+def raw_copy_events(ledger: Ledger, after: int, upto: int) -> tuple[float, int]:
+    """Seconds for a binary COPY of the events funding stored (notification ids after..upto)
+    into a bare table with the events' primary key, committed: (seconds, rows)."""
+    schema = Identifier(ledger.recorder.datastore.schema)  # type: ignore[attr-defined]
+    table = Identifier(ledger.recorder.events_table_name)  # type: ignore[attr-defined]
+    with psycopg.connect(PG_DSN) as conn:
+        with conn.cursor(binary=True) as cur:
+            cur.execute(SQL("SELECT originator_id, originator_version, topic, state FROM {s}.{t} "
+                            "WHERE notification_id > %s AND notification_id <= %s "
+                            "ORDER BY notification_id").format(s=schema, t=table), (after, upto))
+            rows = cur.fetchall()
+        conn.execute(SQL("DROP TABLE IF EXISTS {s}.raw_events").format(s=schema))
+        conn.execute(SQL("CREATE TABLE {s}.raw_events (originator_id uuid NOT NULL, "
+                         "originator_version bigint NOT NULL, topic text, state bytea, "
+                         "PRIMARY KEY (originator_id, originator_version))").format(s=schema))
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(SQL("COPY {s}.raw_events FROM STDIN (FORMAT BINARY)")
+                                            .format(s=schema)) as copy:
+            copy.set_types(["uuid", "int8", "text", "bytea"])
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        seconds = time.perf_counter() - started
+        conn.execute(SQL("DROP TABLE {s}.raw_events").format(s=schema))
+        conn.commit()
+        return seconds, len(rows)
+
+
 # ---- the timed month ----------------------------------------------------------------------
 
 def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
@@ -223,16 +279,29 @@ def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
     batch, _ = run.approve(ledger, batch.id, batch.manifest_sha256, "approver")
     done("approve", t)
     t = now()
+    head = ledger.recorder.max_notification_id() or 0
     funded = run.fund(ledger, batch.id, value_date=date(2026, int(period[5:]), 10),
                       actor="finance")
     done("fund", t)
+    funded_upto = ledger.recorder.max_notification_id() or 0
     t = now()
     result = export.export_batch(ledger, batch.id, out_dir, file_format="pain001",
                                  actor="operator", config=config)
     done("export", t)
     total = time.perf_counter() - t0[0]
     assert funded["payments"] == batch.line_count and result.total_fen == batch.total_fen
-    return {"period": period, "total_s": total, "parts_s": parts,
+    # Baselines, untimed by the month: the raw PostgreSQL work of its biggest read and write.
+    read_s, read_rows = raw_read_register(ledger)
+    copy_s, copy_rows = raw_copy_events(ledger, head, funded_upto)
+    baselines = {"raw_read_register_s": read_s, "raw_read_register_rows": read_rows,
+                 "raw_copy_funded_events_s": copy_s, "raw_copy_funded_events_rows": copy_rows}
+    print(f"  {period} baselines: raw read of the register {read_s:.1f} s ({read_rows:,} rows), "
+          f"raw COPY of the funded events {copy_s:.1f} s ({copy_rows:,} rows)", file=sys.stderr)
+    return {"period": period, "total_s": total, "parts_s": parts, "baselines": baselines,
+            "ratios": {
+                "read_register / raw read": parts["run_month.read_register"] / read_s,
+                "fund / raw COPY of its events": parts["fund"] / copy_s,
+                "total / (raw read + raw COPY)": total / (read_s + copy_s)},
             "load_average": [load_before, os.getloadavg()[0]],
             "payments": batch.line_count, "total_fen": batch.total_fen,
             "files": len(result.files),
@@ -298,13 +367,18 @@ def main(argv: list[str] | None = None) -> None:
     medians = {"total_s": statistics.median(r["total_s"] for r in results),
                **{p: statistics.median(r["parts_s"].get(p, 0.0) for r in results)
                   for p in parts}}
-    report = {"pensioners": args.pensioners, "runs": results,
-              "median_s": medians, "setup_s": setup_s, "machine": {"python": sys.version.split()[0],
-                                              "platform": platform.platform(),
-                                              "cpus": os.cpu_count()}}
+    baselines = {b: statistics.median(r["baselines"][b] for r in results)
+                 for b in results[0]["baselines"]}
+    ratios = {k: round(statistics.median(r["ratios"][k] for r in results), 2)
+              for k in results[0]["ratios"]}
+    report = {"pensioners": args.pensioners, "runs": results, "median_s": medians,
+              "baselines_median": baselines, "ratios_median": ratios, "setup_s": setup_s,
+              "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
+                          "cpus": os.cpu_count()}}
     stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
     (OUT / f"payout-{stamp}.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps({"pensioners": args.pensioners, "median_s": medians}, indent=2))
+    print(json.dumps({"pensioners": args.pensioners, "median_s": medians,
+                      "baselines_median": baselines, "ratios_median": ratios}, indent=2))
 
 
 if __name__ == "__main__":
