@@ -6,6 +6,7 @@
     payout export BATCH --format pain001|domestic --out DIR
     payout import-returns FILE
     payout show BATCH [--json]
+    payout list [--from YYYY-MM] [--to YYYY-MM] [--state STATE] [--json]
     payout close BATCH
     payout cancel BATCH --reason TEXT
 
@@ -319,6 +320,49 @@ def register(app: typer.Typer, get_ledger: GetLedger) -> None:
 
         b = disbursement.get_batch(ledger, run.find_batch(ledger, batch))
         _print(ctx, json_out, batch_payload(b), f"payout batch {b.period}/{b.sequence}")
+
+    @payout.command("list")
+    @guarded
+    def list_cmd(ctx: typer.Context,
+                 first: Annotated[str | None, typer.Option(
+                     "--from", help="First month YYYY-MM (default: 11 months before --to).")
+                 ] = None,
+                 last: Annotated[str | None, typer.Option(
+                     "--to", help="Last month YYYY-MM (default: this month).")] = None,
+                 state: Annotated[str | None, typer.Option(
+                     "--state", help="Only batches in this state (drafted, approved, funded, "
+                     "exported, answered, closed, cancelled).")] = None,
+                 json_out: JsonFlag = False) -> None:
+        """The batches of a range of months: state, payments, total, manifest hash."""
+        ledger = get_ledger(ctx)
+        last = run.check_month(last or datetime.now(BEIJING).strftime("%Y-%m"), "to")
+        if first is None:
+            first = last
+            for _ in range(11):
+                first = run.month_before(first)
+        if state is not None and state not in run.BATCH_STATES:
+            raise InvalidInput("state", f"must be one of {', '.join(run.BATCH_STATES)}")
+        found = [b for b in run.batches_between(ledger, first, last)
+                 if state is None or b.state == state]
+        rows: list[dict[str, Any]] = [
+            {"batch": f"{b.period}/{b.sequence}", "batch_id": str(b.id), "state": b.state,
+             "format": b.file_format, "payments": b.line_count, "total_fen": b.total_fen,
+             "manifest_sha256": b.manifest_sha256} for b in found]
+        _, as_json, _ = _options(ctx)
+        if json_out or as_json:
+            sys.stdout.write(orjson.dumps({"from": first, "to": last, "batches": rows},
+                                          option=orjson.OPT_INDENT_2).decode() + "\n")
+            return
+        t = Table(title=escape(f"payout batches {first} to {last}"), title_justify="left")
+        for col in ("batch", "state", "format", "payments", "total (yuan)", "manifest"):
+            t.add_column(col, justify="right" if col in ("payments", "total (yuan)")
+                         else "left")
+        for r in rows:
+            t.add_row(escape(r["batch"]), r["state"], r["format"], f"{r['payments']:,}",
+                      format_yuan(r["total_fen"]), r["manifest_sha256"][:16])
+        Console(highlight=False, soft_wrap=False).print(t)
+        if not rows:
+            Console(highlight=False).print("no batches")
 
     @payout.command("close")
     @guarded

@@ -43,6 +43,7 @@ from payout_engine.export import (
 
 Progress = Callable[[int], None]
 MAX_SEQUENCE = 99  # two digits in the EndToEndId
+MAX_LISTED_MONTHS = 120  # months one listing of batches covers
 LOOK_AROUND_MONTHS = 12  # how far the run looks for unfunded earlier or drafted later months
 MAX_EXCLUDED_LISTED = 1000
 PROGRESS_EVERY = 10_000
@@ -53,11 +54,16 @@ _STATE_AFTER = {"Drafted": "drafted", "LinesAdded": "drafted", "Approved": "appr
                 "Cancelled": "cancelled", "Funded": "funded", "Exported": "exported",
                 "PaymentsSettled": "answered", "PaymentsFailed": "answered",
                 "PaymentsReturned": "answered", "Closed": "closed"}
+BATCH_STATES = tuple(dict.fromkeys(_STATE_AFTER.values()))
 UNFUNDED = ("drafted", "approved")
 
 
 def check_period(period: str) -> str:
-    y, m = parse_month(period.strip(), "period")
+    return check_month(period, "period")
+
+
+def check_month(text: str, field: str) -> str:
+    y, m = parse_month(text.strip(), field)
     return f"{y:04d}-{m:02d}"
 
 
@@ -101,6 +107,22 @@ def batches_of(ledger: Ledger, period: str) -> list[BatchInfo]:
             break
         out.append(info)
     return out
+
+
+def batches_between(ledger: Ledger, first: str, last: str) -> list[BatchInfo]:
+    """Every batch of the months first..last (YYYY-MM, both included), by month and
+    sequence."""
+    first, last = check_month(first, "from"), check_month(last, "to")
+    if first > last:
+        raise InvalidInput("from", f"{first} is after {last}")
+    out: list[BatchInfo] = []
+    month = first
+    for _ in range(MAX_LISTED_MONTHS):
+        out += batches_of(ledger, month)
+        if month == last:
+            return out
+        month = next_month(month)
+    raise InvalidInput("from", f"{first} to {last} is more than {MAX_LISTED_MONTHS} months")
 
 
 def live_batch(ledger: Ledger, period: str) -> BatchInfo | None:

@@ -119,6 +119,34 @@ def test_refusals_name_the_field_and_the_rule(db: str, tmp_path: Path) -> None:
                                                                     "2020-04/0")
 
 
+def test_the_batches_of_a_range_of_months_are_listed(db: str) -> None:
+    april = ok(db, OPERATOR, "run", "--period", "2020-04")
+    ok(db, OPERATOR, "cancel", "2020-04/1", "--reason", "wrong execution date")
+    again = ok(db, OPERATOR, "run", "--period", "2020-04")
+    ok(db, APPROVER, "approve", "2020-04/2", "--manifest-hash", again["manifest_sha256"])
+
+    listed = ok(db, OPERATOR, "list", "--from", "2020-01", "--to", "2020-06")
+    assert (listed["from"], listed["to"]) == ("2020-01", "2020-06")
+    assert [(b["batch"], b["state"], b["payments"], b["total_fen"]) for b in listed["batches"]
+            ] == [("2020-04/1", "cancelled", 2, april["total_fen"]),
+                  ("2020-04/2", "approved", 2, again["total_fen"])]
+    assert listed["batches"][1]["manifest_sha256"] == again["manifest_sha256"]
+    only = ok(db, OPERATOR, "list", "--from", "2020-04", "--to", "2020-04", "--state",
+              "approved")
+    assert [b["batch"] for b in only["batches"]] == ["2020-04/2"]
+    assert ok(db, OPERATOR, "list", "--from", "2020-05", "--to", "2020-06")["batches"] == []
+    table = cli(db, OPERATOR, "list", "--from", "2020-04", "--to", "2020-04")
+    assert table.exit_code == 0 and "2020-04/2" in table.stdout and "approved" in table.stdout
+
+    assert "state: must be one of drafted, approved" in refused(db, OPERATOR, "list",
+                                                                "--state", "paid")
+    assert "from: 2020-06 is after 2020-04" in refused(db, OPERATOR, "list", "--from",
+                                                       "2020-06", "--to", "2020-04")
+    assert "to: '2020-13' is not a month" in refused(db, OPERATOR, "list", "--to", "2020-13")
+    assert "more than 120 months" in refused(db, OPERATOR, "list", "--from", "2000-01",
+                                             "--to", "2020-04")
+
+
 def test_register_adds_the_group_to_another_app(db: str) -> None:
     host = typer.Typer()
 
