@@ -23,9 +23,10 @@ id, binary, nothing decoded), and a raw binary COPY of the events funding stored
 table with the events' primary key. Figures, baselines and ratios are printed and written
 to bench/out/payout-<time>.json.
 
-Each part is reported as wall seconds and as this process's CPU seconds ("<part>.cpu":
+Each part is reported as wall seconds, as this process's CPU seconds ("<part>.cpu":
 user + system of the benchmark process, not PostgreSQL's): on a shared machine the CPU
-figure moves less with the load. The load average is recorded before and after each run.
+figure moves less with the load), and with the process's peak resident memory so far. The
+load average is recorded before and after each run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import json
 import os
 import platform
 import pstats
+import resource
 import shutil
 import statistics
 import sys
@@ -258,14 +260,19 @@ def raw_copy_events(ledger: Ledger, after: int, upto: int) -> tuple[float, int]:
 def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
               ) -> dict[str, Any]:
     parts: dict[str, float] = {}
+    peaks: dict[str, float] = {}
     timings = run.RunTimings()
     load_before = os.getloadavg()[0]
 
     def done(part: str, since: tuple[float, float]) -> None:
         parts[part] = time.perf_counter() - since[0]
         parts[f"{part}.cpu"] = time.process_time() - since[1]
-        print(f"  {period} {part}: {parts[part]:.1f} s (cpu {parts[part + '.cpu']:.1f} s)",
-              file=sys.stderr)
+        # The process's peak resident memory so far (a high-water mark: the step that
+        # raised it is the one where it first shows).
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+        peaks[part] = round(peak_gb, 2)
+        print(f"  {period} {part}: {parts[part]:.1f} s (cpu {parts[part + '.cpu']:.1f} s, "
+              f"peak memory so far {peak_gb:.2f} GB)", file=sys.stderr)
 
     def now() -> tuple[float, float]:
         return time.perf_counter(), time.process_time()
@@ -298,6 +305,7 @@ def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
     print(f"  {period} baselines: raw read of the register {read_s:.1f} s ({read_rows:,} rows), "
           f"raw COPY of the funded events {copy_s:.1f} s ({copy_rows:,} rows)", file=sys.stderr)
     return {"period": period, "total_s": total, "parts_s": parts, "baselines": baselines,
+            "peak_memory_gb_after": peaks,
             "ratios": {
                 "read_register / raw read": parts["run_month.read_register"] / read_s,
                 "fund / raw COPY of its events": parts["fund"] / copy_s,

@@ -410,19 +410,31 @@ class _Payments:
 
 def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
     """Pensioner-register facts (JSON, with the version) by participant id text, read in
-    one query; the payee is not read (funding writes no personal data)."""
-    assert len(pid_texts) <= REGISTER_CHUNK
+    one query; the payee is not read (funding writes no personal data).
+
+    A batch's pension lines come in participant id order, so a chunk of them is read as one
+    range of the primary key (measured at 200,000 pensioners: 0.9 s against 1.5 s for the
+    same rows by a list of ids); the range also holds pensioners not paid this month, which
+    are passed over. A chunk out of order (the one-off lines after the pensions) is read by
+    its list of ids."""
+    assert 0 < len(pid_texts) <= REGISTER_CHUNK
     q = ledger.queries
-    if q.is_postgres:
+    in_order = all(a < b for a, b in zip(pid_texts, pid_texts[1:], strict=False))
+    columns = "SELECT participant_id, facts FROM {p}pensioner_register "
+    if in_order:
+        first, last = pid_texts[0], pid_texts[-1]
+        bounds: tuple[Any, Any] = ((UUID(first), UUID(last)) if q.is_postgres
+                                   else (UUID(first).hex, UUID(last).hex))
+        rows = q.fetch(columns + "WHERE participant_id >= ? AND participant_id <= ?", bounds)
+    elif q.is_postgres:
         # One text parameter the server parses: psycopg would dump a list of 10,000 UUIDs
         # element by element in Python.
-        rows = q.fetch("SELECT participant_id, facts FROM {p}pensioner_register "
-                       "WHERE participant_id = ANY(?::uuid[])",
+        rows = q.fetch(columns + "WHERE participant_id = ANY(?::uuid[])",
                        ("{" + ",".join(pid_texts) + "}",))
     else:
         marks = ",".join("?" * len(pid_texts))
-        rows = q.fetch(f"SELECT participant_id, facts FROM {{p}}pensioner_register "
-                       f"WHERE participant_id IN ({marks})", [UUID(t).hex for t in pid_texts])
+        rows = q.fetch(columns + f"WHERE participant_id IN ({marks})",
+                       [UUID(t).hex for t in pid_texts])
     return {str(pid if isinstance(pid, UUID) else UUID(pid)): facts for pid, facts in rows}
 
 
