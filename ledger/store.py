@@ -17,7 +17,9 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from queue import Full, Queue
+from threading import Event, Thread
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
@@ -722,6 +724,53 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                           block_sha256(block_no, first, last, n, digest, prev), _now()))
 
 
+T = TypeVar("T")
+_READ_AHEAD_PUT_S = 0.1
+_NO_MORE = object()
+
+
+def read_ahead(pages: Iterator[T]) -> Iterator[T]:
+    """The pages of `pages`, each fetched on a thread while the caller works on the one
+    before (the database's part of a fetch runs outside Python's lock). At most one page
+    waits; an error in the fetching is raised in the caller; closing the iterator early
+    stops the fetching."""
+    handoff: Queue[object] = Queue(maxsize=1)
+    stop = Event()
+    failures: list[BaseException] = []
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=_READ_AHEAD_PUT_S)
+                return True
+            except Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                if not put(page):
+                    return
+        except BaseException as e:  # raised in the caller's thread below
+            failures.append(e)
+        put(_NO_MORE)
+
+    thread = Thread(target=fetch, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _NO_MORE:
+                if failures:
+                    raise failures[0]
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()
+
+
 # ---- configuration ------------------------------------------------------------------
 
 def resolve_url(db: str | None = None) -> str:
@@ -900,8 +949,15 @@ class StoreQueries:
                           (after_block, limit))
 
     def pensioner_rows(self, chunk_size: int = 10_000) -> Iterator[tuple[UUID, str, bytes]]:
-        """(participant id, facts JSON, payee bytes), in id order, a chunk at a time."""
+        """(participant id, facts JSON, payee bytes), in id order, a chunk at a time. On
+        PostgreSQL the next chunk is fetched while the caller works on this one."""
         assert 0 < chunk_size <= 100_000
+        pages = self._pensioner_pages(chunk_size)
+        for rows in read_ahead(pages) if self.is_postgres else pages:
+            for pid, facts, payee in rows:
+                yield self._uuid(pid), facts, bytes(payee)
+
+    def _pensioner_pages(self, chunk_size: int) -> Iterator[list[tuple[Any, ...]]]:
         after: Any = None
         while True:
             if after is None:
@@ -913,8 +969,7 @@ class StoreQueries:
                                   (after, chunk_size))
             if not rows:
                 return
-            for pid, facts, payee in rows:
-                yield self._uuid(pid), facts, bytes(payee)
+            yield rows
             after = rows[-1][0]
 
     def paid_month_count(self, participant_id: UUID) -> int:
