@@ -10,8 +10,10 @@ was altered, removed or slipped in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
+from ledger.postings import RULES
 from ledger.store import GENESIS_SHA256, block_sha256, event_sha256
 
 PAGE_EVENTS = 10_000
@@ -103,3 +105,54 @@ def _count_events(ledger: Any) -> int:
     table = ledger.recorder.events_table_name
     rows = ledger.queries.fetch(f"SELECT COUNT(*) FROM {{p}}{table}")
     return int(rows[0][0])
+
+
+# ---- what the ledger knew at a time -------------------------------------------------------
+
+READ_WINDOW = 10_000  # notification ids read at a time while replaying
+
+
+def known_through(ledger: Any, known_at: datetime) -> int:
+    """The last notification id the ledger had committed at known_at: every write appends
+    its hash-chain block, recorded when it commits, so the blocks recorded by then are the
+    writes known by then."""
+    assert known_at.tzinfo is not None, "known_at must say its time zone"
+    # recorded_at is datetime.isoformat() in UTC; with microseconds always written, the
+    # text orders as the times do (a stored time without them sorts before any with).
+    moment = known_at.astimezone(UTC).isoformat(timespec="microseconds")
+    rows = ledger.queries.fetch("SELECT MAX(last_notification_id) FROM {p}event_chain "
+                                "WHERE recorded_at <= ?", (moment,))
+    return int(rows[0][0] or 0)
+
+
+def balances_known_at(ledger: Any, known_at: datetime, as_of: date | None = None
+                      ) -> dict[str, Any]:
+    """Every posting account's balance as the ledger knew it at known_at (a recorded time),
+    as of a value date: replayed from the stored events of the writes committed by then,
+    through the posting rules the write side and the views use. Independent of the views
+    (which answer for what is known now), and slow: it reads every event up to then."""
+    from ledger.projections.items import Decoder
+    from ledger.projections.reader import reader_for
+
+    upto = known_through(ledger, known_at)
+    day = as_of.isoformat() if as_of else None
+    read = reader_for(ledger)
+    decoder = Decoder(ledger.mapper, RULES)
+    accounts: dict[str, int] = {}
+    events = 0
+    start = 0
+    while start < upto:
+        stop = min(start + READ_WINDOW, upto)
+        for item in decoder.decode(read(start, stop)):
+            fields, postings = item[4], item[5]
+            events += 1
+            if day is not None and fields["value_date"] > day:  # ISO dates order as text
+                continue
+            for account, amount_fen, _ in postings:
+                accounts[account] = accounts.get(account, 0) + amount_fen
+        start = stop
+    # Every event's postings net to zero, so what was known at any time does.
+    assert sum(accounts.values()) == 0, "replayed postings do not net to zero"
+    return {"known_at": known_at.isoformat(), "as_of": day, "through_notification": upto,
+            "money_events": events,
+            "accounts": {a: accounts[a] for a in sorted(accounts) if accounts[a]}}

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
@@ -288,6 +288,19 @@ def parse_date(text: str, field: str) -> date:
         return date.fromisoformat(text.strip())
     except ValueError:
         raise InvalidInput(field, f"{text!r} is not a real date") from None
+
+
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "UTC+08:00")
+
+
+def parse_moment(text: str, field: str) -> datetime:
+    """An ISO 8601 date and time; without an offset it is China Standard Time (UTC+8)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(field, f"{text!r} is not a date and time such as "
+                                  "2026-03-31T18:00 or 2026-03-31T18:00+08:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=CHINA_STANDARD_TIME)
 
 
 def parse_month_text(text: str, field: str) -> str:
@@ -1110,6 +1123,29 @@ def audit_verify(ctx: typer.Context,
     print_result(st, payload, "hash chain " + ("verified" if payload["ok"] else "BROKEN"))
     if not payload["ok"]:
         raise typer.Exit(EXIT_CHAIN_BROKEN)
+
+
+@audit_app.command("balances")
+@guarded
+def audit_balances(ctx: typer.Context,
+                   known_at: Annotated[str, typer.Option(
+                       "--known-at", help="A recorded time, ISO 8601 (2026-03-31T18:00; "
+                                          "without an offset, UTC+8): only what was "
+                                          "committed by then counts.")],
+                   as_of: Annotated[str | None, typer.Option(
+                       "--as-of", help="Value date YYYY-MM-DD (default: every date).")] = None,
+                   json_out: JsonFlag = False) -> None:
+    """Every account's balance as the ledger knew it at a time, replayed from the events
+    (not the views): what a report printed then said, whatever was booked since."""
+    from ledger.audit import balances_known_at
+
+    st = settings_of(ctx, json_out)
+    moment = parse_moment(known_at, "known_at")
+    day = parse_date(as_of, "as_of") if as_of else None
+    result = balances_known_at(st.ledger(), moment, day)
+    result["balances_fen"] = result.pop("accounts")
+    print_result(st, result, f"balances known at {moment.isoformat()}"
+                 + (f", as of {day.isoformat()}" if day else ""))
 
 
 # ---- demo -------------------------------------------------------------------------------
