@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
+from uuid import UUID
 
 from ledger.postings import RULES
 from ledger.store import GENESIS_SHA256, block_sha256, event_sha256
@@ -156,3 +157,69 @@ def balances_known_at(ledger: Any, known_at: datetime, as_of: date | None = None
     return {"known_at": known_at.isoformat(), "as_of": day, "through_notification": upto,
             "money_events": events,
             "accounts": {a: accounts[a] for a in sorted(accounts) if accounts[a]}}
+
+
+# ---- what an auditor should look at -------------------------------------------------------
+
+CENTENARIAN_AGE = 100  # still paid at this age: the survival check (生存认证) to look at first
+MAX_LISTED = 1_000     # anomalies listed per kind (all are counted)
+
+
+def anomalies(ledger: Any, on: date) -> dict[str, Any]:
+    """What audits of this scheme keep finding, looked for in the ledger's own records:
+
+    - paid_after_death: a dead pensioner's pension paid (and not returned) for a month
+      after the month of death, with no overpayment assessed for that month;
+    - shared_account: one bank account receiving the pensions of several living
+      pensioners (a spouse's joint account, or someone collecting for the dead);
+    - centenarian: a pensioner aged 100 or more on `on` still being paid.
+
+    Every pensioner in the register is read; the dead ones are replayed (their payments and
+    assessments are events)."""
+    from ledger import resident_id
+    from ledger.aggregates.participant import Participant
+
+    found: dict[str, list[dict[str, Any]]] = {
+        "paid_after_death": [], "shared_account": [], "centenarian": []}
+    counts = dict.fromkeys(found, 0)
+    accounts: dict[tuple[str, str], list[Any]] = {}
+    dead: list[UUID] = []
+    checked = 0
+
+    def add(kind: str, item: dict[str, Any]) -> None:
+        counts[kind] += 1
+        if len(found[kind]) < MAX_LISTED:
+            found[kind].append(item)
+
+    for f in ledger.pensioners():
+        checked += 1
+        if f.status == "deceased":
+            dead.append(UUID(f.participant_id))
+            continue
+        if f.status not in ("pensioner", "suspended"):
+            continue
+        if f.bank is not None:
+            accounts.setdefault((f.bank.bank_code, f.bank.account_number), []).append(f)
+        age = resident_id.age_on(f.birth_date, on)
+        if f.status == "pensioner" and age >= CENTENARIAN_AGE:
+            add("centenarian", {"id_number": f.id_number, "name": f.name, "age": age,
+                                "last_paid_month": f.paid_through})
+    for (bank_code, number), people in accounts.items():
+        if len(people) > 1:
+            add("shared_account", {
+                "bank_code": bank_code, "account_number": number,
+                "pensioners": [{"id_number": p.id_number, "name": p.name} for p in people]})
+    for pid in dead:
+        p = ledger.repository.get(pid)
+        if p.date_of_death is None:
+            continue
+        death_month = p.date_of_death.strftime("%Y-%m")
+        assessed = {m for e in ledger.events.get(pid)
+                    if isinstance(e, Participant.OverpaymentAssessed) for m in e.months}
+        months = sorted(m for m in p.paid_months if m > death_month and m not in assessed)
+        if months:
+            add("paid_after_death", {"id_number": p.id_number, "name": p.name,
+                                     "date_of_death": p.date_of_death.isoformat(),
+                                     "months": months})
+    return {"on": on.isoformat(), "pensioners_checked": checked, "counts": counts,
+            "anomalies": found}

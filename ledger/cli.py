@@ -1148,6 +1148,53 @@ def audit_balances(ctx: typer.Context,
                  + (f", as of {day.isoformat()}" if day else ""))
 
 
+@audit_app.command("anomalies")
+@guarded
+def audit_anomalies(ctx: typer.Context,
+                    on: Annotated[str | None, typer.Option(
+                        "--on", help="The day ages are counted on, YYYY-MM-DD (default "
+                                     "today).")] = None,
+                    json_out: JsonFlag = False) -> None:
+    """Pensions paid after death with no overpayment assessed, one account taking several
+    living pensioners' pensions, pensioners of 100 or more still paid."""
+    from ledger.audit import anomalies
+
+    st = settings_of(ctx, json_out)
+    day = parse_date(on, "on") if on else date.today()
+    result = redact(anomalies(st.ledger(), day), st.unmask)
+    if st.json:
+        sys.stdout.write(dump_json(result) + "\n")
+        return
+    console = out_console()
+    counts = ", ".join(f"{kind} {n:,}" for kind, n in result["counts"].items())
+    table = Table(title=f"anomalies on {day.isoformat()}: {counts} "
+                        f"({result['pensioners_checked']:,} pensioners checked)",
+                  title_justify="left")
+    for col in ("kind", "who", "what"):
+        table.add_column(col)
+    for kind, listed in result["anomalies"].items():
+        for a in listed[:MAX_ANOMALIES_SHOWN]:
+            table.add_row(kind, *(escape(text) for text in _anomaly_row(kind, a)))
+        if len(listed) > MAX_ANOMALIES_SHOWN:
+            table.add_row(kind, "...", f"{result['counts'][kind] - MAX_ANOMALIES_SHOWN:,} "
+                                       "more (--json lists them)")
+    console.print(table)
+
+
+MAX_ANOMALIES_SHOWN = 20
+
+
+def _anomaly_row(kind: str, a: dict[str, Any]) -> tuple[str, str]:
+    if kind == "shared_account":
+        people = ", ".join(f"{p['id_number']} {p['name']}" for p in a["pensioners"])
+        return (f"account {a['account_number']} (bank {a['bank_code']})",
+                f"{len(a['pensioners'])} pensioners: {people}")
+    who = f"{a['id_number']} {a['name']}"
+    if kind == "paid_after_death":
+        return who, f"died {a['date_of_death']}; paid for {', '.join(a['months'])}"
+    return who, f"aged {a['age']}, still paid"
+
+
 # ---- demo -------------------------------------------------------------------------------
 
 @app.command()
