@@ -7,6 +7,7 @@
     payout import-returns FILE
     payout show BATCH [--json]
     payout list [--from YYYY-MM] [--to YYYY-MM] [--state STATE] [--json]
+    payout reconcile CAMT053_FILE... [--json]
     payout close BATCH
     payout cancel BATCH --reason TEXT
 
@@ -45,10 +46,11 @@ from ledger.money import format_yuan
 from payout_engine import export as export_module
 from payout_engine import returns_import, run
 from payout_engine.bankfiles import BankFileError
-from payout_engine.config import BEIJING
+from payout_engine.config import BEIJING, load_config
 
 P = ParamSpec("P")
 EXIT_REFUSED = 2
+EXIT_DIFFERS = 3  # payout reconcile: the bank and the ledger disagree
 MAX_FAILED_SHOWN = 50
 GetLedger = Callable[[typer.Context], Ledger]
 
@@ -310,6 +312,40 @@ def register(app: typer.Typer, get_ledger: GetLedger) -> None:
         actor, _, _ = _options(ctx)
         summary = returns_import.import_returns(get_ledger(ctx), file, actor=actor)
         _print(ctx, json_out, summary, f"bank answer {summary['message']}")
+
+    @payout.command("reconcile")
+    @guarded
+    def reconcile_cmd(ctx: typer.Context,
+                      files: Annotated[list[Path], typer.Argument(
+                          help="camt.053 statements of the fund's expenditure account.")],
+                      json_out: JsonFlag = False) -> None:
+        """The bank's closing balance of the expenditure account, statement by statement,
+        beside the ledger's (expenditure + in flight) on that date. Exit 3 if any differs."""
+        from payout_engine.reconcile import fund_statements, reconcile
+
+        report = reconcile(get_ledger(ctx), fund_statements(files, load_config()))
+        _, as_json, _ = _options(ctx)
+        if json_out or as_json:
+            sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        else:
+            t = Table(title="expenditure account: bank vs ledger, yuan", title_justify="left")
+            for col in ("statement", "closing date", "bank", "ledger 1003", "in flight 1101",
+                        "difference", ""):
+                t.add_column(col, justify="left" if col in ("statement", "closing date", "")
+                             else "right")
+            for r in report["statements"]:
+                t.add_row(escape(r["statement"]), r["closing_date"],
+                          format_yuan(r["bank_closing_fen"]),
+                          format_yuan(r["ledger_expenditure_fen"]),
+                          format_yuan(r["ledger_in_flight_fen"]),
+                          format_yuan(r["difference_fen"]),
+                          "agrees" if r["agrees"] else "DIFFERS")
+            Console(highlight=False, soft_wrap=False).print(t)
+            if not report["statements"]:
+                Console(highlight=False).print("no statement of the fund's expenditure account "
+                                               "in these files")
+        if not report["agree"]:
+            raise typer.Exit(EXIT_DIFFERS)
 
     @payout.command("show")
     @guarded

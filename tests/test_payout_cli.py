@@ -147,6 +147,45 @@ def test_the_batches_of_a_range_of_months_are_listed(db: str) -> None:
                                              "--to", "2020-04")
 
 
+def dated(statement: bytes) -> bytes:
+    """The statement's period (FrToDt): it closes at the end of 2026-11-18."""
+    return statement.replace(b"<Acct>", b"<FrToDt><FrDtTm>2026-11-18T00:00:00+08:00</FrDtTm>"
+                             b"<ToDtTm>2026-11-18T23:59:59+08:00</ToDtTm></FrToDt><Acct>", 1)
+
+
+def test_reconcile_sets_each_statement_beside_the_ledger(db: str, tmp_path: Path) -> None:
+    from datetime import date
+
+    from tests.test_bankfiles_returns import camt053
+    from tests.test_payout_support import pacs004
+
+    ledger = Ledger(db, cipher_key="")
+    ledger.appropriate(amount_fen=100_000, value_date=date(2026, 11, 2), reference="P-1",
+                       actor=FINANCE)
+    ledger.close()
+    agrees = tmp_path / "camt053-1.xml"
+    agrees.write_bytes(dated(camt053("1000.00", "1000.00", [])))
+    differs = tmp_path / "camt053-2.xml"
+    differs.write_bytes(dated(camt053("999.99", "999.99", [], number=2)))  # a fen short
+    env = {**ENV, "PAYOUT_FUND_IBAN": "CN89MOCK1000000001"}
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(app, ["--db", db, "payout", "reconcile", *args], env=env)
+
+    r = run(str(agrees), "--json")
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    (row,) = json.loads(r.stdout)["statements"]
+    assert (row["closing_date"], row["bank_closing_fen"], row["ledger_expenditure_fen"],
+            row["difference_fen"], row["agrees"]) == ("2026-11-18", 100_000, 100_000, 0, True)
+    r = run(str(agrees), str(differs))
+    assert r.exit_code == 3 and "DIFFERS" in r.stdout and "agrees" in r.stdout
+    assert "-0.01" in r.stdout
+    other = tmp_path / "pacs004.xml"
+    other.write_bytes(pacs004({"E2E-1": (10_000, "AC04")}))
+    assert "a pacs.004.001.09, not a camt.053 statement" in refused(
+        db, OPERATOR, "reconcile", str(other))
+
+
 def test_register_adds_the_group_to_another_app(db: str) -> None:
     host = typer.Typer()
 

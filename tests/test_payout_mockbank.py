@@ -7,6 +7,7 @@ fund's account to the fen."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ledger.postings import EXPENDITURE, FISCAL, IN_FLIGHT
 from payout_engine import export, returns_import, run
 from payout_engine.bankfiles import AccountStatement, parse_bank_message
 from payout_engine.config import PayoutConfig
+from payout_engine.reconcile import fund_statements, reconcile
 from tests.mockbank_fixture import ROUTING, MockBank, iban_for, mock_bank
 from tests.test_payout_support import (
     APPROVER,
@@ -119,6 +121,15 @@ def test_the_ledger_and_the_bank_agree_to_the_fen_after_a_month_of_payouts(
                              for i in (closed, bad_bank, deceased, closed_later))
     assert balance == failed_or_returned
     assert positions[FISCAL] == 10**10 - batch.total_fen
+    # Every end-of-day statement agrees with the ledger as of its closing date.
+    statement_files = sorted(p for p in inbox.iterdir() if "camt.053" in p.name)
+    report = reconcile(ledger, fund_statements(statement_files, CONFIG))
+    assert report["agree"] is True and len(report["statements"]) == len(statements)
+    assert report["statements"][-1]["bank_closing_fen"] == balance
+    # A fen the ledger was not told of shows as a difference.
+    last = fund_statements(statement_files, CONFIG)[-1]
+    off = reconcile(ledger, [dataclasses.replace(last, closing_fen=last.closing_fen + 1)])
+    assert off["agree"] is False and off["statements"][0]["difference_fen"] == 1
 
     # Nobody was paid twice; the returned and failed months are owed again.
     for idn in people.values():
