@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
-from ledger.postings import RULES
+from ledger.postings import INDIVIDUAL, RULES, postings_for
 from ledger.store import GENESIS_SHA256, block_sha256, event_sha256
 
 PAGE_EVENTS = 10_000
@@ -223,3 +223,39 @@ def anomalies(ledger: Any, on: date) -> dict[str, Any]:
                                      "months": months})
     return {"on": on.isoformat(), "pensioners_checked": checked, "counts": counts,
             "anomalies": found}
+
+
+# ---- one participant's history ------------------------------------------------------------
+
+MAX_HISTORY_EVENTS = 100_000  # a participant's life is a few hundred events
+
+
+def history(ledger: Any, id_number: str) -> dict[str, Any]:
+    """Every event of a participant, in the order it was recorded: when, by whom, what,
+    for which value date, the postings it made, and the individual account's balance after
+    it (replayed from the events alone, so it can be set against the statement)."""
+    from ledger import resident_id
+    from ledger.aggregates.participant import participant_id
+    from ledger.errors import NotFound
+
+    canonical = resident_id.normalise(id_number)
+    pid = participant_id(canonical)
+    rows: list[dict[str, Any]] = []
+    balance = 0
+    for e in ledger.events.get(pid):
+        assert len(rows) < MAX_HISTORY_EVENTS, "more events than a participant has"
+        postings: dict[str, int] = {}
+        for p in postings_for(e):
+            postings[p.account] = postings.get(p.account, 0) + p.amount_fen
+        # The individual account is a liability: what it holds is credited (negative).
+        balance -= sum(amount for account, amount in postings.items()
+                       if account.startswith(INDIVIDUAL + "."))
+        value_date = getattr(e, "value_date", None)
+        rows.append({"version": e.originator_version, "recorded": e.timestamp.isoformat(),
+                     "actor": getattr(e, "actor", None), "event": type(e).__name__,
+                     "value_date": value_date.isoformat() if value_date else None,
+                     "postings_fen": {a: v for a, v in sorted(postings.items()) if v},
+                     "account_balance_fen": balance})
+    if not rows:
+        raise NotFound("id_number", resident_id.mask(canonical))
+    return {"id_number": canonical, "participant_id": str(pid), "events": rows}

@@ -1148,6 +1148,32 @@ def audit_balances(ctx: typer.Context,
                  + (f", as of {day.isoformat()}" if day else ""))
 
 
+@audit_app.command("history")
+@guarded
+def audit_history(ctx: typer.Context,
+                  id_number: Annotated[str, typer.Argument(help="Resident ID number.")],
+                  json_out: JsonFlag = False) -> None:
+    """Every event of a participant as recorded: when, by whom, what, its value date, its
+    postings and the individual account's balance after it, replayed from the events."""
+    from ledger.audit import history
+
+    st = settings_of(ctx, json_out)
+    result = redact(history(st.ledger(), id_number), st.unmask)
+    if st.json:
+        sys.stdout.write(dump_json(result) + "\n")
+        return
+    table = Table(title=f"history of {result['id_number']}", title_justify="left")
+    for col in ("v", "recorded (UTC)", "actor", "event", "value date", "postings (yuan)",
+                "account (yuan)"):
+        table.add_column(col, justify="right" if col in ("v", "account (yuan)") else "left")
+    for r in result["events"]:
+        postings = ", ".join(f"{a} {format_yuan(v)}" for a, v in r["postings_fen"].items())
+        table.add_row(str(r["version"]), r["recorded"][:19].replace("T", " "),
+                      escape(str(r["actor"] or "-")), r["event"], r["value_date"] or "-",
+                      postings or "-", format_yuan(r["account_balance_fen"]))
+    out_console().print(table)
+
+
 @audit_app.command("anomalies")
 @guarded
 def audit_anomalies(ctx: typer.Context,
