@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from ledger.application import Ledger
@@ -14,6 +16,25 @@ def _ledger(ctx: typer.Context) -> Ledger:
 
 
 register_payout(app, _ledger)
+
+
+@app.command("serve")
+def serve_cmd(ctx: typer.Context,
+              host: Annotated[str, typer.Option("--host", help="Address to listen on.")
+                              ] = "127.0.0.1",
+              port: Annotated[int, typer.Option("--port", help="Port (0: any free one).")
+                              ] = 8080) -> None:
+    """The views over HTTP, read only, as JSON (balances, statements, roster, county
+    report), kept up to date by a projection runner following the log. Ctrl-C stops it."""
+    from entrypoints.http_api import serve
+
+    if not 0 <= port <= 65_535:
+        typer.echo("pension-ledger: invalid input: port: must be 0 to 65535", err=True)
+        raise typer.Exit(2)
+    try:
+        serve(_ledger(ctx), host, port, lambda url: typer.echo(f"serving {url}", err=True))
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
 
 
 def main() -> None:
