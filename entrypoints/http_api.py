@@ -31,6 +31,7 @@ import orjson
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, LedgerError, NotFound
 from ledger.projections import ProjectionRunner, Views
+from ledger.projections.commands import parse_date
 
 MAX_URL_CHARS = 2_048
 POLL_INTERVAL_S = 1.0
@@ -38,13 +39,7 @@ Query = dict[str, str]
 
 
 def _date(query: Query, field: str) -> date | None:
-    text = query.get(field)
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(field, f"{text!r} is not a date in the form YYYY-MM-DD") from None
+    return parse_date(query.get(field), field)
 
 
 def _by(query: Query) -> Any:
