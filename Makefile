@@ -31,6 +31,16 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.contributions
 	$(BIN)/python -m bench.projections
+	$(BIN)/python -m bench.payout --runs 2
+
+# Every property test with SOAK_FACTOR times its examples (tests/conftest.py): long, so not
+# part of `make test`.
+SOAK_FACTOR ?= 20
+soak: $(STAMP)
+	SOAK_FACTOR=$(SOAK_FACTOR) $(BIN)/pytest tests/test_properties_pure.py \
+		tests/test_properties_ledger.py tests/test_bulk_store.py tests/test_payout_property.py \
+		tests/test_payout_fast_paths.py tests/test_projections_property.py \
+		tests/test_bankfiles_pain001.py tests/test_read_ahead.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .hypothesis

@@ -18,6 +18,15 @@ from ledger.application import Ledger
 
 PG_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_CIPHER_KEY = AESCipher.create_key(num_bytes=32)
+# `make soak` multiplies every property test's examples (SOAK_FACTOR, 1 to 100); `make test`
+# keeps them bounded so the suite runs in minutes.
+SOAK_FACTOR = int(os.environ.get("SOAK_FACTOR", "1"))
+assert 1 <= SOAK_FACTOR <= 100, "SOAK_FACTOR must be 1 to 100"
+
+
+def examples(n: int) -> int:
+    """A property test's number of examples: n, times SOAK_FACTOR under `make soak`."""
+    return n * SOAK_FACTOR
 
 
 def postgres_available() -> bool:

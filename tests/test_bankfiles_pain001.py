@@ -26,6 +26,7 @@ from payout_engine.bankfiles import (
 )
 from payout_engine.bankfiles.model import MAX_AMOUNT_FEN, format_fen
 from payout_engine.bankfiles.pain001 import NAMESPACE
+from tests.conftest import examples
 
 NS = {"p": NAMESPACE}
 HEADER = BatchHeader("PO-202611-01", "B202611-01",
@@ -207,7 +208,7 @@ def test_validation_refuses_what_the_xsd_refuses() -> None:
         validate_pain001(f.content[:-20])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(n=st.integers(min_value=0, max_value=999_999),
        amount_fen=st.integers(min_value=1, max_value=MAX_AMOUNT_FEN),
        account_name=st.sampled_from(["", "王秀英", "李建国"]),

@@ -36,6 +36,7 @@ from ledger.store import (
     chain_blocks,
     recorded_blocks,
 )
+from tests.conftest import examples
 from tests.helpers import contribute, enrol, make_id
 
 TOPIC = "ledger.aggregates.participant:Participant.ContributionReceived"
@@ -52,7 +53,7 @@ stored_events = st.lists(
     min_size=1, max_size=40)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(events=stored_events, first_id=st.integers(min_value=1, max_value=10**9),
        block_size=st.integers(min_value=1, max_value=12), cuts=st.lists(
            st.integers(min_value=0, max_value=40), max_size=6))
@@ -73,7 +74,7 @@ def test_the_chain_hashed_slice_by_slice_is_the_chain_of_the_stored_ids(
                                                         block_size))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=40))
 def test_the_participant_key_is_the_participant_id(id_number: str) -> None:
     assert participant_key(id_number) == participant_id(id_number).bytes
@@ -203,7 +204,7 @@ class _MapperOnly:
         self.mapper = PydanticMapper(transcoder=OrjsonTranscoder())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(receipts=st.lists(st.text(alphabet=st.characters(codec="utf-8"), min_size=1,
                                   max_size=30), min_size=2, max_size=6, unique=True),
        channel=st.sampled_from(CHANNELS), tier_fen=st.sampled_from([10000, 20000, 50000]),

@@ -32,6 +32,7 @@ from ledger.payout import (
 from ledger.rules import Parameters, RuleVersion, sample_county
 from ledger.store import PydanticMapper, unseal
 from payout_engine import run
+from tests.conftest import examples
 from tests.test_payout_support import (
     APPROVER,
     FINANCE,
@@ -83,7 +84,7 @@ def pensioner_facts(draw: st.DrawFn) -> PensionerFacts:
         name="领取人", id_number="110101195003150012", township="城关镇", village="东村")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(pensioner_facts(), min_size=1, max_size=8), st.sampled_from(MONTHS[12:]),
        st.integers(0, 50))
 def test_the_calculator_owes_what_due_for_owes(facts: list[PensionerFacts], period: str,
@@ -93,7 +94,7 @@ def test_the_calculator_owes_what_due_for_owes(facts: list[PensionerFacts], peri
         assert calculator(f) == due_for(f, period, rules_on, percent)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(pensioner_facts(), st.data())
 def test_facts_after_a_payment_are_what_the_facts_model_writes(f: PensionerFacts,
                                                               data: st.DataObject) -> None:
@@ -112,7 +113,7 @@ def test_facts_after_a_payment_are_what_the_facts_model_writes(f: PensionerFacts
     assert fast == slow
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(pensioner_facts())
 def test_facts_read_back_are_the_facts_written(f: PensionerFacts) -> None:
     back = load_facts(f.participant_id, facts_json(f), payee_json(f))

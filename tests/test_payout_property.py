@@ -24,6 +24,7 @@ from ledger.postings import EXPENDITURE, FISCAL, IN_FLIGHT
 from ledger.resident_id import age_on
 from payout_engine import returns_import
 from payout_engine.bankfiles.domestic import write_domestic_return
+from tests.conftest import examples
 from tests.test_payout_support import (
     BANK,
     CONFIG,
@@ -134,7 +135,7 @@ month_plan = st.tuples(st.lists(st.sampled_from(ACTIONS), min_size=5, max_size=5
                        st.lists(st.sampled_from(ANSWERS), min_size=5, max_size=5))
 
 
-@settings(max_examples=30, deadline=None, derandomize=True,
+@settings(max_examples=examples(30), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(plan=st.lists(month_plan, min_size=1, max_size=4))
 def test_nobody_is_paid_twice_and_everyone_is_paid_what_is_owed(

@@ -20,7 +20,7 @@ from ledger.aggregates.participant import Participant, on_behalf_fen
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, NotFound, Refused
 from ledger.projections import ProjectionRunner, rebuild
-from tests.conftest import PG_DSN
+from tests.conftest import PG_DSN, examples
 from tests.helpers import bank, contribute, enrol, make_id
 from tests.test_projections_support import check_against_replay, snapshot
 
@@ -151,7 +151,7 @@ def fresh_ledger(store: str, key: str | None, tmp_path: Path) -> Iterator[Ledger
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-@settings(max_examples=12, deadline=None, derandomize=True,
+@settings(max_examples=examples(12), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(script=st.lists(commands, min_size=10, max_size=30),

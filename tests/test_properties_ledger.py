@@ -36,7 +36,7 @@ from ledger.application import Ledger
 from ledger.errors import LedgerError
 from ledger.postings import GUARDED_ACCOUNTS, postings_for
 from ledger.rules import IDENTITY_GROUPS
-from tests.conftest import PG_DSN, TEST_CIPHER_KEY, require_postgres
+from tests.conftest import PG_DSN, TEST_CIPHER_KEY, examples, require_postgres
 from tests.helpers import bank, make_id
 
 SQLITE_EXAMPLES = 40
@@ -359,7 +359,7 @@ def fresh_postgres(encrypted: bool) -> Iterator[Ledger]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-@settings(max_examples=SQLITE_EXAMPLES, deadline=None,
+@settings(max_examples=examples(SQLITE_EXAMPLES), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(script=scripts(), encrypted=st.booleans(), data=st.data())
 def test_random_command_sequences_keep_the_books_on_sqlite(
@@ -368,7 +368,7 @@ def test_random_command_sequences_keep_the_books_on_sqlite(
         run_script(ledger, script, data)
 
 
-@settings(max_examples=POSTGRES_EXAMPLES, deadline=None,
+@settings(max_examples=examples(POSTGRES_EXAMPLES), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(script=scripts(), encrypted=st.booleans(), data=st.data())
 def _postgres_property(script: list[tuple[Any, ...]], encrypted: bool,

@@ -19,6 +19,7 @@ from ledger.interest import interest_for_year, months_earning
 from ledger.money import MAX_AMOUNT_FEN, format_yuan, parse_yuan
 from ledger.postings import postings_for
 from ledger.rules import IDENTITY_GROUPS, Parameters, RuleVersion, in_force, sample_county
+from tests.conftest import examples
 
 fen = st.integers(min_value=1, max_value=MAX_AMOUNT_FEN - 1)
 PARAMS = sample_county()[-1][1]
@@ -219,7 +220,7 @@ history = st.lists(st.one_of(
 ), max_size=40)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.sampled_from(IDENTITY_GROUPS), history)
 def test_any_history_posts_balanced_entries_that_match_the_account(
         group: str, commands: list[tuple[Any, ...]]) -> None:

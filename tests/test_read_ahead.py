@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.store import read_ahead
+from tests.conftest import examples
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(st.lists(st.lists(st.integers(), max_size=5), max_size=20))
 def test_the_pages_come_as_fetched_in_order(pages: list[list[int]]) -> None:
     assert list(read_ahead(iter(pages))) == pages
