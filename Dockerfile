@@ -4,5 +4,6 @@ COPY pyproject.toml README.md ./
 COPY ledger ledger
 COPY payout_engine payout_engine
 COPY consumers consumers
+COPY entrypoints entrypoints
 RUN pip install --no-cache-dir .
 ENTRYPOINT []

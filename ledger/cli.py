@@ -444,6 +444,15 @@ def main_options(
 # ---- set-up and rules -------------------------------------------------------------------
 
 @app.command()
+def keygen() -> None:
+    """Print a new key for CIPHER_KEY (AES-256). Keep it outside the database: without it an
+    encrypted store cannot be read."""
+    from eventsourcing.cipher import AESCipher
+
+    typer.echo(AESCipher.create_key(num_bytes=32))
+
+
+@app.command()
 @guarded
 def init(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     """Open the fund and the sample county's rule set (idempotent)."""
