@@ -77,7 +77,8 @@ def serve_cmd(ctx: typer.Context,
         typer.echo("pension-ledger: invalid input: port: must be 0 to 65535", err=True)
         raise typer.Exit(2)
     try:
-        serve(_ledger(ctx), host, port, lambda url: typer.echo(f"serving {url}", err=True))
+        serve(_ledger(ctx), host, port, lambda url: typer.echo(f"serving {url}", err=True),
+              lambda problem: typer.echo(f"pension-ledger serve: {problem}", err=True))
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
 

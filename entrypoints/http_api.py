@@ -35,6 +35,7 @@ from ledger.projections.commands import parse_date
 
 MAX_URL_CHARS = 2_048
 POLL_INTERVAL_S = 1.0
+RETRY_AFTER_S = 10.0
 Query = dict[str, str]
 
 
@@ -134,11 +135,24 @@ def make_server(ledger: Ledger, host: str = "127.0.0.1", port: int = 8080) -> HT
     return HTTPServer((host, port), Handler)
 
 
-def serve(ledger: Ledger, host: str, port: int, ready: Callable[[str], None]) -> None:
+def follow(ledger: Ledger, stop: Event, report: Callable[[str], None]) -> None:
+    """Keep the views current until stop is set. The server goes on answering if the runner
+    fails (the answers' positions show how far behind they are); the failure is reported
+    and the runner starts again after a pause."""
+    while not stop.is_set():
+        try:
+            ProjectionRunner(ledger).run(stop, poll_interval_s=POLL_INTERVAL_S)
+        except Exception as e:  # reported, then retried: a long-running service
+            report(f"projection runner failed: {type(e).__name__}: {e}; retrying in "
+                   f"{RETRY_AFTER_S:.0f} s")
+            stop.wait(RETRY_AFTER_S)
+
+
+def serve(ledger: Ledger, host: str, port: int, ready: Callable[[str], None],
+          report: Callable[[str], None] = print) -> None:
     """Serve until interrupted, with a projection runner following the log beside it."""
     stop = Event()
-    runner = Thread(target=ProjectionRunner(ledger).run, args=(stop,),
-                    kwargs={"poll_interval_s": POLL_INTERVAL_S}, name="projections",
+    runner = Thread(target=follow, args=(ledger, stop, report), name="projections",
                     daemon=True)
     server = make_server(ledger, host, port)
     runner.start()

@@ -118,3 +118,31 @@ def test_serve_follows_the_log(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=10)
         ledger.close()
+
+
+def test_a_failing_runner_is_reported_and_started_again(
+        sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    from threading import Event
+
+    from entrypoints import http_api
+
+    stop = Event()
+    runs: list[int] = []
+
+    class FlakyRunner:
+        def __init__(self, ledger: Ledger) -> None:
+            pass
+
+        def run(self, stop_: Event, poll_interval_s: float) -> None:
+            runs.append(1)
+            if len(runs) == 1:
+                raise OSError("database restarting")
+            stop_.set()
+
+    monkeypatch.setattr(http_api, "ProjectionRunner", FlakyRunner)
+    monkeypatch.setattr(http_api, "RETRY_AFTER_S", 0.0)
+    reports: list[str] = []
+    http_api.follow(sqlite_ledger, stop, reports.append)
+    assert len(runs) == 2
+    assert reports == ["projection runner failed: OSError: database restarting; retrying "
+                       "in 0 s"]
