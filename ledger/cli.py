@@ -1190,8 +1190,9 @@ def audit_anomalies(ctx: typer.Context,
                         "--on", help="The day ages are counted on, YYYY-MM-DD (default "
                                      "today).")] = None,
                     json_out: JsonFlag = False) -> None:
-    """Pensions paid after death with no overpayment assessed, one account taking several
-    living pensioners' pensions, pensioners of 100 or more still paid."""
+    """Pensions paid after death with no overpayment assessed, months owed at death never
+    paid, one account taking several living pensioners' pensions, pensioners of 100 or more
+    still paid."""
     from ledger.audit import anomalies
 
     st = settings_of(ctx, json_out)
@@ -1227,6 +1228,8 @@ def _anomaly_row(kind: str, a: dict[str, Any]) -> tuple[str, str]:
     who = f"{a['id_number']} {a['name']}"
     if kind == "paid_after_death":
         return who, f"died {a['date_of_death']}; paid for {', '.join(a['months'])}"
+    if kind == "owed_at_death":
+        return who, f"died {a['date_of_death']}; never paid {', '.join(a['months'])}"
     return who, f"aged {a['age']}, still paid"
 
 

@@ -579,6 +579,10 @@ class Demo:
         counts = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in found["counts"].items())
         self.say(f"Anomalies among {found['pensioners_checked']} pensioners "
                  f"(`audit anomalies`): {counts}.")
+        if found["counts"]["owed_at_death"]:
+            self.say("(This demo pays no monthly pensions through the bank, which the payout "
+                     "run does: docs/payout.md. So the pensioner who died shows months owed "
+                     "at death never paid.)")
         return audit
 
 
