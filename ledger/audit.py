@@ -214,11 +214,15 @@ def anomalies(ledger: Any, on: date) -> dict[str, Any]:
                 "bank_code": bank_code, "account_number": number,
                 "pensioners": [{"id_number": p.id_number, "name": p.name} for p in people]})
     for pid in dead:
-        p = ledger.repository.get(pid)
-        if p.date_of_death is None:
+        # The events read once: the aggregate is their replay, the assessments among them.
+        events = list(ledger.events.get(pid))
+        p: Any = None
+        for e in events:
+            p = e.mutate(p)
+        if p is None or p.date_of_death is None:
             continue
         death_month = p.date_of_death.strftime("%Y-%m")
-        assessed = {m for e in ledger.events.get(pid)
+        assessed = {m for e in events
                     if isinstance(e, Participant.OverpaymentAssessed) for m in e.months}
         months = sorted(m for m in p.paid_months if m > death_month and m not in assessed)
         if months:

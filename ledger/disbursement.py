@@ -503,14 +503,6 @@ class BatchAnswers:
     returned: Sequence[Outcome] = ()
 
 
-def answer(ledger: Ledger, batch_id: UUID, *, settled: Sequence[Outcome] = (),
-           failed: Sequence[Outcome] = (), returned: Sequence[Outcome] = (),
-           value_date: date, file_sha256: str, actor: str) -> dict[str, Any]:
-    """answer_all() for a file about one batch."""
-    return answer_all(ledger, [BatchAnswers(batch_id, value_date, settled, failed, returned)],
-                      file_sha256=file_sha256, actor=actor)[batch_id]
-
-
 def answer_all(ledger: Ledger, answers: Sequence[BatchAnswers], *, file_sha256: str,
                actor: str) -> dict[UUID, dict[str, Any]]:
     """Book the bank's answers of one file, for every batch it names, in one transaction.

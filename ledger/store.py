@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from queue import Full, Queue
 from threading import Event, Thread
@@ -145,6 +145,29 @@ class RegisterVersion(NamedTuple):
 
 
 @dataclass(frozen=True)
+class RideAlong:
+    """What a write stores beside its events, in the same transaction: the fund's guarded
+    balances and the write side's registers. Recorders take these as keyword arguments of
+    insert_events (eventsourcing passes them through) and of insert_events_bulk."""
+
+    fund_deltas: dict[str, int] = field(default_factory=dict)
+    register: Sequence[RegisterRow] = ()
+    register_years: Sequence[RegisterYears] = ()
+    register_versions: Sequence[RegisterVersion] = ()
+    receipts: Sequence[tuple[str, UUID]] = ()
+    pensioners: Sequence[PensionerRow] = ()
+    paid_months_add: Sequence[tuple[UUID, str, str]] = ()
+    paid_months_remove: Sequence[tuple[UUID, str]] = ()
+    one_offs: Sequence[OneOffRow] = ()
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> RideAlong:
+        """The ride-along rows among a write's keyword arguments (others are eventsourcing's
+        own and are passed over)."""
+        return cls(**{k: v for k, v in kwargs.items() if k in _RIDE_ALONG_FIELDS and v})
+
+
+@dataclass(frozen=True)
 class RegisterRow:
     participant_id: UUID
     version: int
@@ -176,6 +199,9 @@ class OneOffRow:
     paid_by: str | None
     hold: str | None
     payee: bytes
+
+
+_RIDE_ALONG_FIELDS = frozenset(f.name for f in fields(RideAlong))
 
 
 class InsufficientFunds(Refused):
@@ -366,18 +392,9 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self._write_ride_along(c, **kwargs)
         self._chain(c, recorded)
 
-    def _write_ride_along(self, c: Any, *,
-                          fund_deltas: dict[str, int] | None = None,
-                          register: Sequence[RegisterRow] = (),
-                          register_years: Sequence[RegisterYears] = (),
-                          register_versions: Sequence[RegisterVersion] = (),
-                          receipts: Sequence[tuple[str, UUID]] = (),
-                          pensioners: Sequence[PensionerRow] = (),
-                          paid_months_add: Sequence[tuple[UUID, str, str]] = (),
-                          paid_months_remove: Sequence[tuple[UUID, str]] = (),
-                          one_offs: Sequence[OneOffRow] = (),
-                          **_: Any) -> None:
-        for account, delta in sorted((fund_deltas or {}).items()):
+    def _write_ride_along(self, c: Any, **kwargs: Any) -> None:
+        ride = RideAlong.of(kwargs)
+        for account, delta in sorted(ride.fund_deltas.items()):
             assert account in GUARDED_ACCOUNTS
             c.execute("SELECT balance_fen FROM fund_positions WHERE account=?", (account,))
             row = c.fetchone()
@@ -389,33 +406,33 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                           "WHERE account = ?", (delta, account))
             else:
                 c.execute("INSERT INTO fund_positions VALUES (?, ?)", (account, delta))
-        if register:
+        if ride.register:
             c.executemany(
                 "INSERT INTO participant_register VALUES (?,?,?,?,?,?) ON CONFLICT(participant_id) "
                 "DO UPDATE SET version=excluded.version, status=excluded.status, "
                 "identity_groups=excluded.identity_groups, "
                 "contributed_years=excluded.contributed_years",
                 [(r.participant_id.hex, r.version, r.status, r.birth_date, r.identity_groups,
-                  r.contributed_years) for r in register])
-        if register_years:
+                  r.contributed_years) for r in ride.register])
+        if ride.register_years:
             c.executemany("UPDATE participant_register SET version=?, contributed_years=? "
                           "WHERE participant_id=? AND version=?",
                           [(r.version, r.contributed_years, r.participant_id.hex, r.from_version)
-                           for r in register_years])
+                           for r in ride.register_years])
             # eventsourcing's cursor wrapper hides rowcount; the sqlite3 cursor has it.
-            if c.sqlite_cursor.rowcount != len(register_years):
+            if c.sqlite_cursor.rowcount != len(ride.register_years):
                 raise IntegrityError("participant_register: a row changed since it was read")
-        if register_versions:
+        if ride.register_versions:
             c.executemany("UPDATE participant_register SET version=? "
                           "WHERE participant_id=? AND version=?",
                           [(r.version, r.participant_id.hex, r.from_version)
-                           for r in register_versions])
-            if c.sqlite_cursor.rowcount != len(register_versions):
+                           for r in ride.register_versions])
+            if c.sqlite_cursor.rowcount != len(ride.register_versions):
                 raise IntegrityError("participant_register: a row changed since it was read")
-        if receipts:
+        if ride.receipts:
             c.executemany("INSERT INTO booked_receipts VALUES (?, ?)",
-                          [(no, pid.hex) for no, pid in receipts])
-        for r in pensioners:
+                          [(no, pid.hex) for no, pid in ride.receipts])
+        for r in ride.pensioners:
             if r.payee is None:
                 c.execute("UPDATE pensioner_register SET facts=? WHERE participant_id=?",
                           (r.facts, r.participant_id.hex))
@@ -423,19 +440,19 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 c.execute("INSERT INTO pensioner_register VALUES (?,?,?) ON CONFLICT"
                           "(participant_id) DO UPDATE SET facts=excluded.facts, "
                           "payee=excluded.payee", (r.participant_id.hex, r.facts, r.payee))
-        if paid_months_remove:
+        if ride.paid_months_remove:
             c.executemany("DELETE FROM paid_months WHERE participant_id=? AND month=?",
-                          [(pid.hex, m) for pid, m in paid_months_remove])
-        if paid_months_add:
+                          [(pid.hex, m) for pid, m in ride.paid_months_remove])
+        if ride.paid_months_add:
             # A plain INSERT: paying one pensioner twice for a month violates the key.
             c.executemany("INSERT INTO paid_months VALUES (?,?,?)",
-                          [(pid.hex, m, e2e) for pid, m, e2e in paid_months_add])
-        if one_offs:
+                          [(pid.hex, m, e2e) for pid, m, e2e in ride.paid_months_add])
+        if ride.one_offs:
             c.executemany("INSERT INTO one_off_register VALUES (?,?,?,?,?,?) ON CONFLICT"
                           "(participant_id, kind) DO UPDATE SET amount_fen=excluded.amount_fen, "
                           "paid_by=excluded.paid_by, hold=excluded.hold, payee=excluded.payee",
                           [(r.participant_id.hex, r.kind, r.amount_fen, r.paid_by, r.hold,
-                            r.payee) for r in one_offs])
+                            r.payee) for r in ride.one_offs])
 
     def _chain(self, c: Any, recorded: list[tuple[int, StoredEvent]]) -> None:
         self._append_blocks(c, recorded_blocks(recorded))
@@ -558,19 +575,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self._write_ride_along(curs, **kwargs)
         self._append_blocks(curs, recorded_blocks(recorded))
 
-    def _write_ride_along(self, curs: Any, *,
-                          fund_deltas: dict[str, int] | None = None,
-                          register: Sequence[RegisterRow] = (),
-                          register_years: Sequence[RegisterYears] = (),
-                          register_versions: Sequence[RegisterVersion] = (),
-                          receipts: Sequence[tuple[str, UUID]] = (),
-                          pensioners: Sequence[PensionerRow] = (),
-                          paid_months_add: Sequence[tuple[UUID, str, str]] = (),
-                          paid_months_remove: Sequence[tuple[UUID, str]] = (),
-                          one_offs: Sequence[OneOffRow] = (),
-                          **_: Any) -> None:
+    def _write_ride_along(self, curs: Any, **kwargs: Any) -> None:
+        ride = RideAlong.of(kwargs)
         s = self._schema
-        for account, delta in sorted((fund_deltas or {}).items()):
+        for account, delta in sorted(ride.fund_deltas.items()):
             assert account in GUARDED_ACCOUNTS
             curs.execute(SQL("SELECT balance_fen FROM {s}.fund_positions WHERE account=%s")
                          .format(s=s), (account,))
@@ -588,42 +596,43 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "ON CONFLICT (participant_id) DO UPDATE SET version=excluded.version, "
             "status=excluded.status, identity_groups=excluded.identity_groups, "
             "contributed_years=excluded.contributed_years")
-        if len(register) >= COPY_MIN_ROWS:
+        if len(ride.register) >= COPY_MIN_ROWS:
             # A bulk write: binary COPY. psycopg dumps a text[] parameter element by element
             # in Python (most of a 100,000-line import); COPY formats rows in C.
             curs.execute(SQL("CREATE TEMP TABLE register_in (LIKE {s}.participant_register) "
                              "ON COMMIT DROP").format(s=s))
             with curs.copy("COPY register_in FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["uuid", "int8", "text", "text", "text", "text"])
-                for r in register:
+                for r in ride.register:
                     copy.write_row((r.participant_id, r.version, r.status, r.birth_date,
                                     r.identity_groups, r.contributed_years))
             curs.execute(SQL("INSERT INTO {s}.participant_register SELECT * FROM register_in "
                              "{u}").format(s=s, u=upsert_register))
-        elif register:
+        elif ride.register:
+            rows = ride.register
             curs.execute(
                 SQL("INSERT INTO {s}.participant_register SELECT * FROM unnest("
                     "%b::uuid[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[]) "
                     "{u}").format(s=s, u=upsert_register),
-                ([r.participant_id for r in register], [r.version for r in register],
-                 [r.status for r in register], [r.birth_date for r in register],
-                 [r.identity_groups for r in register], [r.contributed_years for r in register]))
-        if register_years:
-            self._guarded_register_update(curs, register_years, ("contributed_years",))
-        if register_versions:
-            self._guarded_register_update(curs, register_versions, ())
-        if len(receipts) >= COPY_MIN_ROWS:
+                ([r.participant_id for r in rows], [r.version for r in rows],
+                 [r.status for r in rows], [r.birth_date for r in rows],
+                 [r.identity_groups for r in rows], [r.contributed_years for r in rows]))
+        if ride.register_years:
+            self._guarded_register_update(curs, ride.register_years, ("contributed_years",))
+        if ride.register_versions:
+            self._guarded_register_update(curs, ride.register_versions, ())
+        if len(ride.receipts) >= COPY_MIN_ROWS:
             with curs.copy(SQL("COPY {s}.booked_receipts (receipt_no, participant_id) "
                                "FROM STDIN (FORMAT BINARY)").format(s=s)) as copy:
                 copy.set_types(["text", "uuid"])
-                for receipt_no, pid in receipts:
+                for receipt_no, pid in ride.receipts:
                     copy.write_row((receipt_no, pid))
-        elif receipts:
+        elif ride.receipts:
             curs.execute(SQL("INSERT INTO {s}.booked_receipts SELECT * FROM unnest("
                              "%b::text[], %b::uuid[])").format(s=s),
-                         ([r[0] for r in receipts], [r[1] for r in receipts]))
-        full = [r for r in pensioners if r.payee is not None]
-        facts_only = [r for r in pensioners if r.payee is None]
+                         ([r[0] for r in ride.receipts], [r[1] for r in ride.receipts]))
+        full = [r for r in ride.pensioners if r.payee is not None]
+        facts_only = [r for r in ride.pensioners if r.payee is None]
         if full:
             curs.execute(SQL("INSERT INTO {s}.pensioner_register SELECT * FROM unnest("
                              "%b::uuid[], %b::text[], %b::bytea[]) ON CONFLICT (participant_id) "
@@ -647,34 +656,36 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                              "WHERE r.participant_id = v.id").format(s=s),
                          ([r.participant_id for r in facts_only], [r.facts for r in facts_only]))
             assert curs.rowcount == len(facts_only), (curs.rowcount, len(facts_only))
-        if paid_months_remove:
+        if ride.paid_months_remove:
+            removed = ride.paid_months_remove
             curs.execute(SQL("DELETE FROM {s}.paid_months AS p USING unnest(%b::uuid[], "
                              "%b::text[]) AS v(id, month) WHERE p.participant_id = v.id "
                              "AND p.month = v.month").format(s=s),
-                         ([r[0] for r in paid_months_remove], [r[1] for r in paid_months_remove]))
-        if len(paid_months_add) >= COPY_MIN_ROWS:
+                         ([r[0] for r in removed], [r[1] for r in removed]))
+        if len(ride.paid_months_add) >= COPY_MIN_ROWS:
             # COPY, like a plain INSERT, violates the key if anyone is paid twice for a month.
             with curs.copy(SQL("COPY {s}.paid_months (participant_id, month, end_to_end_id) "
                                "FROM STDIN (FORMAT BINARY)").format(s=s)) as copy:
                 copy.set_types(["uuid", "text", "text"])
-                for row in paid_months_add:
+                for row in ride.paid_months_add:
                     copy.write_row(row)
-        elif paid_months_add:
+        elif ride.paid_months_add:
+            added = ride.paid_months_add
             # A plain INSERT: paying one pensioner twice for a month violates the key.
             curs.execute(SQL("INSERT INTO {s}.paid_months SELECT * FROM unnest(%b::uuid[], "
                              "%b::text[], %b::text[])").format(s=s),
-                         ([r[0] for r in paid_months_add], [r[1] for r in paid_months_add],
-                          [r[2] for r in paid_months_add]))
-        if one_offs:
+                         ([r[0] for r in added], [r[1] for r in added], [r[2] for r in added]))
+        if ride.one_offs:
+            offs = ride.one_offs
             # A few a month: unnest is enough.
             curs.execute(SQL("INSERT INTO {s}.one_off_register SELECT * FROM unnest("
                              "%b::uuid[], %b::text[], %b::bigint[], %b::text[], %b::text[], "
                              "%b::bytea[]) ON CONFLICT (participant_id, kind) DO UPDATE SET "
                              "amount_fen=excluded.amount_fen, paid_by=excluded.paid_by, "
                              "hold=excluded.hold, payee=excluded.payee").format(s=s),
-                         ([r.participant_id for r in one_offs], [r.kind for r in one_offs],
-                          [r.amount_fen for r in one_offs], [r.paid_by for r in one_offs],
-                          [r.hold for r in one_offs], [r.payee for r in one_offs]))
+                         ([r.participant_id for r in offs], [r.kind for r in offs],
+                          [r.amount_fen for r in offs], [r.paid_by for r in offs],
+                          [r.hold for r in offs], [r.payee for r in offs]))
 
     def _guarded_register_update(self, curs: Any, rows: Sequence[tuple[Any, ...]],
                                  columns: tuple[str, ...]) -> None:

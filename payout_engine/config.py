@@ -65,6 +65,11 @@ class PayoutConfig(BaseModel):
                                        ge=MIN_EXECUTION_OFFSET_DAYS, le=20)
     holidays: tuple[date, ...] = ()
 
+    def is_fund_account(self, account: str) -> bool:
+        """Whether a bank message's account is the fund's expenditure account (by its
+        domestic number or its IBAN)."""
+        return account in {self.fund_account_number, self.fund_iban} - {""}
+
     @field_validator("holidays", mode="before")
     @classmethod
     def _holidays(cls, v: object) -> object:

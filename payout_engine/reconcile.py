@@ -29,7 +29,6 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 def fund_statements(paths: Iterable[str | Path], config: PayoutConfig) -> list[Statement]:
     """The statements of the fund's expenditure account in the camt.053 files, by closing
     date (other accounts' statements are passed over)."""
-    ours = {config.fund_account_number, config.fund_iban} - {""}
     found: list[Statement] = []
     for count, path in enumerate(paths, start=1):
         if count > MAX_FILES:
@@ -47,7 +46,7 @@ def fund_statements(paths: Iterable[str | Path], config: PayoutConfig) -> list[S
             raise InvalidInput("file", f"{p}: a {message.message_name}, not a camt.053 "
                                        "statement")
         for s in message.statements:
-            if s.account not in ours:
+            if not config.is_fund_account(s.account):
                 continue
             if s.to_date is None:
                 raise InvalidInput("file", f"{p}: statement {s.id} has no closing date")

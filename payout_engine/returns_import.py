@@ -132,10 +132,6 @@ class _Reader:
                         nb_of_txs=record["nb_of_txs"], ctrl_sum_fen=record["ctrl_sum_fen"],
                         payments=payments)
 
-    def is_fund_account(self, account: str) -> bool:
-        ours = {self.config.fund_account_number, self.config.fund_iban} - {""}
-        return account in ours
-
     # -- pain.002 --
     def status_report(self, report: StatusReport) -> list[Answer]:
         sent = self.sent_file(report.original_message_id)
@@ -195,7 +191,7 @@ class _Reader:
     def notification(self, message: DebitCreditNotification) -> list[Answer]:
         out = []
         for n in message.notifications:
-            if not self.is_fund_account(n.account):
+            if not self.config.is_fund_account(n.account):
                 self.ignored.append(f"notification {n.id} of account {n.account}")
                 continue
             out += self.entries(n.account, n.entries, _day(message.created_at))
@@ -204,7 +200,7 @@ class _Reader:
     def statement(self, message: AccountStatement) -> tuple[list[Answer], list[Statement]]:
         out, ours = [], []
         for s in message.statements:
-            if not self.is_fund_account(s.account):
+            if not self.config.is_fund_account(s.account):
                 self.ignored.append(f"statement {s.id} of account {s.account}")
                 continue
             ours.append(s)

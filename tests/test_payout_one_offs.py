@@ -138,15 +138,21 @@ def test_the_month_pays_the_heirs_and_the_refund_with_the_pensions(
     assert sorted(e.kind for e in paid) == ["funeral_grant", "inheritance", "refund"]
 
 
-def test_an_account_failure_holds_the_grant_until_the_payee_changes_then_pays_it_once(
-        ledger: Ledger, tmp_path: Path) -> None:
+def a_grant_owed(ledger: Ledger, tmp_path: Path, payee_account: BankAccount | None) -> str:
+    """Two pensioners paid for April; one dies and a funeral grant is awarded to 王小五."""
     treasury(ledger)
     transitional(ledger, 1)
     dead = transitional(ledger, 2)
     pay(ledger, "2020-04", tmp_path)
     die(ledger, dead)
-    ledger.award_funeral_grant(id_number=dead, payee="王小五", payee_account=HEIR,
+    ledger.award_funeral_grant(id_number=dead, payee="王小五", payee_account=payee_account,
                                value_date=date(2020, 5, 3), actor=OPERATOR)
+    return dead
+
+
+def test_an_account_failure_holds_the_grant_until_the_payee_changes_then_pays_it_once(
+        ledger: Ledger, tmp_path: Path) -> None:
+    dead = a_grant_owed(ledger, tmp_path, HEIR)
     may = draft(ledger, "2020-05", file_format="domestic")
     e2e = one_off_lines(may)["funeral_grant"].end_to_end_id
     answer(ledger, "2020-05", tmp_path, {e2e: "AC01"})
@@ -176,13 +182,7 @@ def test_an_account_failure_holds_the_grant_until_the_payee_changes_then_pays_it
 
 def test_a_one_off_without_an_account_stays_owed_and_a_changed_one_refuses_funding(
         ledger: Ledger, tmp_path: Path) -> None:
-    treasury(ledger)
-    transitional(ledger, 1)
-    dead = transitional(ledger, 2)
-    pay(ledger, "2020-04", tmp_path)
-    die(ledger, dead)
-    ledger.award_funeral_grant(id_number=dead, payee="王小五", payee_account=None,
-                               value_date=date(2020, 5, 3), actor=OPERATOR)
+    dead = a_grant_owed(ledger, tmp_path, None)
     may = draft(ledger, "2020-05", file_format="domestic")
     assert one_off_lines(may) == {}
     assert may.comparison["excluded"]["listed"] == [
