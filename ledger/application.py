@@ -23,7 +23,12 @@ from eventsourcing.utils import Environment
 from ledger import resident_id
 from ledger.aggregates.command_receipt import MAX_KEY_LEN, CommandReceipt
 from ledger.aggregates.fund import Fund
-from ledger.aggregates.participant import BankAccount, Participant, participant_id
+from ledger.aggregates.participant import (
+    OWED_AT_DEATH,
+    BankAccount,
+    Participant,
+    participant_id,
+)
 from ledger.aggregates.ruleset import RuleSet
 from ledger.errors import (
     ConcurrencyConflict,
@@ -34,7 +39,14 @@ from ledger.errors import (
     Refused,
 )
 from ledger.money import check_fen
-from ledger.payout import PensionerFacts, facts_json, facts_of, load_facts, payee_json
+from ledger.payout import (
+    PensionerFacts,
+    facts_json,
+    facts_of,
+    load_facts,
+    owed_at_death,
+    payee_json,
+)
 from ledger.postings import guarded_deltas
 from ledger.rules import Parameters, RuleVersion, sample_county
 from ledger.store import (
@@ -60,7 +72,7 @@ def payload_sha256(payload: dict[str, Any]) -> str:
 # The events that change a participant's one-off payables (its one_off_register rows).
 ONE_OFF_EVENTS = (Participant.BalanceSettled, Participant.FuneralGrantAwarded,
                   Participant.PayeeDetailsChanged, Participant.OneOffPaid,
-                  Participant.OneOffPaymentReversed)
+                  Participant.OneOffPaymentReversed, Participant.PensionOwedAtDeath)
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,8 @@ class Ledger(Application[UUID]):
                       if isinstance(a, Participant) and (f := facts_of(a)) is not None]
         paid_add = [(e.originator_id, m, e.end_to_end_id) for e in pending
                     if isinstance(e, Participant.PensionPaid) for m in e.months]
+        paid_add += [(e.originator_id, m, OWED_AT_DEATH) for e in pending
+                     if isinstance(e, Participant.PensionOwedAtDeath) for m in e.months]
         paid_remove = [(e.originator_id, m) for e in pending
                        if isinstance(e, Participant.PensionPaymentReversed) for m in e.months]
         one_offs = [row for a in aggregates if isinstance(a, Participant)
@@ -529,10 +543,38 @@ class Ledger(Application[UUID]):
 
     def decease(self, *, id_number: str, date_of_death: date, reported_on: date, actor: str,
                 idempotency_key: str | None = None) -> dict[str, Any]:
+        """Record a death. A pensioner's months up to and including the month of death not
+        yet paid become a payable to the heirs in the same command (settle_owed_at_death)."""
+        def die(p: Participant) -> dict[str, Any] | None:
+            p.decease(date_of_death, reported_on, actor)
+            owed = self.settle_owed_at_death(p, reported_on, actor)
+            if owed is None:
+                return None
+            return {"owed_at_death": {"months": list(owed.months), "amount_fen": owed.amount_fen}}
         return self._participant_step(
             "decease", id_number, actor, idempotency_key,
-            {"date_of_death": date_of_death, "reported_on": reported_on},
-            lambda p: p.decease(date_of_death, reported_on, actor))
+            {"date_of_death": date_of_death, "reported_on": reported_on}, die)
+
+    def settle_owed_at_death(self, p: Participant, value_date: date, actor: str
+                             ) -> Any | None:
+        """If a dead pensioner is owed months up to the month of death (never drafted, or
+        sent back by the bank), book them as the heirs' payable (PensionOwedAtDeath) on p,
+        unsaved; returns what was owed (a ledger.payout.Due) or None. A payable already sent
+        to the bank cannot grow: the months are then left owed and `audit anomalies`
+        lists them."""
+        owed = owed_at_death(p, lambda on: self.ruleset().in_force(on, "period"))
+        if owed is None:
+            return None
+        sent = p.payables.get(OWED_AT_DEATH)
+        if sent is not None and sent.paid_by is not None:
+            return None
+        p.owe_at_death(months=list(owed.months), basic_fen=owed.basic_fen,
+                       account_by_source_fen=dict(owed.account_by_source_fen),
+                       pooled_account_fen=owed.pooled_account_fen,
+                       deduction_fen=owed.deduction_fen, amount_fen=owed.amount_fen,
+                       rule_versions=list(owed.rule_versions), value_date=value_date,
+                       actor=actor)
+        return owed
 
     def terminate(self, *, id_number: str, reason_code: str, effective_date: date, actor: str,
                   idempotency_key: str | None = None) -> dict[str, Any]:

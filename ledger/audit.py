@@ -171,8 +171,10 @@ def anomalies(ledger: Any, on: date) -> dict[str, Any]:
     - paid_after_death: a dead pensioner's pension paid (and not returned) for a month
       after the month of death, with no overpayment assessed for that month;
     - owed_at_death: a dead pensioner's months up to and including the month of death
-      (payment stops from the month after) that were never paid: the monthly run pays the
-      living only, so these are owed to the heirs and must be paid by hand for now;
+      (payment stops from the month after) neither paid nor settled into the heirs'
+      payable: recording a death settles them (Ledger.settle_owed_at_death), so these are
+      deaths recorded before it did, or months sent back by the bank after the heirs'
+      payable was already paid (settled by hand);
     - shared_account: one bank account receiving the pensions of several living
       pensioners (a spouse's joint account, or someone collecting for the dead);
     - centenarian: a pensioner aged 100 or more on `on` still being paid.
@@ -180,8 +182,13 @@ def anomalies(ledger: Any, on: date) -> dict[str, Any]:
     Every pensioner in the register is read; the dead ones are replayed (their payments and
     assessments are events)."""
     from ledger import resident_id
-    from ledger.aggregates.participant import Participant, months_between
-    from ledger.payout import next_month
+    from ledger.aggregates.participant import Participant
+    from ledger.payout import owed_at_death
+
+    ruleset = ledger.ruleset()
+
+    def rules_on(day: date) -> Any:
+        return ruleset.in_force(day, "period")
 
     found: dict[str, list[dict[str, Any]]] = {
         "paid_after_death": [], "owed_at_death": [], "shared_account": [], "centenarian": []}
@@ -229,13 +236,11 @@ def anomalies(ledger: Any, on: date) -> dict[str, Any]:
             add("paid_after_death", {"id_number": p.id_number, "name": p.name,
                                      "date_of_death": p.date_of_death.isoformat(),
                                      "months": months})
-        if p.pension is not None:
-            owed = [m for m in months_between(p.pension.start_month, next_month(death_month))
-                    if m not in p.paid_months and m not in p.forfeited_months]
-            if owed:
-                add("owed_at_death", {"id_number": p.id_number, "name": p.name,
-                                      "date_of_death": p.date_of_death.isoformat(),
-                                      "months": owed})
+        owed = owed_at_death(p, rules_on)
+        if owed is not None:
+            add("owed_at_death", {"id_number": p.id_number, "name": p.name,
+                                  "date_of_death": p.date_of_death.isoformat(),
+                                  "months": list(owed.months), "amount_fen": owed.amount_fen})
     return {"on": on.isoformat(), "pensioners_checked": checked, "counts": counts,
             "anomalies": found}
 

@@ -895,7 +895,8 @@ def pensioner_funeral_grant(ctx: typer.Context, id_number: IdOpt,
 @guarded
 def pensioner_payee(ctx: typer.Context, id_number: IdOpt,
                     kind: Annotated[str, typer.Option(
-                        "--kind", help="funeral_grant, inheritance or refund.")],
+                        "--kind", help="funeral_grant, inheritance, refund or "
+                                       "pension_owed_at_death.")],
                     payee: Annotated[str, typer.Option("--payee")],
                     account_name: Annotated[str, typer.Option("--account-name")],
                     account_number: Annotated[str, typer.Option("--account-number")],

@@ -447,8 +447,8 @@ class Demo:
     def deaths(self, county: County, year: int) -> None:
         self.section("A death reported late: overpayment, funeral grant, inheritance")
         who = county.cast.near_pension[0]
-        self.ledger.decease(id_number=who, date_of_death=date(year, 2, 10),
-                            reported_on=date(year, 5, 6), actor=OPERATOR)
+        died = self.ledger.decease(id_number=who, date_of_death=date(year, 2, 10),
+                                   reported_on=date(year, 5, 6), actor=OPERATOR)
         p = self.ledger.participant(who)
         assert p.pension is not None
         monthly = p.pension.basic.total_fen() + p.pension.account_pension_fen
@@ -461,6 +461,15 @@ class Demo:
                  f"{len(months)} months paid after death, {format_yuan(over)} yuan overpaid.")
         spouse = BankAccount(account_name="继承人(配偶)", account_number="6222000099990001",
                              bank_code="102")
+        owed = died.get("result", {}).get("owed_at_death")
+        if owed:
+            # Payment stops from the month after death: the months up to it that were never
+            # paid are the heirs', paid by the monthly run once they are named.
+            self.ledger.change_payee(id_number=who, kind="pension_owed_at_death",
+                                     payee="继承人(配偶)", payee_account=spouse, actor=OPERATOR)
+            self.say(f"Never paid up to the month of death ({', '.join(owed['months'])}): "
+                     f"{format_yuan(owed['amount_fen'])} yuan owed to the spouse, for the "
+                     "monthly payout run.")
         r = self.ledger.award_funeral_grant(id_number=who, payee="继承人(配偶)",
                                             payee_account=spouse, value_date=date(year, 5, 20),
                                             actor=OPERATOR)
@@ -579,10 +588,6 @@ class Demo:
         counts = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in found["counts"].items())
         self.say(f"Anomalies among {found['pensioners_checked']} pensioners "
                  f"(`audit anomalies`): {counts}.")
-        if found["counts"]["owed_at_death"]:
-            self.say("(This demo pays no monthly pensions through the bank, which the payout "
-                     "run does: docs/payout.md. So the pensioner who died shows months owed "
-                     "at death never paid.)")
         return audit
 
 

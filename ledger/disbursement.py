@@ -567,6 +567,12 @@ def _book(ledger: Ledger, batch: PayoutBatch, a: BatchAnswers,
                         deduction_fen=line.deduction_fen, amount_fen=line.amount_fen,
                         reason_code=outcome.reason_code, after_settlement=after,
                         actor=actor)
+    for outcome in [*a.failed, *a.returned]:
+        # A dead pensioner's month sent back by the bank (an account closed at death: MD07)
+        # is owed to the heirs, not to the next run (which pays the living only).
+        p = participants[batch.lines[outcome.end_to_end_id].participant_id]
+        if p.status == "deceased":
+            ledger.settle_owed_at_death(p, a.value_date, actor)
 
 
 def _batch_step(ledger: Ledger, batch_id: UUID, step: Callable[[PayoutBatch], None],

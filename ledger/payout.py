@@ -11,7 +11,7 @@ empty, then paid by the pooled fund.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -112,6 +112,33 @@ def months_owed(f: PensionerFacts, period: str) -> list[str]:
     months = months_between(first, next_month(period))
     assert len(months) <= MAX_MONTHS_OWED, "more months owed than the limit"
     return [m for m in months if m not in f.paid_after and m not in f.forfeited_after]
+
+
+def owed_at_death(p: Participant, rules_on: Callable[[date], RuleVersion]) -> Due | None:
+    """What a dead pensioner was owed and never paid: the months from the start of the
+    pension through the month of death (payment stops from the month after), by the same
+    rules as the monthly run, as if they were still a pensioner being paid. Months of a
+    suspension for imprisonment are forfeited, as a resumption would forfeit them; any
+    other suspension (no proof of life, a death check, a bank return) is paid in arrears.
+    None when nothing is owed."""
+    if p.pension is None or p.date_of_death is None:
+        return None
+    f = facts_of(p)
+    assert f is not None
+    period = p.date_of_death.strftime("%Y-%m")
+    if p.suspension is not None and p.suspension[0] == "imprisoned":
+        period = min(period, previous_month(p.suspension[1]))
+    if period < f.start_month:
+        return None
+    y, m = parse_month(period, "period")
+    max_deduction = rules_on(date(y, m, 1)).parameters.overpayment_max_deduction_percent
+    alive = replace(f, status="pensioner", payment_hold=None)
+    return due_for(alive, period, rules_on, max_deduction)
+
+
+def previous_month(month: str) -> str:
+    y, m = parse_month(month, "month")
+    return f"{y - (m == 1):04d}-{(m - 2) % 12 + 1:02d}"
 
 
 def due_for(f: PensionerFacts, period: str, rules_on: Callable[[date], RuleVersion],

@@ -9,7 +9,7 @@ Chart of accounts
                1201 overpayment receivable           1202.<level> government subsidy receivable
   Liabilities  2001.<source>/<participant> individual accounts
                2101 pooled basic-pension fund        2201 inheritance payable  2202 refund payable
-               2203 funeral grant payable
+               2203 funeral grant payable        2204 pension owed at death payable
                2301 pensions payable (sent to the bank, not yet settled)
   Fund result  3001 bank interest earned             3002 interest credited to accounts
 
@@ -42,6 +42,7 @@ POOLED = "2101"
 INHERITANCE_PAYABLE = "2201"
 REFUND_PAYABLE = "2202"
 FUNERAL_GRANT_PAYABLE = "2203"
+OWED_AT_DEATH_PAYABLE = "2204"
 PENSIONS_PAYABLE = "2301"
 INTEREST_EARNED = "3001"
 INTEREST_CREDITED = "3002"
@@ -62,6 +63,7 @@ ACCOUNT_NAMES = {
     INHERITANCE_PAYABLE: "inheritance payable",
     REFUND_PAYABLE: "refund payable",
     FUNERAL_GRANT_PAYABLE: "funeral grant payable (丧葬补助金)",
+    OWED_AT_DEATH_PAYABLE: "pension owed at death payable (应发未发养老金)",
     PENSIONS_PAYABLE: "pensions payable",
     INTEREST_EARNED: "bank interest earned",
     INTEREST_CREDITED: "interest credited to individual accounts",
@@ -127,7 +129,7 @@ def _interest(e: Fields, pid: Id) -> list[Entry]:
 
 # The payable each one-off kind is owed from (ledger.aggregates.participant.ONE_OFF_KINDS).
 ONE_OFF_PAYABLES = {"funeral_grant": FUNERAL_GRANT_PAYABLE, "inheritance": INHERITANCE_PAYABLE,
-                    "refund": REFUND_PAYABLE}
+                    "refund": REFUND_PAYABLE, "pension_owed_at_death": OWED_AT_DEATH_PAYABLE}
 
 
 def _settled(e: Fields, pid: Id) -> list[Entry]:
@@ -178,6 +180,15 @@ def _pension_paid(e: Fields, pid: Id) -> list[Entry]:
     out = [_sub(src, pid, -amt) for src, amt in sorted(e["account_by_source_fen"].items())]
     out.append((POOLED, e["basic_fen"] + e["pooled_account_fen"], None))
     out.append((PENSIONS_PAYABLE, -e["amount_fen"], None))
+    out.append((OVERPAYMENT_RECEIVABLE, -e["deduction_fen"], None))
+    return out
+
+
+def _owed_at_death(e: Fields, pid: Id) -> list[Entry]:
+    # As a pension paid, but owed to the heirs instead of sent to the bank.
+    out = [_sub(src, pid, -amt) for src, amt in sorted(e["account_by_source_fen"].items())]
+    out.append((POOLED, e["basic_fen"] + e["pooled_account_fen"], None))
+    out.append((OWED_AT_DEATH_PAYABLE, -e["amount_fen"], None))
     out.append((OVERPAYMENT_RECEIVABLE, -e["deduction_fen"], None))
     return out
 
@@ -263,6 +274,7 @@ RULES: dict[str, Rule] = {
     PARTICIPANT + "OverpaymentRecovered": _overpayment_recovered,
     PARTICIPANT + "PensionPaid": _pension_paid,
     PARTICIPANT + "PensionPaymentReversed": _pension_reversed,
+    PARTICIPANT + "PensionOwedAtDeath": _owed_at_death,
     PARTICIPANT + "FuneralGrantAwarded": _funeral_grant,
     PARTICIPANT + "OneOffPaid": _one_off_paid,
     PARTICIPANT + "OneOffPaymentReversed": _one_off_reversed,

@@ -43,7 +43,7 @@ def message_id(period: str, sequence: int) -> str:
 
 # What the payee's statement says a one-off payment is (a pension says its month).
 ONE_OFF_REMITTANCE = {"funeral_grant": "丧葬补助金", "inheritance": "个人账户继承",
-                      "refund": "个人账户退还"}
+                      "refund": "个人账户退还", "pension_owed_at_death": "应发未发养老金"}
 
 
 def remittance(period: str, months: list[str], kind: str = MONTHLY_PENSION) -> str:

@@ -48,7 +48,7 @@ from payout_engine.config import PayoutConfig, load_config
 MAX_RETURN_FILE_BYTES = 512 * 1024 * 1024
 MAX_LISTED = 1000  # held pensioners, death checks listed in a summary
 Kind = Literal["settled", "failed", "returned"]
-_E2E = re.compile(r"[PFIR](\d{4})(\d{2})(\d{2})[0-9A-F]{24}")
+_E2E = re.compile(r"[PFIRD](\d{4})(\d{2})(\d{2})[0-9A-F]{24}")
 _FILE_ID = re.compile(r"PO-(\d{4})(\d{2})-(\d{2})-\d{4}")
 
 

@@ -49,22 +49,6 @@ def test_a_pension_paid_after_death_is_found_until_the_overpayment_is_assessed(
     assert lives  # the living pensioner is checked and raises nothing
 
 
-def test_months_owed_at_death_and_never_paid_are_found(ledger: Ledger,
-                                                     tmp_path: Path) -> None:
-    # Paid for April; died on 20 May, recorded before May's run: May is owed (payment stops
-    # from the month after death) but the run pays the living only.
-    treasury(ledger)
-    died, _ = transitional(ledger, 1), transitional(ledger, 2)
-    pay(ledger, "2020-04", tmp_path)
-    ledger.decease(id_number=died, date_of_death=date(2020, 5, 20),
-                   reported_on=date(2020, 5, 25), actor=OPERATOR)
-    pay(ledger, "2020-05", tmp_path)
-    found = anomalies(ledger, ON)["anomalies"]
-    assert [(a["id_number"], a["months"]) for a in found["owed_at_death"]] == [
-        (died, ["2020-05"])]
-    assert found["paid_after_death"] == []
-
-
 def test_a_shared_account_and_a_centenarian_are_found(ledger: Ledger) -> None:
     one, two = transitional(ledger, 1), transitional(ledger, 2)
     old = transitional(ledger, 3, born=date(1918, 5, 1))

@@ -86,9 +86,10 @@ def test_demo_end_to_end_reconciles(tmp_path: Path) -> None:
 
     assert result["audit"]["ok"] is True and result["audit"]["events"] > 0
     # The demo's county has no shared accounts and no one of 100. It pays no monthly
-    # pension through the bank, so nothing is paid after a death, and the pensioner who
-    # died has months owed at death never paid (test_audit_anomalies.py finds each kind).
-    assert result["audit"]["anomalies"] == {"paid_after_death": 0, "owed_at_death": 1,
+    # pension through the bank, so nothing is paid after a death, and the months owed at
+    # the death are the heirs' payable (test_audit_anomalies.py and test_owed_at_death.py
+    # find each kind).
+    assert result["audit"]["anomalies"] == {"paid_after_death": 0, "owed_at_death": 0,
                                              "shared_account": 0, "centenarian": 0}
     refusals = "\n".join(result["refusals"])
     assert "the law forbids moving money expenditure -> income" in refusals

@@ -184,7 +184,15 @@ def test_nobody_is_paid_twice_and_everyone_is_paid_what_is_owed(
                            for m in e.months)
             assert all(paid[m] - back[m] in (0, 1) for m in paid), "a month paid twice"
             net = sorted(m for m in paid if paid[m] > back[m])
-            assert ledger.queries.paid_month_count(pid(idn)) == len(net)
+            at_death = [e for e in ledger.events.get(pid(idn))
+                        if isinstance(e, Participant.PensionOwedAtDeath)]
+            settled = sorted(m for e in at_death for m in e.months)
+            assert not set(settled) & set(net), "a month paid and owed at death"
+            assert ledger.queries.paid_month_count(pid(idn)) == len(net) + len(settled)
+            # What the heirs are owed (and the overpayment recovered from it) is what the
+            # rules owe for those months.
+            assert sum(e.amount_fen + e.deduction_fen for e in at_death) == sum(
+                owed_fen(ledger, idn, m) for m in settled)
             reversed_ids = {e.end_to_end_id for e in events
                             if isinstance(e, Participant.PensionPaymentReversed)}
             kept = [e for e in events if isinstance(e, Participant.PensionPaid)
@@ -199,7 +207,13 @@ def test_nobody_is_paid_twice_and_everyone_is_paid_what_is_owed(
             if p.status == "pensioner":
                 assert net == owed
             else:
-                assert p.status == "deceased" and set(net) <= set(owed)
+                # Every month up to and including the month of death is paid or owed to
+                # the heirs; none after it; none of a prison term.
+                assert p.status == "deceased" and p.date_of_death is not None
+                death_month = p.date_of_death.strftime("%Y-%m")
+                until_death = [m for m in owed if m <= death_month
+                               and (idn not in prison or m < prison[idn])]
+                assert sorted(net + settled) == until_death
         positions = ledger.fund_positions()
         assert positions[IN_FLIGHT] == 0
         # Appropriated = paid out for good + what came back to the expenditure account.

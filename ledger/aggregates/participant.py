@@ -47,8 +47,10 @@ class BankAccount(Immutable):
 
 
 # One-off sums owed to a payee and paid by the monthly run through the bank: the funeral
-# grant (丧葬补助金), the inherited balance and a refunded balance.
-ONE_OFF_KINDS = ("funeral_grant", "inheritance", "refund")
+# grant (丧葬补助金), the inherited balance, a refunded balance, and the pension a pensioner
+# was owed at death (the months up to and including the month of death never paid).
+ONE_OFF_KINDS = ("funeral_grant", "inheritance", "refund", "pension_owed_at_death")
+OWED_AT_DEATH = "pension_owed_at_death"
 
 
 class Payable(Immutable):
@@ -458,6 +460,39 @@ class Participant(Aggregate):
             p.overpayment_fen -= self.deduction_fen
             assert p.overpayment_fen >= 0
 
+    class PensionOwedAtDeath(MoneyEvent):
+        """Months of pension a pensioner was owed when they died (payment stops only from
+        the month after death) and never paid: settled into a payable to the heirs, which
+        the monthly run pays like the other one-offs once they are named (change_payee).
+        The months count as settled from here on, so no run owes them again."""
+
+        months: list[str]
+        basic_fen: int
+        account_by_source_fen: dict[str, int]
+        pooled_account_fen: int
+        deduction_fen: int
+        amount_fen: int              # what the heirs are owed
+        rule_versions: list[str]
+
+        def apply(self, p: Any) -> None:
+            for m in self.months:
+                assert m not in p.paid_months and m not in p.forfeited_months, m
+                p.paid_months[m] = OWED_AT_DEATH
+            for src, amt in sorted(self.account_by_source_fen.items()):
+                if amt:
+                    self.book(p, src, -amt, "pension")
+            p.overpayment_fen -= self.deduction_fen
+            assert p.overpayment_fen >= 0
+            old = p.payables.get(OWED_AT_DEATH)
+            if old is None:
+                p.payables[OWED_AT_DEATH] = Payable(kind=OWED_AT_DEATH,
+                                                    amount_fen=self.amount_fen, payee="",
+                                                    payee_account=None)
+            else:  # owed again after a bank returned a payment: one payable, not two
+                assert old.paid_by is None, old
+                p.payables[OWED_AT_DEATH] = old.model_copy(
+                    update={"amount_fen": old.amount_fen + self.amount_fen})
+
     class PensionPaymentReversed(MoneyEvent):
         """The bank failed or returned a payment: the months are owed again."""
 
@@ -709,6 +744,38 @@ class Participant(Aggregate):
             raise InvalidInput("date_of_death", "is before the birth date")
         self.trigger_event(self.Died, date_of_death=date_of_death, reported_on=reported_on,
                            actor=actor)
+
+    def owe_at_death(self, *, months: list[str], basic_fen: int,
+                     account_by_source_fen: dict[str, int], pooled_account_fen: int,
+                     deduction_fen: int, amount_fen: int, rule_versions: list[str],
+                     value_date: date, actor: str) -> None:
+        """Settle the months owed at death into the heirs' payable (the amounts come from
+        ledger.payout.owed_at_death, by the same rules as the monthly run)."""
+        if self.status != "deceased" or self.date_of_death is None or self.pension is None:
+            raise Refused("participant", "pension owed at death needs a pensioner's "
+                          "recorded death")
+        death_month = self.date_of_death.strftime("%Y-%m")
+        if not months or any(m > death_month or m < self.pension.start_month
+                             or m in self.paid_months or m in self.forfeited_months
+                             for m in months):
+            raise Refused("months", f"must be months from {self.pension.start_month} to the "
+                          f"month of death ({death_month}) neither paid nor forfeited")
+        drawn = sum(account_by_source_fen.values())
+        if any(self.sources.get(s, 0) < a for s, a in account_by_source_fen.items()):
+            raise Refused("account_by_source_fen", "draws more than the account holds")
+        if deduction_fen > self.overpayment_fen:
+            raise Refused("deduction_fen", "exceeds the outstanding overpayment")
+        if amount_fen != basic_fen + drawn + pooled_account_fen - deduction_fen or amount_fen < 0:
+            raise Refused("amount_fen", "must be the basic and account parts less the deduction")
+        old = self.payables.get(OWED_AT_DEATH)
+        if old is not None and old.paid_by is not None:
+            raise Refused("participant", f"the pension owed at death was sent to the bank as "
+                          f"{old.paid_by}; months owed since are settled by hand")
+        self.trigger_event(self.PensionOwedAtDeath, months=months, basic_fen=basic_fen,
+                           account_by_source_fen=account_by_source_fen,
+                           pooled_account_fen=pooled_account_fen, deduction_fen=deduction_fen,
+                           amount_fen=amount_fen, rule_versions=rule_versions,
+                           value_date=value_date, actor=actor)
 
     def terminate(self, reason_code: str, effective_date: date, actor: str) -> None:
         if reason_code not in TERMINATE_REASONS:

@@ -26,7 +26,8 @@ MONTHLY_PENSION = "monthly_pension"
 LINE_KINDS = (MONTHLY_PENSION, *ONE_OFF_KINDS)
 # The EndToEndId's first letter: a participant's one-offs and pension in the same batch
 # must have different ids, and the bank's answers must say which was paid.
-E2E_LETTERS = {MONTHLY_PENSION: "P", "funeral_grant": "F", "inheritance": "I", "refund": "R"}
+E2E_LETTERS = {MONTHLY_PENSION: "P", "funeral_grant": "F", "inheritance": "I", "refund": "R",
+               "pension_owed_at_death": "D"}
 
 
 class BatchLine(Immutable):

@@ -70,7 +70,7 @@ PAYMENTS = TableSpec("proj_pension_payments", (
 HEADER_EVENTS = frozenset(PARTICIPANT + kind for kind in (
     "IdentityGroupChanged", "BankDetailsChanged", "PensionApproved", "Suspended", "Resumed",
     "Died", "Terminated", "BalanceSettled", "OverpaymentAssessed", "OverpaymentRecovered",
-    "PensionPaid", "PensionPaymentReversed"))
+    "PensionPaid", "PensionPaymentReversed", "PensionOwedAtDeath"))
 PAID = PARTICIPANT + "PensionPaid"
 REVERSED = PARTICIPANT + "PensionPaymentReversed"
 ENROLLED = PARTICIPANT + "Enrolled"
@@ -264,6 +264,11 @@ class ParticipantsView(View):
             p.overpayment_fen -= e["amount_fen"]
             assert p.overpayment_fen >= 0
         elif kind == "PensionPaid":
+            self._paid(p, add=e["months"])
+            p.overpayment_fen -= e["deduction_fen"]
+            assert p.overpayment_fen >= 0
+        elif kind == "PensionOwedAtDeath":
+            # The months are settled (owed to the heirs as a one-off), not paid out.
             self._paid(p, add=e["months"])
             p.overpayment_fen -= e["deduction_fen"]
             assert p.overpayment_fen >= 0
