@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from ledger.postings import INDIVIDUAL, RULES, postings_for
 from ledger.store import GENESIS_SHA256, block_sha256, event_sha256
 
@@ -165,8 +167,9 @@ CENTENARIAN_AGE = 100  # still paid at this age: the survival check (生存认�
 MAX_LISTED = 1_000     # anomalies listed per kind (all are counted)
 
 
-def anomalies(ledger: Any, on: date) -> dict[str, Any]:
-    """What audits of this scheme keep finding, looked for in the ledger's own records:
+def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
+    """What audits of this scheme keep finding (DOMAIN.md, 内控稽核), looked for in the
+    ledger's own records:
 
     - paid_after_death: a dead pensioner's pension paid (and not returned) for a month
       after the month of death, with no overpayment assessed for that month;
@@ -177,24 +180,34 @@ def anomalies(ledger: Any, on: date) -> dict[str, Any]:
       payable was already paid (settled by hand);
     - shared_account: one bank account receiving the pensions of several living
       pensioners (a spouse's joint account, or someone collecting for the dead);
-    - centenarian: a pensioner aged 100 or more on `on` still being paid.
+    - centenarian: a pensioner aged 100 or more on `on` still being paid;
+    - dead_account_open: someone dead more than a year before `on` for whom the fund still
+      holds money: an individual account never settled, or a payable to the heirs never
+      sent to the bank;
+    - refund_not_made: someone who left the scheme for a reason that refunds the account
+      (emigration, the employee scheme, a double enrolment) whose account is not settled,
+      or whose refund was never sent to the bank;
+    - hardship_without_on_behalf: a contributor (under 60) of a hardship group for whom
+      nothing was booked for `year` (default: the year before `on`, whose collection has
+      closed), so the government's payment on their behalf (代缴) was never made.
 
-    Every pensioner in the register is read; the dead ones are replayed (their payments and
-    assessments are events)."""
+    The registers written with the events are read (every pensioner; every participant who
+    died, left, or is in a hardship group); those who died or left are replayed (their
+    payments, assessments and settlements are events)."""
     from ledger import resident_id
-    from ledger.aggregates.participant import Participant
+    from ledger.aggregates.participant import Participant, participant_id
     from ledger.payout import owed_at_death
 
+    year = on.year - 1 if year is None else year
+    assert 1900 < year < 3000, year
     ruleset = ledger.ruleset()
 
     def rules_on(day: date) -> Any:
         return ruleset.in_force(day, "period")
 
-    found: dict[str, list[dict[str, Any]]] = {
-        "paid_after_death": [], "owed_at_death": [], "shared_account": [], "centenarian": []}
+    found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in ANOMALY_KINDS}
     counts = dict.fromkeys(found, 0)
     accounts: dict[tuple[str, str], list[Any]] = {}
-    dead: list[UUID] = []
     checked = 0
 
     def add(kind: str, item: dict[str, Any]) -> None:
@@ -204,9 +217,6 @@ def anomalies(ledger: Any, on: date) -> dict[str, Any]:
 
     for f in ledger.pensioners():
         checked += 1
-        if f.status == "deceased":
-            dead.append(UUID(f.participant_id))
-            continue
         if f.status not in ("pensioner", "suspended"):
             continue
         if f.bank is not None:
@@ -220,13 +230,48 @@ def anomalies(ledger: Any, on: date) -> dict[str, Any]:
             add("shared_account", {
                 "bank_code": bank_code, "account_number": number,
                 "pensioners": [{"id_number": p.id_number, "name": p.name} for p in people]})
-    for pid in dead:
+
+    year_end = date(year, 12, 31)
+    hardship = sorted(g for g, pct in rules_on(year_end).parameters.on_behalf_percent.items()
+                      if pct > 0)
+    hardship_set = set(hardship)
+    gone: list[UUID] = []
+    participants = 0
+    for row in ledger.queries.register_rows_where(("deceased", "terminated"), hardship):
+        participants += 1
+        if row.status in ("deceased", "terminated"):
+            gone.append(row.participant_id)
+        elif (row.status == "enrolled"
+              and _owed_on_behalf(row, year, year_end, hardship_set)):
+            member = ledger.repository.get(row.participant_id)
+            add("hardship_without_on_behalf", {
+                "id_number": member.id_number, "name": member.name, "year": year,
+                "identity_group": member.identity_group_on(year_end)})
+    a_year_ago = _a_year_before(on)
+    for pid in gone:
         # The events read once: the aggregate is their replay, the assessments among them.
         events = list(ledger.events.get(pid))
         p: Any = None
         for e in events:
             p = e.mutate(p)
-        if p is None or p.date_of_death is None:
+        assert p is not None and p.id == participant_id(p.id_number)
+        unpaid = {kind: payable.amount_fen for kind, payable in sorted(p.payables.items())
+                  if payable.paid_by is None and payable.amount_fen}
+        account_fen = 0 if p.closed else p.balance_fen
+        if p.date_of_death is None:
+            reason = p.termination[0] if p.termination else None
+            if reason in REFUND_REASONS and (account_fen or unpaid.get("refund")):
+                add("refund_not_made", {
+                    "id_number": p.id_number, "name": p.name, "reason": reason,
+                    "effective_date": p.termination[1].isoformat(),
+                    "account_fen": account_fen, "unpaid_fen": unpaid.get("refund", 0)})
+            continue
+        if p.date_of_death <= a_year_ago and (account_fen or unpaid):
+            add("dead_account_open", {
+                "id_number": p.id_number, "name": p.name,
+                "date_of_death": p.date_of_death.isoformat(), "account_fen": account_fen,
+                "unpaid": unpaid, "held_fen": account_fen + sum(unpaid.values())})
+        if p.pension is None:
             continue
         death_month = p.date_of_death.strftime("%Y-%m")
         assessed = {m for e in events
@@ -241,8 +286,42 @@ def anomalies(ledger: Any, on: date) -> dict[str, Any]:
             add("owed_at_death", {"id_number": p.id_number, "name": p.name,
                                   "date_of_death": p.date_of_death.isoformat(),
                                   "months": list(owed.months), "amount_fen": owed.amount_fen})
-    return {"on": on.isoformat(), "pensioners_checked": checked, "counts": counts,
-            "anomalies": found}
+    return {"on": on.isoformat(), "year": year, "pensioners_checked": checked,
+            "participants_checked": participants, "counts": counts, "anomalies": found}
+
+
+ANOMALY_KINDS = ("paid_after_death", "owed_at_death", "shared_account", "centenarian",
+                 "dead_account_open", "refund_not_made", "hardship_without_on_behalf")
+# Leaving the scheme for these refunds the account (DOMAIN.md: loss of nationality, double
+# enrolment with the employee scheme); a transfer out moves it, a death is inherited.
+REFUND_REASONS = ("emigration", "employee_scheme", "double_enrolment")
+PENSION_AGE = 60
+
+
+def _a_year_before(on: date) -> date:
+    try:
+        return on.replace(year=on.year - 1)
+    except ValueError:  # 29 February
+        return on.replace(year=on.year - 1, day=28)
+
+
+def _owed_on_behalf(row: Any, year: int, year_end: date, hardship: set[str]) -> bool:
+    """A register row of a contributor in a hardship group at the end of `year`, enrolled
+    by then, under pension age all year, with nothing booked for that year."""
+    groups = orjson.loads(row.identity_groups)   # [[since, group], ...], since ISO, sorted
+    day = year_end.isoformat()
+    if not groups or groups[0][0] > day:
+        return False  # enrolled after the year
+    group = groups[0][1]
+    for since, g in groups:
+        if since <= day:
+            group = g
+    if group not in hardship:
+        return False
+    born = date.fromisoformat(row.birth_date)
+    if born.year + PENSION_AGE <= year:
+        return False  # 60 during or before the year: no longer contributing
+    return str(year) not in orjson.loads(row.contributed_years)
 
 
 # ---- one participant's history ------------------------------------------------------------

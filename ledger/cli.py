@@ -1188,17 +1188,24 @@ def audit_history(ctx: typer.Context,
 @guarded
 def audit_anomalies(ctx: typer.Context,
                     on: Annotated[str | None, typer.Option(
-                        "--on", help="The day ages are counted on, YYYY-MM-DD (default "
-                                     "today).")] = None,
+                        "--on", help="The day ages and the year since a death are counted "
+                                     "on, YYYY-MM-DD (default today).")] = None,
+                    year: Annotated[int | None, typer.Option(
+                        "--year", help="The contribution year checked for payments on "
+                                       "behalf of hardship groups (default: the year before "
+                                       "--on).")] = None,
                     json_out: JsonFlag = False) -> None:
     """Pensions paid after death with no overpayment assessed, months owed at death never
     paid, one account taking several living pensioners' pensions, pensioners of 100 or more
-    still paid."""
+    still paid, money held for people dead over a year, refunds never made, hardship-group
+    members with no payment on their behalf."""
     from ledger.audit import anomalies
 
     st = settings_of(ctx, json_out)
     day = parse_date(on, "on") if on else date.today()
-    result = redact(anomalies(st.ledger(), day), st.unmask)
+    if year is not None and not 2000 <= year <= day.year:
+        raise InvalidInput("year", f"must be a year from 2000 to {day.year}")
+    result = redact(anomalies(st.ledger(), day, year), st.unmask)
     if st.json:
         sys.stdout.write(dump_json(result) + "\n")
         return
@@ -1231,6 +1238,17 @@ def _anomaly_row(kind: str, a: dict[str, Any]) -> tuple[str, str]:
         return who, f"died {a['date_of_death']}; paid for {', '.join(a['months'])}"
     if kind == "owed_at_death":
         return who, f"died {a['date_of_death']}; never paid {', '.join(a['months'])}"
+    if kind == "dead_account_open":
+        unpaid = ", ".join(f"{k} {format_yuan(v)}" for k, v in a["unpaid"].items())
+        return who, (f"died {a['date_of_death']}; {format_yuan(a['held_fen'])} yuan held "
+                     f"(account {format_yuan(a['account_fen'])}"
+                     + (f"; unpaid {unpaid}" if unpaid else "") + ")")
+    if kind == "refund_not_made":
+        return who, (f"left {a['effective_date']} ({a['reason']}); account "
+                     f"{format_yuan(a['account_fen'])} yuan not settled, refund "
+                     f"{format_yuan(a['unpaid_fen'])} yuan not paid")
+    if kind == "hardship_without_on_behalf":
+        return who, f"{a['identity_group']}: nothing booked for {a['year']}"
     return who, f"aged {a['age']}, still paid"
 
 

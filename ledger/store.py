@@ -897,6 +897,29 @@ class StoreQueries:
                 out[row.participant_id] = row
         return out
 
+    def register_rows_where(self, statuses: Sequence[str], groups: Sequence[str],
+                            page_size: int = 10_000) -> Iterator[RegisterRow]:
+        """Register rows whose status is one of `statuses`, or whose identity groups name
+        one of `groups` (ever: the JSON text is matched), in participant id order, read a
+        page at a time (an audit of a province reads millions)."""
+        assert statuses and 0 < page_size <= 100_000
+        assert all(g.isidentifier() for g in groups), groups  # safe inside a LIKE pattern
+        where = (f"(status IN ({','.join('?' * len(statuses))})"
+                 + "".join(" OR identity_groups LIKE ?" for _ in groups) + ")")
+        params: list[Any] = [*statuses, *(f'%"{g}"%' for g in groups)]
+        after: Any = None
+        while True:
+            page = self.fetch(
+                "SELECT * FROM {p}participant_register WHERE " + where
+                + ("" if after is None else " AND participant_id > ?")
+                + f" ORDER BY participant_id LIMIT {page_size}",
+                params + ([] if after is None else [after]))
+            for r in page:
+                yield self._row(r)
+            if len(page) < page_size:
+                return
+            after = page[-1][0]
+
     def register_tuples(self, keys: Sequence[bytes]) -> list[
             tuple[bytes, UUID, int, str, str, str, str]]:
         """The register rows of the participants whose ids are `keys` (each the 16 bytes of

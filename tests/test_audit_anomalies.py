@@ -1,6 +1,8 @@
 """audit anomalies: what audits of the scheme keep finding, looked for in the ledger's own
 records: pensions paid after death with no overpayment assessed, one bank account taking
-several living pensioners' pensions, and pensioners of 100 or more still paid."""
+several living pensioners' pensions, pensioners of 100 or more still paid, money still held
+for people dead over a year, refunds never made, and hardship-group members whose
+contribution the government never paid on their behalf."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ledger.application import Ledger
-from ledger.audit import anomalies
+from ledger.audit import ANOMALY_KINDS, anomalies
 from ledger.cli import app
+from tests.helpers import contribute, enrol, make_id
 from tests.test_cli import ENV
+from tests.test_participant import funded
 from tests.test_payout_support import OPERATOR, account, pay, transitional, treasury
 
 ON = date(2020, 7, 3)
+NONE = dict.fromkeys(ANOMALY_KINDS, 0)
 
 
 def paid_after_death(ledger: Ledger) -> list[tuple[str, list[str]]]:
@@ -43,8 +48,7 @@ def test_a_pension_paid_after_death_is_found_until_the_overpayment_is_assessed(
     ledger.assess_overpayment(id_number=died, amount_fen=15_300, months=["2020-06"],
                               reason="paid after death", value_date=ON, actor=OPERATOR)
     found = anomalies(ledger, ON)
-    assert found["counts"] == {"paid_after_death": 0, "owed_at_death": 0,
-                               "shared_account": 0, "centenarian": 0}
+    assert found["counts"] == NONE
     assert found["pensioners_checked"] == 2
     assert lives  # the living pensioner is checked and raises nothing
 
@@ -52,13 +56,11 @@ def test_a_pension_paid_after_death_is_found_until_the_overpayment_is_assessed(
 def test_a_shared_account_and_a_centenarian_are_found(ledger: Ledger) -> None:
     one, two = transitional(ledger, 1), transitional(ledger, 2)
     old = transitional(ledger, 3, born=date(1918, 5, 1))
-    assert anomalies(ledger, ON)["counts"] == {"paid_after_death": 0, "owed_at_death": 0,
-                                               "shared_account": 0, "centenarian": 1}
+    assert anomalies(ledger, ON)["counts"] == {**NONE, "centenarian": 1}
     ledger.change_bank_details(id_number=two, bank=account(1), actor=OPERATOR)
 
     found = anomalies(ledger, ON)
-    assert found["counts"] == {"paid_after_death": 0, "owed_at_death": 0,
-                               "shared_account": 1, "centenarian": 1}
+    assert found["counts"] == {**NONE, "shared_account": 1, "centenarian": 1}
     shared = found["anomalies"]["shared_account"][0]
     assert shared["account_number"] == account(1).account_number
     assert sorted(p["id_number"] for p in shared["pensioners"]) == sorted([one, two])
@@ -84,3 +86,76 @@ def test_on_the_command_line_ids_and_accounts_are_masked(tmp_path: Path) -> None
     table = CliRunner().invoke(app, ["--db", db, "audit", "anomalies", "--on", "2020-07-03"],
                                env=ENV)
     assert table.exit_code == 0 and "shared_account" in table.stdout
+
+
+def test_money_held_for_someone_dead_over_a_year_is_found_until_it_is_paid_out(
+        ledger: Ledger, tmp_path: Path) -> None:
+    long_ago, lately = funded(ledger, 80), funded(ledger, 81)
+    ledger.decease(id_number=long_ago, date_of_death=date(2019, 5, 1),
+                   reported_on=date(2019, 5, 3), actor=OPERATOR)
+    ledger.decease(id_number=lately, date_of_death=date(2020, 3, 1),
+                   reported_on=date(2020, 3, 3), actor=OPERATOR)
+
+    def held() -> list[tuple[str, int, dict[str, int], int]]:
+        return [(a["id_number"], a["account_fen"], a["unpaid"], a["held_fen"])
+                for a in anomalies(ledger, ON)["anomalies"]["dead_account_open"]]
+
+    assert held() == [(long_ago, 28500, {}, 28500)]  # the one dead within the year is not
+    ledger.settle_balance(id_number=long_ago, how="inheritance", payee="王小五",
+                          payee_account=account(9), value_date=date(2020, 6, 1),
+                          actor=OPERATOR)
+    assert held() == [(long_ago, 0, {"inheritance": 28500}, 28500)]  # owed, not yet paid
+    treasury(ledger)
+    pay(ledger, "2020-06", tmp_path)
+    assert held() == []
+
+
+def test_a_refund_never_made_is_found_until_it_is_paid_out(
+        ledger: Ledger, tmp_path: Path) -> None:
+    leaver, mover = funded(ledger, 80), funded(ledger, 81)
+    ledger.terminate(id_number=leaver, reason_code="emigration",
+                     effective_date=date(2020, 5, 1), actor=OPERATOR)
+    ledger.terminate(id_number=mover, reason_code="transfer_out",  # moved, not refunded
+                     effective_date=date(2020, 5, 1), actor=OPERATOR)
+
+    def refunds() -> list[tuple[str, str, int, int]]:
+        return [(a["id_number"], a["reason"], a["account_fen"], a["unpaid_fen"])
+                for a in anomalies(ledger, ON)["anomalies"]["refund_not_made"]]
+
+    assert refunds() == [(leaver, "emigration", 28500, 0)]
+    ledger.settle_balance(id_number=leaver, how="refund", payee="王五", payee_account=None,
+                          value_date=date(2020, 6, 1), actor=OPERATOR)
+    assert refunds() == [(leaver, "emigration", 0, 28500)]  # no account to pay it to yet
+    ledger.change_payee(id_number=leaver, kind="refund", payee="王五", payee_account=account(8),
+                        actor=OPERATOR)
+    treasury(ledger)
+    pay(ledger, "2020-06", tmp_path)
+    assert refunds() == []
+
+
+def test_a_hardship_member_with_nothing_booked_for_the_year_is_found(ledger: Ledger) -> None:
+    missed = make_id(90)
+    enrol(ledger, missed, group="destitute")
+    paid = make_id(91)
+    enrol(ledger, paid, group="destitute")
+    contribute(ledger, paid, 2019, 20000, amount_fen=10000)  # the lowest tier on behalf
+    ordinary = make_id(92)
+    enrol(ledger, ordinary)                                   # pays their own, or not
+    old = make_id(93, born=date(1955, 5, 17))                 # 60 in 2015: no contributions
+    enrol(ledger, old, group="destitute")
+    late = make_id(94)
+    enrol(ledger, late, group="minimum_living", enrol_date=date(2020, 2, 1))
+    became = make_id(95)
+    enrol(ledger, became)
+    ledger.change_identity_group(id_number=became, group="minimum_living",
+                                 effective_from=date(2019, 9, 1), actor=OPERATOR)
+
+    found = anomalies(ledger, ON)  # the year before: 2019
+    assert found["year"] == 2019
+    assert sorted((a["id_number"], a["identity_group"])
+                  for a in found["anomalies"]["hardship_without_on_behalf"]) == sorted([
+        (missed, "destitute"), (became, "minimum_living")])
+    # Asked about 2018, the one who became a hardship member in 2019 is not listed; the
+    # one who paid for 2019 had nothing booked for 2018.
+    assert sorted(a["id_number"] for a in anomalies(ledger, ON, year=2018)[
+        "anomalies"]["hardship_without_on_behalf"]) == sorted([missed, paid])
