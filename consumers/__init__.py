@@ -1,4 +1,5 @@
-"""Kafka: the relay (event store -> topics, relay.py). The consumer loops of the
-distributed deployment (DESIGN.md) are not built yet.
+"""Kafka: the relay (event store -> topics, relay.py) and the projection consumers (topics ->
+views, consume.py). The payout engine's consumers of the distributed deployment (DESIGN.md)
+are not built yet.
 
 Uses ledger/; ledger/ never imports it."""

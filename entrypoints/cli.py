@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ledger.application import Ledger
-from ledger.cli import app, settings_of
+from ledger.cli import app, guarded, settings_of
 from payout_engine.commands import register as register_payout
 
 
@@ -61,6 +61,79 @@ def relay_cmd(ctx: typer.Context,
         relay.run(Event())
     except KeyboardInterrupt:
         typer.echo(f"stopped at position {relay.position()}", err=True)
+
+
+@app.command("consume")
+@guarded
+def consume_cmd(ctx: typer.Context,
+                servers: Annotated[str, typer.Option(
+                    "--bootstrap-servers", "--brokers", envvar="KAFKA_BOOTSTRAP_SERVERS",
+                    help="Kafka brokers, host:port[,host:port].")],
+                group: Annotated[str, typer.Option(
+                    "--group", help="The consumer group; its members share the partitions.")
+                ] = "pension-projections",
+                prefix: Annotated[str, typer.Option(
+                    "--prefix", help="The relay's topics: <prefix>.participant, ...")
+                ] = "pension",
+                once: Annotated[bool, typer.Option(
+                    "--once", help="Stop once caught up (a poll brings nothing).")] = False,
+                take_over: Annotated[bool, typer.Option(
+                    "--take-over", help="Feed views the projection runner has fed, from its "
+                    "position; it then leaves them alone.")] = False,
+                max_poll_records: Annotated[int, typer.Option(
+                    "--max-poll-records", help="Records a poll, hence a transaction.")
+                ] = 2_000,
+                max_poll_interval_ms: Annotated[int, typer.Option(
+                    "--max-poll-interval-ms", help="Longest time between polls before the "
+                    "group gives this member's partitions away; also how long a rebalance "
+                    "waits for members to join.")] = 60_000,
+                ) -> None:
+    """Feed the views from the relay's Kafka topics, as a member of a consumer group: each
+    poll's rows and per-partition positions in one PostgreSQL transaction, so a message
+    delivered or published again changes nothing."""
+    from threading import Event
+
+    from consumers.consume import MAX_BATCH, ProjectionConsumer, consumer_config
+    from consumers.relay import MAX_PREFIX_CHARS
+    from ledger.errors import InvalidInput
+
+    brokers = [s.strip() for s in servers.split(",") if s.strip()]
+    if not brokers:
+        raise InvalidInput("bootstrap_servers", "must name at least one broker, host:port")
+    if not group.strip():
+        raise InvalidInput("group", "must not be empty")
+    if not (0 < len(prefix) <= MAX_PREFIX_CHARS
+            and prefix.replace("-", "").replace("_", "").replace(".", "").isalnum()):
+        raise InvalidInput("prefix", f"1 to {MAX_PREFIX_CHARS} letters, digits, '.', '_' "
+                           "or '-', as given to the relay")
+    if not 1 <= max_poll_records <= MAX_BATCH:
+        raise InvalidInput("max_poll_records", f"must be 1 to {MAX_BATCH}")
+    if not 1_000 <= max_poll_interval_ms <= 3_600_000:
+        raise InvalidInput("max_poll_interval_ms", "must be 1000 to 3600000")
+    consumer = ProjectionConsumer(
+        _ledger(ctx), consumer_config(brokers, group, max_poll_records=max_poll_records,
+                                      max_poll_interval_ms=max_poll_interval_ms),
+        prefix=prefix, take_over=take_over)
+    views = ", ".join(f.view.name for f in consumer.feeds())
+
+    def report(verb: str) -> None:
+        positions = [p for by_partition in consumer.positions().values()
+                     for p in by_partition.values()]
+        typer.echo(f"{verb} {consumer.applied} events to {views} ({consumer.dropped} seen "
+                   f"before, dropped); highest notification applied "
+                   f"{max(positions, default=0)}", err=True)
+
+    try:
+        if once:
+            consumer.run_until_caught_up()
+            report("applied")
+            return
+        typer.echo(f"consuming {', '.join(consumer.topics)} in group {group}", err=True)
+        consumer.run(Event())
+    except KeyboardInterrupt:
+        report("stopped: applied")
+    finally:
+        consumer.close()
 
 
 @app.command("serve")

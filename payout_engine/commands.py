@@ -344,6 +344,9 @@ def register(app: typer.Typer, get_ledger: GetLedger) -> None:
             if not report["statements"]:
                 Console(highlight=False).print("no statement of the fund's expenditure account "
                                                "in these files")
+            if report["balances_fed_by"] == "kafka":
+                Console(highlight=False).print("the ledger's side is the balances view as far "
+                                               "as the Kafka consumers have applied the log")
         if not report["agree"]:
             raise typer.Exit(EXIT_DIFFERS)
 

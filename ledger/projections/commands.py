@@ -198,6 +198,9 @@ def register(app: typer.Typer, get_ledger: GetLedger) -> None:
             if not follow:
                 n = runner.run_until_caught_up()
                 typer.echo(f"projected {n} notifications; positions {runner.positions()}")
+                if runner.passed_over:
+                    typer.echo(f"left to the Kafka consumers (`consume`) that feed them: "
+                               f"{', '.join(runner.passed_over)}")
                 return
             stop = Event()
             try:
@@ -236,4 +239,5 @@ def register(app: typer.Typer, get_ledger: GetLedger) -> None:
         for name, p in data.items():
             typer.echo(f"{name}: generation {p['generation']}, position {p['position']}, "
                        f"behind {p['behind']}"
-                       + (f", rebuilding generation {p['building']}" if p["building"] else ""))
+                       + (f", rebuilding generation {p['building']}" if p["building"] else "")
+                       + (", fed by Kafka consumers" if p["feed"] == "kafka" else ""))

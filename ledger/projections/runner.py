@@ -16,6 +16,9 @@ The next batch is read and decoded while the last one is written (pipeline.py).
 Following: on PostgreSQL the runner LISTENs on the channel the event recorder NOTIFYs on,
 and still polls every poll_interval_s, so a lost notification delays it, never stalls it.
 SQLite has no notifications: the runner polls (or the CLI runs it after each command).
+
+A view generation fed by Kafka consumers (feeds.py) is not the runner's: following every
+view, it passes over it; asked for it by name, it refuses.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from ledger.errors import Refused
 from ledger.projections.catalogue import make_views
 from ledger.projections.collector import collector_paused
 from ledger.projections.connect import store_for
+from ledger.projections.feeds import FedByKafka, kafka_marker
 from ledger.projections.items import Decoder, Item
 from ledger.projections.pipeline import run_pipelined
 from ledger.projections.reader import MAX_WINDOW, head_of, reader_for
-from ledger.projections.store import StaleTarget, Tx, tracking_name
+from ledger.projections.store import Registration, StaleTarget, Tx, tracking_name
 from ledger.projections.view import View
 from ledger.projections.wakeup import wakeup_for
 
@@ -88,6 +92,21 @@ class Target:
     position: int
 
 
+def write_rows(tx: Tx, view: View, generation: int, items: Sequence[Item]) -> None:
+    """A view's rows for these items, in notification order, written into a generation's
+    tables inside tx: first the rows the view asks to see (View.missing), then its writes.
+    The caller records the position the rows bring the generation to, in the same tx."""
+    for table, keys in view.missing(items).items():
+        view.load(table, tx.fetch(view.table(table), generation, keys))
+    for write in view.apply(items):
+        if write.rows:
+            spec = view.table(write.table)
+            if write.fresh:
+                tx.append(spec, generation, write.rows)
+            else:
+                tx.write(spec, generation, write.rows)
+
+
 class ProjectionRunner:
     def __init__(self, ledger: Ledger, views: Sequence[str] | None = None, *,
                  batch_size: int | None = None, building: bool = False,
@@ -100,6 +119,10 @@ class ProjectionRunner:
         self.store = store_for(ledger)
         self.store.setup(make_views(ledger), ledger.name)
         self.views = make_views(ledger, views)
+        # Following every view (views=None), those fed by Kafka consumers are passed over;
+        # views named are refused if consumers feed them.
+        self._every_view = views is None
+        self._passed_over: list[str] = []
         self.building = building
         self.partition = partition
         self._shard = None if partition is None else (partition.index, partition.count)
@@ -121,6 +144,8 @@ class ProjectionRunner:
         notification ids at a time. Returns how many notifications were committed."""
         total = 0
         retries = 0
+        if self._passed_over:
+            self._targets = None  # a rebuild may since have handed one back to the log
         with collector_paused():
             while stop is None or not stop.is_set():
                 try:
@@ -153,6 +178,8 @@ class ProjectionRunner:
         targets = self.targets()
         committed = 0
         caught_up = False
+        if not targets:
+            return 0, True
 
         def batches() -> Iterator[tuple[int, int, list[Item]]]:
             nonlocal caught_up
@@ -195,6 +222,8 @@ class ProjectionRunner:
     def step(self) -> tuple[int, bool]:
         """Read and project one window, on this thread: (notifications read, committed?)."""
         targets = self.targets()
+        if not targets:
+            return 0, True
         start = min(t.position for t in targets)
         head = self._head()
         if start >= head:
@@ -240,16 +269,7 @@ class ProjectionRunner:
             mine = items if t.position < first else [
                 i for i in items if i[0] > t.position]
             tx.track(t.tracking, last)
-            view = t.view
-            for table, keys in view.missing(mine).items():
-                view.load(table, tx.fetch(view.table(table), t.generation, keys))
-            for write in view.apply(mine):
-                if write.rows:
-                    spec = view.table(write.table)
-                    if write.fresh:
-                        tx.append(spec, t.generation, write.rows)
-                    else:
-                        tx.write(spec, t.generation, write.rows)
+            write_rows(tx, t.view, t.generation, mine)
 
     # ---- targets ----------------------------------------------------------------------
 
@@ -261,6 +281,8 @@ class ProjectionRunner:
     def _resolve(self) -> list[Target]:
         registrations = self.store.registrations()
         targets: list[Target] = []
+        fed_by_kafka = self._fed_by_kafka(registrations)
+        self._passed_over = []
         for view in self.views:
             reg = registrations[view.name]
             if self.building:
@@ -270,6 +292,11 @@ class ProjectionRunner:
             else:
                 generation, version = reg.generation, reg.version
             assert generation is not None
+            if view.name in fed_by_kafka:
+                if not self._every_view:
+                    raise FedByKafka(view.name, generation)
+                self._passed_over.append(view.name)
+                continue
             if version != view.version:
                 raise ViewOutOfDate(view.name, version, view.version)
             name = tracking_name(self.ledger.name, view.name, generation, self._shard)
@@ -282,6 +309,22 @@ class ProjectionRunner:
                               "rebuild took it over)")
             t.position = position
         return targets
+
+    def _fed_by_kafka(self, registrations: dict[str, Registration]) -> set[str]:
+        """The views whose active generation Kafka consumers feed (never the building one:
+        consumers feed active generations only)."""
+        if self.building:
+            return set()
+        markers = {view.name: kafka_marker(tracking_name(self.ledger.name, view.name, g))
+                   for view in self.views
+                   if (g := registrations[view.name].generation) is not None}
+        found = self.store.positions(list(markers.values()))
+        return {name for name, marker in markers.items() if found[marker] is not None}
+
+    @property
+    def passed_over(self) -> list[str]:
+        """The views last found fed by Kafka consumers, which this runner leaves alone."""
+        return list(self._passed_over)
 
     def _forget(self) -> None:
         for view in self.views:

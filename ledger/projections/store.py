@@ -192,8 +192,9 @@ class Tx(ABC):
         for spec in view.tables:
             self.execute(f"DROP TABLE IF EXISTS {self.q(spec.physical(generation))}")
         name = tracking_name(app_name, view.name, generation)
-        for partition in self.positions_like(name + PARTITION_MARK):
-            self.untrack(partition)
+        # Its rebuild partitions (":p...") and Kafka feed (":kafka...", feeds.py) too.
+        for row in self.positions_like(name + ":"):
+            self.untrack(row)
         self.untrack(name)
 
     def point_readers(self, view: View, generation: int) -> None:
