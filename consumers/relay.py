@@ -34,6 +34,18 @@ MAX_PREFIX_CHARS = 100
 STREAMS = ("participant", "fund", "payout_batch", "ruleset", "command_receipt")
 
 
+def relay_producer(bootstrap_servers: str | list[str]) -> Any:
+    """The relay's Kafka producer: every send acknowledged by all in-sync replicas, one
+    request in flight per broker, and idempotent (explicitly, so a broker or setting that
+    cannot give it is an error, not a silent downgrade): its retries neither duplicate nor
+    reorder a partition's messages, so on a partition the notification ids only rise,
+    except where the relay itself sends a window again (decision 24)."""
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
+                         max_in_flight_requests_per_connection=1, enable_idempotence=True)
+
+
 def create_topics(admin: Any, prefix: str, partitions: int) -> list[str]:
     """Create the relay's topics that do not exist yet (a kafka.admin.KafkaAdminClient);
     returns the names created."""

@@ -35,10 +35,9 @@ def relay_cmd(ctx: typer.Context,
     keyed by aggregate, at least once, from where it last stopped."""
     from threading import Event
 
-    from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient
 
-    from consumers.relay import Relay, create_topics
+    from consumers.relay import Relay, create_topics, relay_producer
 
     if not 1 <= partitions <= 1_000:
         typer.echo("pension-ledger: invalid input: partitions: must be 1 to 1000", err=True)
@@ -49,9 +48,7 @@ def relay_cmd(ctx: typer.Context,
     admin.close()
     if created:
         typer.echo(f"created topics {', '.join(created)}", err=True)
-    relay = Relay(_ledger(ctx), KafkaProducer(bootstrap_servers=brokers, acks="all",
-                                              max_in_flight_requests_per_connection=1),
-                  prefix=prefix)
+    relay = Relay(_ledger(ctx), relay_producer(brokers), prefix=prefix)
     if not follow:
         sent = relay.run_once()
         typer.echo(f"published {sent} events; position {relay.position()}", err=True)

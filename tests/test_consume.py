@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from consumers import relay as relay_module
 from consumers.consume import ProjectionConsumer, consumer_config
-from consumers.relay import Relay, create_topics, kafka_topic
+from consumers.relay import Relay, create_topics, kafka_topic, relay_producer
 from ledger.application import Ledger
 from ledger.errors import Refused
 from ledger.projections import ProjectionRunner, Views, rebuild
@@ -76,10 +76,8 @@ def history(ledger: Ledger, out: Path) -> None:
 
 
 def relay(ledger: Ledger, broker: str, prefix: str) -> int:
-    from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=broker, acks="all",
-                             max_in_flight_requests_per_connection=1)
+    producer = relay_producer(broker)
     try:
         return Relay(ledger, producer, prefix=prefix).run_once()
     finally:
@@ -154,8 +152,7 @@ def test_a_window_relayed_twice_and_messages_read_again_count_once(
     head = ledger.recorder.max_notification_id()
     assert head is not None
     monkeypatch.setattr(relay_module, "WINDOW", 10)
-    from kafka import KafkaProducer
-    crashing = Relay(ledger, KafkaProducer(bootstrap_servers=broker, acks="all"), prefix=prefix)
+    crashing = Relay(ledger, relay_producer(broker), prefix=prefix)
     real_transaction = crashing.store.transaction
     windows = 0
 

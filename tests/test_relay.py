@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from consumers import relay as relay_module
-from consumers.relay import STREAMS, Relay, create_topics
+from consumers.relay import STREAMS, Relay, create_topics, relay_producer
 from ledger.application import Ledger
 from tests.test_projections_support import scenario
 
@@ -35,8 +35,7 @@ def prefix(broker: str) -> str:
 
 
 def producer(broker: str) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=broker, acks="all",
-                         max_in_flight_requests_per_connection=1)
+    return relay_producer(broker)
 
 
 def published(broker: str, prefix: str) -> list[Any]:
