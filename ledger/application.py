@@ -40,6 +40,7 @@ from ledger.errors import (
 )
 from ledger.money import check_fen
 from ledger.payout import (
+    Due,
     PensionerFacts,
     facts_json,
     facts_of,
@@ -359,6 +360,19 @@ class Ledger(Application[UUID]):
                               "receipt_no": receipt_no, "value_date": value_date,
                               "back_payment": back_payment}, body, actor)
 
+    def reverse_contribution(self, *, id_number: str, year: int, reason: str,
+                             value_date: date, actor: str,
+                             idempotency_key: str | None = None) -> dict[str, Any]:
+        """Reverse a contribution booked in error (冲正): the amount paid is refunded from
+        the income account, so it must still hold it (refused once swept)."""
+        def reverse(p: Participant) -> dict[str, int]:
+            amount, on_behalf = p.reverse_contribution(year=year, reason=reason,
+                                                       value_date=value_date, actor=actor)
+            return {"year": year, "refunded_fen": amount, "on_behalf_fen": on_behalf}
+        return self._participant_step(
+            "reverse-contribution", id_number, actor, idempotency_key,
+            {"year": year, "reason": reason, "value_date": value_date}, reverse)
+
     def subsidise(self, *, id_number: str, year: int, value_date: date, actor: str,
                   idempotency_key: str | None = None) -> dict[str, Any]:
         def body() -> tuple[list[Any], dict[str, Any]]:
@@ -556,10 +570,10 @@ class Ledger(Application[UUID]):
             {"date_of_death": date_of_death, "reported_on": reported_on}, die)
 
     def settle_owed_at_death(self, p: Participant, value_date: date, actor: str
-                             ) -> Any | None:
+                             ) -> Due | None:
         """If a dead pensioner is owed months up to the month of death (never drafted, or
         sent back by the bank), book them as the heirs' payable (PensionOwedAtDeath) on p,
-        unsaved; returns what was owed (a ledger.payout.Due) or None. A payable already sent
+        unsaved; returns what was owed, or None. A payable already sent
         to the bank cannot grow: the months are then left owed and `audit anomalies`
         lists them."""
         owed = owed_at_death(p, lambda on: self.ruleset().in_force(on, "period"))

@@ -592,6 +592,22 @@ def contribute(ctx: typer.Context, id_number: IdOpt,
     print_result(st, result, "contribution booked")
 
 
+@app.command("reverse-contribution")
+@guarded
+def reverse_contribution(ctx: typer.Context, id_number: IdOpt,
+                         year: Annotated[int, typer.Option("--year")],
+                         reason: Annotated[str, typer.Option(
+                             "--reason", help="Why it was booked in error.")],
+                         value_date: DateOpt,
+                         json_out: JsonFlag = False) -> None:
+    """Reverse a contribution booked in error (冲正): refunded from the income account."""
+    st = settings_of(ctx, json_out)
+    result = st.ledger().reverse_contribution(
+        id_number=id_number, year=parse_year(year), reason=reason,
+        value_date=parse_date(value_date, "date"), actor=st.actor, idempotency_key=st.key)
+    print_result(st, result, "contribution reversed")
+
+
 @app.command()
 @guarded
 def subsidise(ctx: typer.Context,

@@ -105,6 +105,15 @@ def _contribution(e: Fields, pid: Id) -> list[Entry]:
     return [(INCOME, amount, None), _sub("contribution", pid, amount)]
 
 
+def _contribution_reversed(e: Fields, pid: Id) -> list[Entry]:
+    # The payer's money leaves the income account the way it came; the government no
+    # longer owes what it was to pay on their behalf (or, paid already, is owed it back).
+    amount, on_behalf = e["amount_fen"], e["on_behalf_fen"]
+    return [(INCOME, -amount, None), _sub("contribution", pid, -amount),
+            (f"{SUBSIDY_RECEIVABLE}.on_behalf", -on_behalf, None),
+            _sub("on_behalf", pid, -on_behalf)]
+
+
 def _paid_on_behalf(e: Fields, pid: Id) -> list[Entry]:
     amount = e["amount_fen"]
     return [(f"{SUBSIDY_RECEIVABLE}.on_behalf", amount, None),
@@ -175,20 +184,20 @@ def _one_off_reversed(e: Fields, pid: Id) -> list[Entry]:
 
 
 def _pension_paid(e: Fields, pid: Id) -> list[Entry]:
-    # Dr the individual account (by source) and the pool; Cr what the bank must pay
-    # and the overpayment recovered.
-    out = [_sub(src, pid, -amt) for src, amt in sorted(e["account_by_source_fen"].items())]
-    out.append((POOLED, e["basic_fen"] + e["pooled_account_fen"], None))
-    out.append((PENSIONS_PAYABLE, -e["amount_fen"], None))
-    out.append((OVERPAYMENT_RECEIVABLE, -e["deduction_fen"], None))
-    return out
+    return _pension_drawn(e, pid, PENSIONS_PAYABLE)
 
 
 def _owed_at_death(e: Fields, pid: Id) -> list[Entry]:
     # As a pension paid, but owed to the heirs instead of sent to the bank.
+    return _pension_drawn(e, pid, OWED_AT_DEATH_PAYABLE)
+
+
+def _pension_drawn(e: Fields, pid: Id, payable: str) -> list[Entry]:
+    # Dr the individual account (by source) and the pool; Cr what is owed (to the bank,
+    # or to the heirs) and the overpayment recovered.
     out = [_sub(src, pid, -amt) for src, amt in sorted(e["account_by_source_fen"].items())]
     out.append((POOLED, e["basic_fen"] + e["pooled_account_fen"], None))
-    out.append((OWED_AT_DEATH_PAYABLE, -e["amount_fen"], None))
+    out.append((payable, -e["amount_fen"], None))
     out.append((OVERPAYMENT_RECEIVABLE, -e["deduction_fen"], None))
     return out
 
@@ -266,6 +275,7 @@ FUND = "ledger.aggregates.fund:Fund."
 RULES: dict[str, Rule] = {
     PARTICIPANT + "ContributionReceived": _contribution,
     PARTICIPANT + "PaidOnBehalf": _paid_on_behalf,
+    PARTICIPANT + "ContributionReversed": _contribution_reversed,
     PARTICIPANT + "SubsidyCredited": _subsidy,
     PARTICIPANT + "CollectiveSubsidyCredited": _collective,
     PARTICIPANT + "InterestCredited": _interest,

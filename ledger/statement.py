@@ -19,7 +19,8 @@ def statement_of(p: Participant, as_of: date | None = None, *, unmasked: bool = 
     for b in p.bookings:
         if b.value_date > on:
             continue
-        if b.kind in ("contribution", "back_payment", "on_behalf", "subsidy", "collective"):
+        if b.kind in ("contribution", "back_payment", "on_behalf", "subsidy", "collective",
+                      "reversed"):
             year_row = contributions.setdefault(b.value_date.year, dict.fromkeys(SOURCES[:-1], 0))
             year_row[b.source] += b.amount_fen
         if b.kind == "interest":

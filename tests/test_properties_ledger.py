@@ -1,7 +1,7 @@
 """Property tests: random sequences of commands against a real store.
 
 For any sequence of commands (enrolments, contributions of random tiers and years,
-back-payments, subsidies, collective subsidies, identity-group changes, interest runs,
+back-payments, reversals, subsidies, collective subsidies, identity-group changes, interest runs,
 treasury money, sweeps, appropriations, bank interest, pensions, suspensions, deaths,
 terminations, settlements, overpayments), at every step:
   - every stored event's postings sum to zero;
@@ -68,6 +68,7 @@ command = st.one_of(
     st.tuples(st.just("contribute"), who, year, st.sampled_from(TIERS), month,
               st.just(0), st.just(1)),
     st.tuples(st.just("subsidise"), who, year, month),
+    st.tuples(st.just("reverse"), who, year, month),
     st.tuples(st.just("subsidise_year"), year),
     st.tuples(st.just("collective"), who, year, small_fen, month),
     st.tuples(st.just("group"), who, st.sampled_from(IDENTITY_GROUPS), year),
@@ -171,6 +172,12 @@ def perform(ledger: Ledger, step: int, cmd: tuple[Any, ...],
         return lambda: ledger.earn_bank_interest(account=account, amount_fen=amount,
                                                  value_date=date(y, 6, 21),
                                                  reference=f"I-{step}", actor="fin")
+    if kind == "reverse":  # a contribution booked in error
+        _, i, y, m = cmd
+        return lambda: ledger.reverse_contribution(id_number=IDS[i], year=y,
+                                                   reason="booked in error",
+                                                   value_date=date(y, m, 25), actor="fin",
+                                                   idempotency_key=key)
     if kind == "apply":
         _, i, y, m = cmd
         return lambda: ledger.apply_for_pension(id_number=IDS[i], start_month=ym(y, m),

@@ -38,6 +38,7 @@ MAX_CONTRIBUTION_YEARS = 80
 HOLD_REASONS = ("AC01", "AC04", "AC06", "AG01", "BE01", "RC01", "RR01")
 DEATH_CHECK_REASONS = ("MD07",)
 MAX_BOOKINGS = 100_000
+MAX_REASON_CHARS = 200
 
 
 class BankAccount(Immutable):
@@ -135,6 +136,8 @@ class Participant(Aggregate):
         sources: dict[str, int]
         bookings: list[Booking]
         contributed_years: dict[int, tuple[str, int, bool]]
+        # Per contribution year: (amount paid, amount paid on behalf, value date).
+        contribution_money: dict[int, tuple[int, int, date]]
         receipts: set[str]
         interest_years: dict[int, int]
         subsidised_years: set[int]
@@ -181,6 +184,7 @@ class Participant(Aggregate):
             p.sources = dict.fromkeys(SOURCES, 0)
             p.bookings = []
             p.contributed_years = {}
+            p.contribution_money = {}
             p.receipts = set()
             p.interest_years = {}
             p.subsidised_years = set()
@@ -219,6 +223,7 @@ class Participant(Aggregate):
             self.book(p, "contribution", self.amount_fen,
                       "back_payment" if self.back_payment else "contribution")
             p.contributed_years[self.year] = (self.receipt_no, self.tier_fen, self.back_payment)
+            p.contribution_money[self.year] = (self.amount_fen, 0, self.value_date)
             p.receipts.add(self.receipt_no)
 
     class PaidOnBehalf(MoneyEvent):
@@ -229,6 +234,29 @@ class Participant(Aggregate):
 
         def apply(self, p: Any) -> None:
             self.book(p, "on_behalf", self.amount_fen, "on_behalf")
+            paid, _, day = p.contribution_money[self.year]
+            p.contribution_money[self.year] = (paid, self.amount_fen, day)
+
+    class ContributionReversed(MoneyEvent):
+        """A contribution booked in error, reversed (冲正): the amount paid goes back to
+        the payer through the income account (the channel it came by), the government's
+        payment on their behalf back to its receivable, and the year may be booked again.
+        The receipt stays used: a corrected booking has a receipt of its own."""
+
+        year: int
+        receipt_no: str
+        amount_fen: int
+        on_behalf_fen: int
+        back_payment: bool
+        reason: str
+
+        def apply(self, p: Any) -> None:
+            if self.amount_fen:
+                self.book(p, "contribution", -self.amount_fen, "reversed")
+            if self.on_behalf_fen:
+                self.book(p, "on_behalf", -self.on_behalf_fen, "reversed")
+            del p.contributed_years[self.year]
+            del p.contribution_money[self.year]
 
     class SubsidyCredited(MoneyEvent):
         year: int
@@ -593,6 +621,38 @@ class Participant(Aggregate):
             self.trigger_event(self.PaidOnBehalf, year=year, amount_fen=on_behalf,
                                identity_group=self.identity_group_on(value_date),
                                value_date=value_date, rule_version=rules.label, actor=actor)
+
+    def reverse_contribution(self, *, year: int, reason: str, value_date: date,
+                             actor: str) -> tuple[int, int]:
+        """Reverse the year's contribution, booked in error; returns (amount refunded to
+        the payer, amount given back to the on-behalf receivable). Only while nothing was
+        built on it: no subsidy credited for the year, no interest credited for a year it
+        was held in, no pension applied for, the account not settled."""
+        booked = self.contributed_years.get(year)
+        if booked is None:
+            raise Refused("year", f"no contribution is booked for {year}")
+        if not reason.strip() or len(reason) > MAX_REASON_CHARS:
+            raise InvalidInput("reason", f"must say why, in 1 to {MAX_REASON_CHARS} characters")
+        amount, on_behalf, booked_on = self.contribution_money[year]
+        if value_date < booked_on:
+            raise InvalidInput("value_date", f"is before the contribution's value date "
+                               f"({booked_on.isoformat()})")
+        if self.closed:
+            raise Refused("participant", "the account is settled; nothing can be reversed")
+        if self.pension is not None or self.pension_application is not None:
+            raise Refused("participant", "a pension was applied for on these contributions; "
+                          "a contribution can no longer be reversed")
+        if year in self.subsidised_years:
+            raise Refused("year", f"the {year} subsidy was credited on this contribution; "
+                          "it can no longer be reversed")
+        credited = sorted(y for y in self.interest_years if y >= booked_on.year)
+        if credited:
+            raise Refused("year", f"interest for {credited[0]} was credited on this "
+                          "contribution; it can no longer be reversed")
+        self.trigger_event(self.ContributionReversed, year=year, receipt_no=booked[0],
+                           amount_fen=amount, on_behalf_fen=on_behalf, back_payment=booked[2],
+                           reason=reason.strip(), value_date=value_date, actor=actor)
+        return amount, on_behalf
 
     def credit_subsidy(self, *, year: int, value_date: date, rules: RuleVersion,
                        actor: str) -> int:

@@ -56,10 +56,11 @@ PEOPLE = TableSpec("proj_participants", (
     col("last_paid_month", "text"),
 ), indexes=(("township", "village"),))
 YEARS = TableSpec("proj_participant_years", (
-    key("participant_id", "uuid"),
-    key("year", "int"),
+    col("participant_id", "uuid"),
+    col("year", "int"),
     col("back_payment", "int"),
-), indexes=(("year",),), append=True)  # the ledger books one contribution a year
+    col("bookings", "int"),            # 1 a contribution, -1 a reversal: a year counts
+), indexes=(("year",), ("participant_id",)), append=True)  # while its sum is above 0
 PAYMENTS = TableSpec("proj_pension_payments", (
     col("participant_id", "uuid"),
     col("value_date", "date"),
@@ -75,6 +76,7 @@ PAID = PARTICIPANT + "PensionPaid"
 REVERSED = PARTICIPANT + "PensionPaymentReversed"
 ENROLLED = PARTICIPANT + "Enrolled"
 CONTRIBUTION = PARTICIPANT + "ContributionReceived"
+CONTRIBUTION_REVERSED = PARTICIPANT + "ContributionReversed"
 # The parts of BasicPensionComponents.total_fen().
 BASIC_PARTS = ("central_fen", "province_fen", "city_fen", "county_fen",
                "long_contribution_fen", "age_extra_fen")
@@ -156,7 +158,7 @@ def pension_json(e: dict[str, Any]) -> str:
 
 class ParticipantsView(View):
     name = "participants"
-    version = 2
+    version = 3
     tables = (PEOPLE, YEARS, PAYMENTS)
 
     def __init__(self, cipher: Cipher | None) -> None:
@@ -165,7 +167,7 @@ class ParticipantsView(View):
         self._people: dict[bytes, Person] = {}
 
     def topics(self) -> frozenset[str]:
-        return HEADER_EVENTS | {ENROLLED, CONTRIBUTION}
+        return HEADER_EVENTS | {ENROLLED, CONTRIBUTION, CONTRIBUTION_REVERSED}
 
     def missing(self, items: Sequence[Item]) -> dict[str, set[UUID]]:
         people = self._people
@@ -184,11 +186,12 @@ class ParticipantsView(View):
         people = self._people
         dirty: dict[bytes, Person] = {}
         enrolled: set[bytes] = set()  # rows new to the table: inserted, not merged
-        years: list[Row] = []  # the ledger books one contribution a year (the table's key)
+        years: list[Row] = []
         payments: list[Row] = []
         for _, pid, version, topic, e, _, _ in items:
-            if topic == CONTRIBUTION:
-                years.append((pid, e["year"], int(e.get("back_payment", False))))
+            if topic in (CONTRIBUTION, CONTRIBUTION_REVERSED):
+                years.append((pid, e["year"], int(e.get("back_payment", False)),
+                              1 if topic == CONTRIBUTION else -1))
                 continue
             if topic == ENROLLED:
                 person = self._enrol(UUID(bytes=pid), version, e)

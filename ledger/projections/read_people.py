@@ -19,7 +19,7 @@ from ledger.projections.values import as_date
 
 # Event kinds that book money into the account, counted in "booked by year".
 INFLOW_KINDS = ("ContributionReceived", "PaidOnBehalf", "SubsidyCredited",
-                "CollectiveSubsidyCredited")
+                "CollectiveSubsidyCredited", "ContributionReversed")  # a reversal nets
 INTEREST_KIND = "InterestCredited"
 MAX_ROSTER_ROWS = 10_000_000
 
@@ -50,7 +50,8 @@ def statement(tx: Tx, cipher: Cipher | None, pid: UUID, masked_id: str,
         elif kind == INTEREST_KIND:
             interest[year] = interest.get(year, 0) + amount
     years = [r[0] for r in tx.query(f"SELECT year FROM {tx.q(YEARS.name)} "
-                                    f"WHERE participant_id = ? ORDER BY year", (pid,))]
+                                    f"WHERE participant_id = ? GROUP BY year "
+                                    f"HAVING SUM(bookings) > 0 ORDER BY year", (pid,))]
     pii = unseal(cipher, p.pii)
     groups = orjson.loads(p.identity_groups)
     return {
@@ -99,10 +100,11 @@ def county_report(tx: Tx, year: int, as_of: date | None = None) -> dict[str, Any
     rows = tx.query(
         f"SELECT p.township, p.village, "
         f"SUM(CASE WHEN {enrolled} THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN {enrolled} AND y.year IS NOT NULL THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN {enrolled} AND y.participant_id IS NOT NULL THEN 1 ELSE 0 END), "
         f"SUM(CASE WHEN p.pension_from <= ? AND {alive} THEN 1 ELSE 0 END) "
-        f"FROM {tx.q(PEOPLE.name)} p LEFT JOIN {tx.q(YEARS.name)} y "
-        f"ON y.participant_id = p.participant_id AND y.year = ? "
+        f"FROM {tx.q(PEOPLE.name)} p LEFT JOIN (SELECT participant_id FROM "
+        f"{tx.q(YEARS.name)} WHERE year = ? GROUP BY participant_id "
+        f"HAVING SUM(bookings) > 0) y ON y.participant_id = p.participant_id "
         f"GROUP BY p.township, p.village ORDER BY p.township, p.village",
         (on, on, on, on, on, on, on, on, year))
     paid = _paid(tx, on)
