@@ -38,9 +38,11 @@ def interest_for_year(bookings: Iterable[HasBooking], year: int, rate: Decimal,
     rate_fraction = Fraction(rate)
     total = Fraction(0)
     for b in bookings:
-        if b.value_date.year > year:
+        # A reversal earns (negatively) from the date of what it reverses: the two cancel.
+        day = getattr(b, "earns_from", None) or b.value_date
+        if day.year > year:
             continue
-        months = months_earning(b.value_date, year, params.interest_from)
+        months = months_earning(day, year, params.interest_from)
         total += b.amount_fen * rate_fraction * months / 12
     if total <= 0:
         return 0

@@ -132,3 +132,21 @@ def test_reversing_on_the_command_line(tmp_path: Path) -> None:
     assert test_cli.ok(db, *args)["result"] == {"year": 2016, "refunded_fen": 20000,
                                                 "on_behalf_fen": 0}
     assert "year: no contribution is booked for 2016" in test_cli.refused(db, *args)
+
+
+def test_a_reversed_contribution_earns_no_interest(ledger: Ledger) -> None:
+    # Booked in March, reversed in June and again in the next January, before the year's
+    # interest: the mistaken money earns nothing for the months it sat in the account.
+    kept, june, january = make_id(1), make_id(2), make_id(3)
+    for idn in (kept, june, january):
+        enrol(ledger, idn)
+        contribute(ledger, idn, 2016, 20000, value_date=DAY)
+    ledger.reverse_contribution(id_number=june, year=2016, reason="wrong person",
+                                value_date=date(2016, 6, 15), actor="fin")
+    ledger.reverse_contribution(id_number=january, year=2016, reason="wrong person",
+                                value_date=date(2017, 1, 3), actor="fin")
+    ledger.credit_interest(year=2016, today=date(2017, 1, 5), actor="fin")
+    interest = {idn: ledger.participant(idn).interest_years[2016]
+                for idn in (kept, june, january)}
+    assert interest[kept] > 0
+    assert interest[june] == interest[january] == 0

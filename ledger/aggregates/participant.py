@@ -72,6 +72,9 @@ class Booking(Immutable):
     source: str
     amount_fen: int
     kind: str
+    # A reversal voids the interest of what it reverses: it earns (negatively) from the
+    # reversed booking's date, not its own.
+    earns_from: date | None = None
 
 
 class BasicPensionComponents(Immutable):
@@ -251,12 +254,14 @@ class Participant(Aggregate):
         reason: str
 
         def apply(self, p: Any) -> None:
-            if self.amount_fen:
-                self.book(p, "contribution", -self.amount_fen, "reversed")
-            if self.on_behalf_fen:
-                self.book(p, "on_behalf", -self.on_behalf_fen, "reversed")
+            booked_on = p.contribution_money.pop(self.year)[2]
+            for source, amount in (("contribution", self.amount_fen),
+                                   ("on_behalf", self.on_behalf_fen)):
+                if amount:
+                    self.book(p, source, -amount, "reversed")
+                    p.bookings[-1] = p.bookings[-1].model_copy(
+                        update={"earns_from": booked_on})
             del p.contributed_years[self.year]
-            del p.contribution_money[self.year]
 
     class SubsidyCredited(MoneyEvent):
         year: int
