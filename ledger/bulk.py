@@ -18,6 +18,7 @@ meanwhile refuses the write, and the import reads the register again and retries
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import hashlib
 import io
@@ -429,19 +430,30 @@ class _Person:
     """A participant as the register knows them, advanced line by line through the file."""
 
     __slots__ = ("pid", "from_version", "version", "status", "birth_date", "groups",
-                 "only_group", "years", "year_set")
+                 "only_group", "years", "year_set", "years_sorted")
 
-    def __init__(self, pid: UUID, version: int, status: str, birth_date: str,
-                 identity_groups: str, contributed_years: str) -> None:
+    def __init__(self, pid: UUID, version: int, status: str, birth_date: date,
+                 groups: list[list[str]], only_group: str | None,
+                 contributed_years: str) -> None:
         self.pid = pid
         self.from_version = self.version = version
         self.status = status
-        self.birth_date = date.fromisoformat(birth_date)
-        # [[since, group], ...] sorted by since: ISO dates compare as strings.
-        self.groups: list[list[str]] = orjson.loads(identity_groups)
-        self.only_group: str | None = self.groups[0][1] if len(self.groups) == 1 else None
+        self.birth_date = birth_date
+        # [[since, group], ...] sorted by since: ISO dates compare as strings. Shared, read
+        # only, by everyone with the same register text (_groups).
+        self.groups = groups
+        self.only_group = only_group
         self.years: dict[str, list[Any]] = orjson.loads(contributed_years)
         self.year_set = set(map(int, self.years))
+        # The register's JSON has its years in order; a later year booked keeps it so.
+        self.years_sorted = True
+
+    @classmethod
+    def of_register(cls, pid: UUID, version: int, status: str, birth_date: str,
+                    identity_groups: str, contributed_years: str) -> _Person:
+        """From a register row's columns (store.StoreQueries.register_tuples)."""
+        return cls(pid, version, status, _birth_date(birth_date), *_groups(identity_groups),
+                   contributed_years)
 
     def group_on(self, on: date) -> str:
         """Participant.identity_group_on, over the register's JSON."""
@@ -457,13 +469,16 @@ class _Person:
     def book(self, year: int, receipt_no: str, tier_fen: int, back_payment: bool,
              events: int) -> None:
         self.version += events
+        if self.years_sorted and self.year_set and year < max(self.year_set):
+            self.years_sorted = False
         self.years[str(year)] = [receipt_no, tier_fen, back_payment]
         self.year_set.add(year)
 
     def register_years(self) -> RegisterYears:
         # The JSON of ledger.application.register_row: years sorted, [receipt, tier, back].
+        years = self.years if self.years_sorted else dict(sorted(self.years.items()))
         return RegisterYears(self.pid, self.from_version, self.version,
-                             orjson.dumps(dict(sorted(self.years.items()))).decode())
+                             orjson.dumps(years).decode())
 
 
 def _validated_events(c: _Line, version: int, group: str, rule_version: str, actor: str,
@@ -709,7 +724,22 @@ def _read_people(ledger: Ledger, people: dict[str, _Person | None],
         key, id_number = next(iter(unseen.items()))
         assert UUID(bytes=key) == participant_id(id_number), "participant_key is participant_id"
     for row in ledger.queries.register_tuples(list(unseen)):
-        people[unseen[row[0]]] = _Person(*row[1:])
+        people[unseen[row[0]]] = _Person.of_register(*row[1:])
+
+
+@functools.lru_cache(maxsize=MAX_MEMO)
+def _birth_date(text: str) -> date:
+    """A register's birth date, parsed once per distinct date (a county has ~30,000)."""
+    return date.fromisoformat(text)
+
+
+@functools.lru_cache(maxsize=MAX_MEMO)
+def _groups(text: str) -> tuple[list[list[str]], str | None]:
+    """A register's identity groups ([[since, group], ...]) and the only group when there is
+    one, parsed once per distinct text: most participants have one group since the day they
+    enrolled, and a county enrols on a few thousand days. Shared: never changed in place."""
+    groups: list[list[str]] = orjson.loads(text)
+    return groups, groups[0][1] if len(groups) == 1 else None
 
 
 _PARTICIPANT_NAME = NAMESPACE_URL.bytes + b"pension-ledger:participant:"

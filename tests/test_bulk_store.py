@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
 
+import orjson
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from hypothesis import given, settings
@@ -224,8 +225,8 @@ def test_a_spliced_receipt_number_makes_the_mappers_bytes(
     assert not money.problems
     for n, receipt in enumerate(receipts):
         idn = make_id(n)
-        person = _Person(participant_id(idn), 1, "active", "1970-05-17",
-                         '[["2015-01-10","destitute"]]', "{}")
+        person = _Person.of_register(participant_id(idn), 1, "active", "1970-05-17",
+                                     '[["2015-01-10","destitute"]]', "{}")
         stored: list[Any] = []
         added = mapper.add(person, money, channel, receipt, "destitute", "v1@2015-01-01",
                            stored)
@@ -237,3 +238,22 @@ def test_a_spliced_receipt_number_makes_the_mappers_bytes(
         assert [(s.originator_id, s.originator_version, s.topic, s.state) for s in stored] \
             == [(s.originator_id, s.originator_version, s.topic, s.state) for s in expected]
     assert len(mapper.forms) == 1   # one learnt JSON for all the lines
+
+
+def test_a_participants_register_years_stay_in_order_whatever_the_order_booked() -> None:
+    # The register's JSON is ledger.application.register_row's: years in order. A year
+    # after the last keeps the order by appending; an earlier one (a back-payment) sorts.
+    years = '{"2015":["R1",20000,false],"2017":["R3",20000,false]}'
+    later = _Person.of_register(participant_id(make_id(1)), 3, "enrolled", "1970-05-17",
+                                '[["2015-01-10","ordinary"]]', years)
+    later.book(2018, "R4", 20000, False, 1)
+    earlier = _Person.of_register(participant_id(make_id(2)), 3, "enrolled", "1970-05-17",
+                                  '[["2015-01-10","ordinary"]]', years)
+    earlier.book(2016, "R2", 20000, True, 1)
+    for person, added in ((later, "2018"), (earlier, "2016")):
+        booked = orjson.loads(person.register_years().contributed_years)
+        assert list(booked) == sorted(booked) and added in booked
+        assert person.register_years().contributed_years == orjson.dumps(
+            dict(sorted(booked.items()))).decode()
+    assert list(orjson.loads(earlier.register_years().contributed_years)) == [
+        "2015", "2016", "2017"]
