@@ -98,7 +98,12 @@ def stray_events(count: int) -> list[BulkEvent]:
     return [BulkEvent(aggregate, v, TOPIC, b'{"n":%d}' % v) for v in range(1, count + 1)]
 
 
-def test_a_stale_register_version_refuses_the_whole_write(ledger: Ledger) -> None:
+@pytest.mark.parametrize("copy_min_rows", [1, store.COPY_MIN_ROWS])
+def test_a_stale_register_version_refuses_the_whole_write(
+        ledger: Ledger, copy_min_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With COPY_MIN_ROWS 1 a PostgreSQL write takes the path of a year's import: the
+    # register's update runs on the server while the chain is hashed.
+    monkeypatch.setattr(store, "COPY_MIN_ROWS", copy_min_rows)
     idn = make_id(1)
     enrol(ledger, idn)
     pid = participant_id(idn)
@@ -115,7 +120,10 @@ def test_a_stale_register_version_refuses_the_whole_write(ledger: Ledger) -> Non
     assert verify_chain(ledger).ok
 
 
-def test_the_register_years_are_written_with_the_events(ledger: Ledger) -> None:
+@pytest.mark.parametrize("copy_min_rows", [1, store.COPY_MIN_ROWS])
+def test_the_register_years_are_written_with_the_events(
+        ledger: Ledger, copy_min_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "COPY_MIN_ROWS", copy_min_rows)
     idn = make_id(2)
     enrol(ledger, idn)
     pid = participant_id(idn)
