@@ -373,6 +373,16 @@ class Ledger(Application[UUID]):
             "reverse-contribution", id_number, actor, idempotency_key,
             {"year": year, "reason": reason, "value_date": value_date}, reverse)
 
+    def reverse_subsidy(self, *, id_number: str, year: int, reason: str, value_date: date,
+                        actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Reverse a year's subsidy credited in error (every level): the government no
+        longer owes it; a contribution it was credited on may then be reversed."""
+        return self._participant_step(
+            "reverse-subsidy", id_number, actor, idempotency_key,
+            {"year": year, "reason": reason, "value_date": value_date},
+            lambda p: {"year": year, "reversed_fen": p.reverse_subsidy(
+                year=year, reason=reason, value_date=value_date, actor=actor)})
+
     def subsidise(self, *, id_number: str, year: int, value_date: date, actor: str,
                   idempotency_key: str | None = None) -> dict[str, Any]:
         def body() -> tuple[list[Any], dict[str, Any]]:
@@ -383,7 +393,11 @@ class Ledger(Application[UUID]):
                          "rule_version": rules.label}
 
         canonical = resident_id.normalise(id_number)
-        return self._command("subsidise", idempotency_key or f"subsidy:{canonical}:{year}",
+        # One credit of a year's subsidy per key; once reversed, the year may be credited
+        # again, under a key of its own.
+        again = self.participant(canonical).subsidy_reversals.get(year, 0)
+        default = f"subsidy:{canonical}:{year}" + (f":{again}" if again else "")
+        return self._command("subsidise", idempotency_key or default,
                              {"id_number": canonical, "year": year, "value_date": value_date},
                              body, actor)
 

@@ -608,6 +608,22 @@ def reverse_contribution(ctx: typer.Context, id_number: IdOpt,
     print_result(st, result, "contribution reversed")
 
 
+@app.command("reverse-subsidy")
+@guarded
+def reverse_subsidy(ctx: typer.Context, id_number: IdOpt,
+                    year: Annotated[int, typer.Option("--year")],
+                    reason: Annotated[str, typer.Option(
+                        "--reason", help="Why it was credited in error.")],
+                    value_date: DateOpt,
+                    json_out: JsonFlag = False) -> None:
+    """Reverse a year's subsidy credited in error (every level)."""
+    st = settings_of(ctx, json_out)
+    result = st.ledger().reverse_subsidy(
+        id_number=id_number, year=parse_year(year), reason=reason,
+        value_date=parse_date(value_date, "date"), actor=st.actor, idempotency_key=st.key)
+    print_result(st, result, "subsidy reversed")
+
+
 @app.command()
 @guarded
 def subsidise(ctx: typer.Context,

@@ -126,6 +126,12 @@ def _subsidy(e: Fields, pid: Id) -> list[Entry]:
             _sub(f"subsidy_{level}", pid, amount)]
 
 
+def _subsidy_reversed(e: Fields, pid: Id) -> list[Entry]:
+    amount, level = e["amount_fen"], e["level"]
+    return [(f"{SUBSIDY_RECEIVABLE}.{level}", -amount, None),
+            _sub(f"subsidy_{level}", pid, -amount)]
+
+
 def _collective(e: Fields, pid: Id) -> list[Entry]:
     amount = e["amount_fen"]
     return [(INCOME, amount, None), _sub("collective", pid, amount)]
@@ -277,6 +283,7 @@ RULES: dict[str, Rule] = {
     PARTICIPANT + "PaidOnBehalf": _paid_on_behalf,
     PARTICIPANT + "ContributionReversed": _contribution_reversed,
     PARTICIPANT + "SubsidyCredited": _subsidy,
+    PARTICIPANT + "SubsidyReversed": _subsidy_reversed,
     PARTICIPANT + "CollectiveSubsidyCredited": _collective,
     PARTICIPANT + "InterestCredited": _interest,
     PARTICIPANT + "BalanceSettled": _settled,

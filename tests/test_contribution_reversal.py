@@ -150,3 +150,64 @@ def test_a_reversed_contribution_earns_no_interest(ledger: Ledger) -> None:
                 for idn in (kept, june, january)}
     assert interest[kept] > 0
     assert interest[june] == interest[january] == 0
+
+
+def test_a_subsidy_is_reversed_first_then_its_contribution(ledger: Ledger) -> None:
+    idn = make_id(1)
+    enrol(ledger, idn)
+    contribute(ledger, idn, 2016, 20000, value_date=DAY, receipt_no="R-1")
+    credited = ledger.subsidise(id_number=idn, year=2016, value_date=date(2016, 6, 30),
+                                actor="fin")["amount_fen"]
+    refused(ledger, Refused, "year", "reverse it first (reverse-subsidy)",
+            lambda: ledger.reverse_contribution(id_number=idn, year=2016, reason="wrong tier",
+                                                value_date=date(2016, 7, 1), actor="fin"))
+
+    out = ledger.reverse_subsidy(id_number=idn, year=2016, reason="on a wrong tier",
+                                 value_date=date(2016, 7, 1), actor="fin")
+    assert out["result"] == {"year": 2016, "reversed_fen": credited}
+    reversed_ = [e for e in ledger.events.get(participant_id(idn))
+                 if isinstance(e, Participant.SubsidyReversed)]
+    assert sum(e.amount_fen for e in reversed_) == credited
+    for e in reversed_:
+        assert sorted(postings_for(e)) == sorted([
+            Posting(f"1202.{e.level}", -e.amount_fen),
+            Posting(f"2001.subsidy_{e.level}", e.amount_fen, participant_id(idn))])
+    refused(ledger, Refused, "year", "no subsidy is credited for 2016",
+            lambda: ledger.reverse_subsidy(id_number=idn, year=2016, reason="again",
+                                           value_date=date(2016, 7, 2), actor="fin"))
+
+    # Now the contribution, then the year booked and subsidised again, right this time.
+    ledger.reverse_contribution(id_number=idn, year=2016, reason="wrong tier",
+                                value_date=date(2016, 7, 1), actor="fin")
+    contribute(ledger, idn, 2016, 50000, value_date=date(2016, 7, 2), receipt_no="R-2")
+    again = ledger.subsidise(id_number=idn, year=2016, value_date=date(2016, 7, 3),
+                             actor="fin")["amount_fen"]
+    p = ledger.participant(idn)
+    assert p.balance_fen == 50000 + again
+    ProjectionRunner(ledger).run_until_caught_up()
+    statement = Views(ledger).statement(idn)
+    assert statement["balance_fen"] == p.balance_fen
+    assert statement["sources_fen"] == p.balance_on(date.max)
+
+
+def test_a_reversed_subsidy_earns_no_interest_and_is_not_reversed_after_it(
+        ledger: Ledger) -> None:
+    idn = make_id(1)
+    enrol(ledger, idn)
+    contribute(ledger, idn, 2016, 20000, value_date=DAY)
+    ledger.subsidise(id_number=idn, year=2016, value_date=date(2016, 6, 30), actor="fin")
+    ledger.reverse_subsidy(id_number=idn, year=2016, reason="credited twice by hand",
+                           value_date=date(2016, 11, 30), actor="fin")
+    alone = make_id(2)
+    enrol(ledger, alone)
+    contribute(ledger, alone, 2016, 20000, value_date=DAY)
+    ledger.credit_interest(year=2016, today=date(2017, 1, 5), actor="fin")
+    # The same interest as someone never subsidised: the subsidy's months earn nothing.
+    assert (ledger.participant(idn).interest_years[2016]
+            == ledger.participant(alone).interest_years[2016])
+
+    ledger.subsidise(id_number=alone, year=2016, value_date=date(2017, 1, 6), actor="fin")
+    ledger.credit_interest(year=2017, today=date(2018, 1, 5), actor="fin")
+    refused(ledger, Refused, "year", "interest for 2017 was credited on this subsidy",
+            lambda: ledger.reverse_subsidy(id_number=alone, year=2016, reason="x",
+                                           value_date=date(2018, 1, 6), actor="fin"))

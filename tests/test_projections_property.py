@@ -43,6 +43,7 @@ commands = st.one_of(
     st.tuples(st.just("contribute"), who, when, st.sampled_from(TIERS), st.booleans()),
     st.tuples(st.just("collective"), who, when, amount),
     st.tuples(st.just("reverse"), who, st.sampled_from([2015, 2016, 2017]), when),
+    st.tuples(st.just("reverse_subsidy"), who, st.sampled_from([2015, 2016, 2017]), when),
     st.tuples(st.just("interest"), st.sampled_from([2015, 2016, 2017])),
     st.tuples(st.just("treasury"), amount, st.sampled_from(["basic_pension", "on_behalf"]),
               when),
@@ -83,6 +84,9 @@ def run(ledger: Ledger, runner: ProjectionRunner, counter: list[int],
     elif name == "reverse":  # booked in error; refused once built on, or swept
         ledger.reverse_contribution(id_number=PEOPLE[args[0]], year=args[1],
                                     reason="entered twice", value_date=args[2], actor=op)
+    elif name == "reverse_subsidy":
+        ledger.reverse_subsidy(id_number=PEOPLE[args[0]], year=args[1],
+                               reason="credited in error", value_date=args[2], actor=op)
     elif name == "collective":
         ledger.credit_collective(id_number=PEOPLE[args[0]], year=args[1].year,
                                  amount_fen=args[2], payer="村委会", receipt_no=ref,

@@ -1,9 +1,10 @@
 """Property tests: random sequences of commands against a real store.
 
 For any sequence of commands (enrolments, contributions of random tiers and years,
-back-payments, reversals, subsidies, collective subsidies, identity-group changes, interest runs,
-treasury money, sweeps, appropriations, bank interest, pensions, suspensions, deaths,
-terminations, settlements, overpayments), at every step:
+back-payments, subsidies, reversals of contributions and subsidies, collective subsidies,
+identity-group changes, interest runs, treasury money, sweeps, appropriations, bank
+interest, pensions, suspensions, deaths, terminations, settlements, overpayments), at every
+step:
   - every stored event's postings sum to zero;
   - the fund's guarded positions are never negative and equal the sum of the postings;
   - each individual account's balance equals the sum of its sources, each source equals
@@ -69,6 +70,7 @@ command = st.one_of(
               st.just(0), st.just(1)),
     st.tuples(st.just("subsidise"), who, year, month),
     st.tuples(st.just("reverse"), who, year, month),
+    st.tuples(st.just("reverse_subsidy"), who, year, month),
     st.tuples(st.just("subsidise_year"), year),
     st.tuples(st.just("collective"), who, year, small_fen, month),
     st.tuples(st.just("group"), who, st.sampled_from(IDENTITY_GROUPS), year),
@@ -178,6 +180,12 @@ def perform(ledger: Ledger, step: int, cmd: tuple[Any, ...],
                                                    reason="booked in error",
                                                    value_date=date(y, m, 25), actor="fin",
                                                    idempotency_key=key)
+    if kind == "reverse_subsidy":
+        _, i, y, m = cmd
+        return lambda: ledger.reverse_subsidy(id_number=IDS[i], year=y,
+                                              reason="credited in error",
+                                              value_date=date(y, m, 26), actor="fin",
+                                              idempotency_key=key)
     if kind == "apply":
         _, i, y, m = cmd
         return lambda: ledger.apply_for_pension(id_number=IDS[i], start_month=ym(y, m),

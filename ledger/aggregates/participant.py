@@ -144,6 +144,9 @@ class Participant(Aggregate):
         receipts: set[str]
         interest_years: dict[int, int]
         subsidised_years: set[int]
+        # Per subsidised year and level: (amount credited, value date).
+        subsidy_money: dict[int, dict[str, tuple[int, date]]]
+        subsidy_reversals: dict[int, int]  # per year: how often its subsidy was reversed
         township: str
         village: str
         enrol_date: date
@@ -191,6 +194,8 @@ class Participant(Aggregate):
             p.receipts = set()
             p.interest_years = {}
             p.subsidised_years = set()
+            p.subsidy_money = {}
+            p.subsidy_reversals = {}
             p.pension = None
             p.pension_application = None
             p.suspension = None
@@ -272,6 +277,28 @@ class Participant(Aggregate):
         def apply(self, p: Any) -> None:
             self.book(p, f"subsidy_{self.level}", self.amount_fen, "subsidy")
             p.subsidised_years.add(self.year)
+            p.subsidy_money.setdefault(self.year, {})[self.level] = (self.amount_fen,
+                                                                     self.value_date)
+
+    class SubsidyReversed(MoneyEvent):
+        """A level's subsidy for a year, credited on a contribution booked in error (or at
+        the wrong tier), reversed: the government no longer owes it. The year may then be
+        subsidised again, once its contribution is right."""
+
+        year: int
+        level: str
+        amount_fen: int
+        reason: str
+
+        def apply(self, p: Any) -> None:
+            by_level = p.subsidy_money[self.year]
+            credited_on = by_level.pop(self.level)[1]
+            self.book(p, f"subsidy_{self.level}", -self.amount_fen, "reversed")
+            p.bookings[-1] = p.bookings[-1].model_copy(update={"earns_from": credited_on})
+            if not by_level:
+                del p.subsidy_money[self.year]
+                p.subsidised_years.discard(self.year)
+                p.subsidy_reversals[self.year] = p.subsidy_reversals.get(self.year, 0) + 1
 
     class CollectiveSubsidyCredited(MoneyEvent):
         year: int
@@ -642,22 +669,48 @@ class Participant(Aggregate):
         if value_date < booked_on:
             raise InvalidInput("value_date", f"is before the contribution's value date "
                                f"({booked_on.isoformat()})")
-        if self.closed:
-            raise Refused("participant", "the account is settled; nothing can be reversed")
-        if self.pension is not None or self.pension_application is not None:
-            raise Refused("participant", "a pension was applied for on these contributions; "
-                          "a contribution can no longer be reversed")
         if year in self.subsidised_years:
             raise Refused("year", f"the {year} subsidy was credited on this contribution; "
-                          "it can no longer be reversed")
-        credited = sorted(y for y in self.interest_years if y >= booked_on.year)
-        if credited:
-            raise Refused("year", f"interest for {credited[0]} was credited on this "
-                          "contribution; it can no longer be reversed")
+                          "reverse it first (reverse-subsidy)")
+        self._refuse_if_built_on(booked_on, "contribution")
         self.trigger_event(self.ContributionReversed, year=year, receipt_no=booked[0],
                            amount_fen=amount, on_behalf_fen=on_behalf, back_payment=booked[2],
                            reason=reason.strip(), value_date=value_date, actor=actor)
         return amount, on_behalf
+
+    def reverse_subsidy(self, *, year: int, reason: str, value_date: date,
+                        actor: str) -> int:
+        """Reverse the year's subsidy, every level of it; returns the total reversed. Only
+        while nothing was built on it, as for a contribution."""
+        credited = self.subsidy_money.get(year)
+        if not credited:
+            raise Refused("year", f"no subsidy is credited for {year}")
+        if not reason.strip() or len(reason) > MAX_REASON_CHARS:
+            raise InvalidInput("reason", f"must say why, in 1 to {MAX_REASON_CHARS} characters")
+        first = min(day for _, day in credited.values())
+        if value_date < first:
+            raise InvalidInput("value_date", f"is before the subsidy's value date "
+                               f"({first.isoformat()})")
+        self._refuse_if_built_on(first, "subsidy")
+        total = 0
+        for level, (amount, _) in sorted(credited.items()):
+            self.trigger_event(self.SubsidyReversed, year=year, level=level, amount_fen=amount,
+                               reason=reason.strip(), value_date=value_date, actor=actor)
+            total += amount
+        return total
+
+    def _refuse_if_built_on(self, booked_on: date, what: str) -> None:
+        """A booking may be reversed only while nothing computed from it stands: interest
+        credited for a year it was held in, a pension applied for, a settled account."""
+        if self.closed:
+            raise Refused("participant", "the account is settled; nothing can be reversed")
+        if self.pension is not None or self.pension_application is not None:
+            raise Refused("participant", f"a pension was applied for on this account; the "
+                          f"{what} can no longer be reversed")
+        credited = sorted(y for y in self.interest_years if y >= booked_on.year)
+        if credited:
+            raise Refused("year", f"interest for {credited[0]} was credited on this {what}; "
+                          "it can no longer be reversed")
 
     def credit_subsidy(self, *, year: int, value_date: date, rules: RuleVersion,
                        actor: str) -> int:

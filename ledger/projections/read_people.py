@@ -19,7 +19,8 @@ from ledger.projections.values import as_date
 
 # Event kinds that book money into the account, counted in "booked by year".
 INFLOW_KINDS = ("ContributionReceived", "PaidOnBehalf", "SubsidyCredited",
-                "CollectiveSubsidyCredited", "ContributionReversed")  # a reversal nets
+                "CollectiveSubsidyCredited", "ContributionReversed",  # a reversal nets
+                "SubsidyReversed")
 INTEREST_KIND = "InterestCredited"
 MAX_ROSTER_ROWS = 10_000_000
 
