@@ -232,3 +232,15 @@ def test_pensions_paid_and_answered_by_the_bank(ledger: Ledger, tmp_path: Path) 
     trial = Views(ledger).trial_balance()
     assert trial["net_fen"] == 0
     assert "2301" not in {a["account"] for a in trial["accounts"]}  # settled or returned
+
+
+def test_of_two_group_changes_from_the_same_day_the_later_stands(ledger: Ledger) -> None:
+    idn = make_id(70)
+    enrol(ledger, idn)
+    # The last recorded is neither first nor last by name.
+    for group in ("destitute", "ordinary", "minimum_living"):
+        ledger.change_identity_group(id_number=idn, group=group,
+                                     effective_from=date(2016, 3, 1), actor="op1")
+    ProjectionRunner(ledger).run_until_caught_up()
+    assert ledger.participant(idn).identity_group == "minimum_living"
+    assert Views(ledger).statement(idn)["identity_group"] == "minimum_living"

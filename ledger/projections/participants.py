@@ -233,7 +233,9 @@ class ParticipantsView(View):
         if kind == "IdentityGroupChanged":
             groups = orjson.loads(p.identity_groups)
             groups.append([e["effective_from"], e["identity_group"]])
-            p.identity_groups = orjson.dumps(sorted(groups)).decode()
+            # By date only, and stable: of two changes from the same day the later stands,
+            # as on the aggregate (sorting by group too made the view disagree).
+            p.identity_groups = orjson.dumps(sorted(groups, key=lambda g: g[0])).decode()
         elif kind == "BankDetailsChanged":
             p.bank_ref = f"{p.participant_id}@{version}"
             p.bank_last4 = e["bank"]["account_number"][-4:]
