@@ -127,8 +127,12 @@ def test_export_again_after_a_crash_rewrites_nothing_and_refuses_a_changed_file(
     (out / MANIFEST_NAME).unlink()  # as if killed before the manifest was written
     (out / f".{chosen[0].name}.abc.tmp").write_bytes(b"half")  # an interrupted temporary
     before = (out / chosen[0].name).stat().st_mtime_ns
+    (out / ".someone-elses.tmp").write_bytes(b"not ours")  # left alone
     assert export_files(out, chosen, approved).hash == approved
     assert (out / chosen[0].name).stat().st_mtime_ns == before
+    # The interrupted write's temporary is cleared; nothing else but the files is touched.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".someone-elses.tmp", MANIFEST_NAME, *(f.name for f in chosen)])
     (out / chosen[2].name).write_bytes(b"something else")
     with pytest.raises(ManifestError, match=f"{chosen[2].name} is already in .* other bytes"):
         export_files(out, chosen, approved)

@@ -9,6 +9,7 @@ so an auditor can recompute it from the files alone.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import hmac
 import json
@@ -167,6 +168,7 @@ def export_files(out_dir: Path, files: Iterable[BankFile], approved_hash: str) -
         raise ManifestError(f"these files hash to {manifest.hash}, not the approved "
                             f"{approved_hash}: nothing written")
     out_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    _clear_temporaries(out_dir, [f.name for f in chosen] + [MANIFEST_NAME])
     for f, entry in zip(sorted(chosen, key=lambda f: f.name), manifest.entries, strict=True):
         path = out_dir / f.name
         if path.is_symlink():
@@ -180,6 +182,15 @@ def export_files(out_dir: Path, files: Iterable[BankFile], approved_hash: str) -
         write_atomic(path, f.content)
     write_atomic(out_dir / MANIFEST_NAME, manifest.to_json())
     return verify_manifest(out_dir, approved_hash)
+
+
+def _clear_temporaries(out_dir: Path, names: list[str]) -> None:
+    """The temporaries write_atomic leaves when a write of one of these files is killed
+    (`.NAME.XXXX.tmp`): never sent, and not to be left for whoever collects the files."""
+    for name in names:
+        for leftover in out_dir.glob(f".{glob.escape(name)}.*.tmp"):
+            if leftover.is_file() and not leftover.is_symlink():
+                leftover.unlink()
 
 
 def verify_manifest(out_dir: Path, approved_hash: str) -> Manifest:
