@@ -643,6 +643,33 @@ class Ledger(Application[UUID]):
             {"payee": payee, "value_date": value_date,
              "payee_account": payee_account.model_dump() if payee_account else None}, award)
 
+    def payables(self, id_number: str) -> dict[str, Any]:
+        """What the fund owes on a participant's account to payees (the funeral grant, an
+        inheritance, a refund, the pension owed at death), to whom, and where each stands:
+        owed, held after a bank return, or sent to the bank (by its EndToEndId). Read from
+        the participant's events, so never behind."""
+        p = self.participant(id_number)
+        rows = []
+        for kind, payable in sorted(p.payables.items()):
+            account = payable.payee_account
+            if payable.paid_by is not None:
+                state = "sent"
+            elif payable.hold is not None:
+                state = "held"
+            else:
+                state = "owed" if account is not None else "owed, no payee account"
+            rows.append({"kind": kind, "amount_fen": payable.amount_fen,
+                         "payee": payable.payee,
+                         "account_name": account.account_name if account else None,
+                         "account_number": account.account_number if account else None,
+                         "bank_code": account.bank_code if account else None,
+                         "state": state, "sent_as": payable.paid_by,
+                         "held_for": payable.hold})
+        return {"id_number": p.id_number, "name": p.name, "status": p.status,
+                "date_of_death": p.date_of_death.isoformat() if p.date_of_death else None,
+                "payables": rows,
+                "owed_fen": sum(r["amount_fen"] for r in rows if r["state"] != "sent")}
+
     def change_payee(self, *, id_number: str, kind: str, payee: str,
                      payee_account: BankAccount, actor: str,
                      idempotency_key: str | None = None) -> dict[str, Any]:

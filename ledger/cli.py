@@ -943,6 +943,33 @@ def pensioner_payee(ctx: typer.Context, id_number: IdOpt,
     print_result(st, result, "payee changed")
 
 
+@pensioner_app.command("payables")
+@guarded
+def pensioner_payables(ctx: typer.Context, id_number: IdOpt,
+                       json_out: JsonFlag = False) -> None:
+    """What is owed to payees on an account (funeral grant, inheritance, refund, pension
+    owed at death), to whom, and where each stands."""
+    st = settings_of(ctx, json_out)
+    result = redact(st.ledger().payables(id_number), st.unmask)
+    if st.json:
+        sys.stdout.write(dump_json(result) + "\n")
+        return
+    table = Table(title=f"payables of {result['id_number']} {escape(result['name'])} "
+                        f"({result['status']}): {format_yuan(result['owed_fen'])} yuan "
+                        f"still owed", title_justify="left")
+    for col in ("kind", "yuan", "payee", "account", "state"):
+        table.add_column(col, justify="right" if col == "yuan" else "left")
+    for r in result["payables"]:
+        state = {"sent": f"sent to the bank as {r['sent_as']}",
+                 "held": f"held after the bank's {r['held_for']}: change the payee"}.get(
+            r["state"], r["state"])
+        account = (f"{r['account_number']} (bank {r['bank_code']})"
+                   if r["account_number"] else "-")
+        table.add_row(r["kind"], format_yuan(r["amount_fen"]), escape(r["payee"] or "-"),
+                      escape(account), escape(state))
+    out_console().print(table)
+
+
 @pensioner_app.command("overpayment")
 @guarded
 def pensioner_overpayment(ctx: typer.Context, id_number: IdOpt, amount: AmountOpt,

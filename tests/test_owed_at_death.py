@@ -18,6 +18,7 @@ from ledger.errors import Refused
 from ledger.postings import OWED_AT_DEATH_PAYABLE, postings_for
 from payout_engine import export, returns_import, run
 from payout_engine.bankfiles.domestic import write_domestic_return
+from tests import test_cli
 from tests.test_payout_one_offs import HEIR, answer, one_off_lines, reasons
 from tests.test_payout_support import (
     APPROVER,
@@ -190,3 +191,54 @@ def test_owing_at_death_refuses_months_that_are_not_owed(ledger: Ledger,
     for months in (["2020-04"], ["2020-05"], ["2020-06"], []):  # paid, settled, after death
         with pytest.raises(Refused, match="months"):
             p.owe_at_death(months=months, **base)  # type: ignore[arg-type]
+
+
+def test_what_the_heirs_are_owed_and_where_it_stands(ledger: Ledger, tmp_path: Path) -> None:
+    treasury(ledger)
+    transitional(ledger, 1)
+    dead = transitional(ledger, 2)
+    april = pay(ledger, "2020-04", tmp_path)
+    [line] = [ln for ln in april.lines.values() if ln.id_number == dead]
+    ledger.decease(id_number=dead, date_of_death=date(2020, 5, 20),
+                   reported_on=date(2020, 5, 25), actor=OPERATOR)
+    ledger.award_funeral_grant(id_number=dead, payee="王小五", payee_account=HEIR,
+                               value_date=date(2020, 5, 26), actor=OPERATOR)
+    grant = ledger.participant(dead).payables["funeral_grant"].amount_fen
+
+    owed = ledger.payables(dead)
+    assert (owed["status"], owed["date_of_death"]) == ("deceased", "2020-05-20")
+    assert [(r["kind"], r["amount_fen"], r["state"]) for r in owed["payables"]] == [
+        ("funeral_grant", grant, "owed"),
+        (OWED_AT_DEATH, line.amount_fen, "owed, no payee account")]
+    assert owed["owed_fen"] == grant + line.amount_fen
+
+    ledger.change_payee(id_number=dead, kind=OWED_AT_DEATH, payee="王小五", payee_account=HEIR,
+                        actor=OPERATOR)
+    june = answer(ledger, "2020-06", tmp_path)
+    sent = {r["kind"]: r for r in ledger.payables(dead)["payables"]}
+    assert {k: (r["state"], r["sent_as"]) for k, r in sent.items()} == {
+        kind: ("sent", one_off_lines(june)[kind].end_to_end_id)
+        for kind in ("funeral_grant", OWED_AT_DEATH)}
+    assert ledger.payables(dead)["owed_fen"] == 0
+
+
+def test_the_payables_on_the_command_line_are_masked(tmp_path: Path) -> None:
+    db = str(tmp_path / "ledger.db")
+    ledger = Ledger(db, cipher_key="")
+    try:
+        ledger.init()
+        treasury(ledger)
+        dead = transitional(ledger, 2)
+        ledger.decease(id_number=dead, date_of_death=date(2020, 5, 20),
+                       reported_on=date(2020, 5, 25), actor=OPERATOR)
+        ledger.change_payee(id_number=dead, kind=OWED_AT_DEATH, payee="王小五",
+                            payee_account=HEIR, actor=OPERATOR)
+    finally:
+        ledger.close()
+    out = test_cli.ok(db, "pensioner", "payables", "--id", dead)
+    [row] = out["payables"]
+    assert (row["kind"], row["state"]) == (OWED_AT_DEATH, "owed")
+    assert row["account_number"].endswith(HEIR.account_number[-4:])
+    assert HEIR.account_number not in str(out) and dead not in str(out)
+    table = test_cli.cli(db, "pensioner", "payables", "--id", dead)
+    assert table.exit_code == 0 and "still owed" in table.stdout, table.stdout
