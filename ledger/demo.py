@@ -530,12 +530,46 @@ class Demo:
                          actor=OPERATOR))
         self.refused("an amount of 1.234 yuan (more than 2 decimals)",
                      lambda: parse_yuan("1.234", "amount"))
+        self.correction(county, year)
         again = self.ledger.sweep(amount_fen=self.bookings_for(f"sweep {years[-1]}"),
                                   value_date=date(years[-1], 12, 28),
                                   reference=f"SWP-{years[-1]}-12", actor=FINANCE)
         assert again.get("replayed") is True, again
         self.say(f"  [green]✓ replayed[/] a retried sweep SWP-{years[-1]}-12 returned the "
                  "first result and booked nothing twice")
+
+    def correction(self, county: County, year: int) -> None:
+        """A contribution booked at the wrong tier is reversed, never edited: refunded from
+        the income account, then booked again right, and the income account swept."""
+        changed = {c.id_number for c in county.group_changes} | {
+            county.cast.becomes_poor, county.cast.young_death, *county.cast.near_pension,
+            *county.cast.elderly}
+        who = next((p.id_number for p in county.people
+                    if p.identity_group == "ordinary" and p.id_number not in changed
+                    and p.birth_date.year + 60 > year and p.enrol_date.year < year), None)
+        if who is None:  # a county too small to have an ordinary contributor left
+            return
+        day, wrong, right = date(year, 3, 2), 20000, 50000
+        self.ledger.contribute(id_number=who, year=year, tier_fen=wrong, amount_fen=wrong,
+                               channel="bank", receipt_no=f"R{year}-FIX-1", value_date=day,
+                               actor=OPERATOR)
+        self.book(INCOME, wrong, "correction: a contribution booked at the wrong tier")
+        r = self.ledger.reverse_contribution(id_number=who, year=year,
+                                             reason="booked at tier 200 instead of 500",
+                                             value_date=date(year, 3, 4), actor=FINANCE)
+        self.book(INCOME, -r["result"]["refunded_fen"], "correction: its reversal")
+        self.ledger.contribute(id_number=who, year=year, tier_fen=right, amount_fen=right,
+                               channel="bank", receipt_no=f"R{year}-FIX-2",
+                               value_date=date(year, 3, 4), actor=OPERATOR)
+        self.book(INCOME, right, "correction: the contribution booked again")
+        self.ledger.sweep(amount_fen=right, value_date=date(year, 3, 31),
+                          reference=f"SWP-{year}-03", actor=FINANCE)
+        self.book(INCOME, -right, f"sweep {year}-03")
+        self.book(FISCAL, right, f"sweep {year}-03")
+        self.say(f"  [green]✓ corrected[/] {self.masked(who)}'s {year} contribution, booked at "
+                 f"{format_yuan(wrong)} yuan instead of {format_yuan(right)}: reversed "
+                 f"(冲正, {format_yuan(r['result']['refunded_fen'])} yuan back to the payer "
+                 "from the income account), never edited, then booked again")
 
     def bookings_for(self, what: str) -> int:
         return next(b.amount_fen for b in self.bookings if b.what == what and b.amount_fen > 0)
