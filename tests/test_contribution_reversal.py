@@ -5,8 +5,12 @@ again under a receipt of its own. Only while nothing was built on it."""
 
 from __future__ import annotations
 
-from datetime import date
+import uuid
+from datetime import date, timedelta
 from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ledger.aggregates.participant import Participant, participant_id
 from ledger.application import Ledger
@@ -15,6 +19,7 @@ from ledger.postings import Posting, postings_for
 from ledger.projections import ProjectionRunner, Views
 from ledger.store import InsufficientFunds
 from tests import test_cli
+from tests.conftest import examples
 from tests.helpers import contribute, enrol, make_id, refused
 
 DAY = date(2016, 3, 1)
@@ -211,3 +216,47 @@ def test_a_reversed_subsidy_earns_no_interest_and_is_not_reversed_after_it(
     refused(ledger, Refused, "year", "interest for 2017 was credited on this subsidy",
             lambda: ledger.reverse_subsidy(id_number=alone, year=2016, reason="x",
                                            value_date=date(2018, 1, 6), actor="fin"))
+
+
+@settings(max_examples=examples(15), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(wrong=st.sampled_from([10000, 20000, 30000, 50000, 100000]),
+       right=st.sampled_from([10000, 20000, 50000, 100000]),
+       booked=st.dates(date(2016, 1, 1), date(2016, 6, 30)),
+       days_to_reversal=st.integers(0, 150), days_to_rebooking=st.integers(0, 30),
+       subsidised=st.booleans())
+def test_a_correction_leaves_the_account_as_if_booked_right(
+        tmp_path: Path, wrong: int, right: int, booked: date, days_to_reversal: int,
+        days_to_rebooking: int, subsidised: bool) -> None:
+    # For any mistaken tier and any dates: booking it, (subsidising it,) reversing it all
+    # and booking the right tier leaves the account, its sources and its year's interest
+    # as those of someone who booked the right tier on the day of the rebooking.
+    reversed_on = booked + timedelta(days=days_to_reversal)
+    rebooked_on = reversed_on + timedelta(days=days_to_rebooking)
+    ledger = Ledger(str(tmp_path / f"{uuid.uuid4().hex}.db"), cipher_key="")
+    try:
+        ledger.init()
+        fixed, plain = make_id(1), make_id(2)
+        for idn in (fixed, plain):
+            enrol(ledger, idn)
+        contribute(ledger, fixed, 2016, wrong, value_date=booked, receipt_no="W")
+        if subsidised:
+            ledger.subsidise(id_number=fixed, year=2016, value_date=booked, actor="fin")
+            ledger.reverse_subsidy(id_number=fixed, year=2016, reason="wrong tier",
+                                   value_date=reversed_on, actor="fin")
+        ledger.reverse_contribution(id_number=fixed, year=2016, reason="wrong tier",
+                                    value_date=reversed_on, actor="fin")
+        for idn in (fixed, plain):
+            contribute(ledger, idn, 2016, right, value_date=rebooked_on,
+                       receipt_no=f"R-{idn[-4:]}")
+            if subsidised:
+                ledger.subsidise(id_number=idn, year=2016, value_date=rebooked_on,
+                                 actor="fin")
+        ledger.credit_interest(year=2016, today=date(2017, 1, 5), actor="fin")
+        a, b = ledger.participant(fixed), ledger.participant(plain)
+        assert a.sources == b.sources
+        assert a.interest_years == b.interest_years
+        assert a.contributed_years[2016][1:] == b.contributed_years[2016][1:]
+        assert a.subsidised_years == b.subsidised_years
+    finally:
+        ledger.close()
