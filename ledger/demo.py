@@ -151,6 +151,13 @@ class Demo:
     def book(self, account: str, amount_fen: int, what: str) -> None:
         self.bookings.append(Booking(account, amount_fen, what))
 
+    def sweep(self, amount_fen: int, day: date, reference: str, what: str) -> None:
+        """Income account -> fiscal special account, in the ledger and in the demo's tally."""
+        self.ledger.sweep(amount_fen=amount_fen, value_date=day, reference=reference,
+                          actor=FINANCE)
+        self.book(INCOME, -amount_fen, what)
+        self.book(FISCAL, amount_fen, what)
+
     def refused(self, what: str, attempt: Callable[[], Any]) -> None:
         """Run something the ledger must refuse, and show the refusal."""
         from ledger.cli import error_text
@@ -294,10 +301,7 @@ class Demo:
         self.bank_interest(year)
         income = self.ledger.fund_positions()[INCOME]
         if income:
-            self.ledger.sweep(amount_fen=income, value_date=date(year, 12, 28),
-                              reference=f"SWP-{year}-12", actor=FINANCE)
-            self.book(INCOME, -income, f"sweep {year}")
-            self.book(FISCAL, income, f"sweep {year}")
+            self.sweep(income, date(year, 12, 28), f"SWP-{year}-12", f"sweep {year}")
             self.say(f"Income account swept to the fiscal special account: "
                      f"{format_yuan(income)} yuan (a county sweeps monthly; the demo once a "
                      "year).")
@@ -562,10 +566,7 @@ class Demo:
                                channel="bank", receipt_no=f"R{year}-FIX-2",
                                value_date=date(year, 3, 4), actor=OPERATOR)
         self.book(INCOME, right, "correction: the contribution booked again")
-        self.ledger.sweep(amount_fen=right, value_date=date(year, 3, 31),
-                          reference=f"SWP-{year}-03", actor=FINANCE)
-        self.book(INCOME, -right, f"sweep {year}-03")
-        self.book(FISCAL, right, f"sweep {year}-03")
+        self.sweep(right, date(year, 3, 31), f"SWP-{year}-03", f"sweep {year}-03")
         self.say(f"  [green]✓ corrected[/] {self.masked(who)}'s {year} contribution, booked at "
                  f"{format_yuan(wrong)} yuan instead of {format_yuan(right)}: reversed "
                  f"(冲正, {format_yuan(r['result']['refunded_fen'])} yuan back to the payer "
