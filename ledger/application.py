@@ -590,7 +590,8 @@ class Ledger(Application[UUID]):
         unsaved; returns what was owed, or None. A payable already sent
         to the bank cannot grow: the months are then left owed and `audit anomalies`
         lists them."""
-        owed = owed_at_death(p, lambda on: self.ruleset().in_force(on, "period"))
+        ruleset = self.ruleset()  # read once: due_for asks for every month owed
+        owed = owed_at_death(p, lambda on: ruleset.in_force(on, "period"))
         if owed is None:
             return None
         sent = p.payables.get(OWED_AT_DEATH)

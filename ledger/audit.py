@@ -232,8 +232,8 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
                 "pensioners": [{"id_number": p.id_number, "name": p.name} for p in people]})
 
     year_end = date(year, 12, 31)
-    hardship = sorted(g for g, pct in rules_on(year_end).parameters.on_behalf_percent.items()
-                      if pct > 0)
+    params = rules_on(year_end).parameters
+    hardship = sorted(g for g, pct in params.on_behalf_percent.items() if pct > 0)
     hardship_set = set(hardship)
     gone: list[UUID] = []
     participants = 0
@@ -242,7 +242,7 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
         if row.status in ("deceased", "terminated"):
             gone.append(row.participant_id)
         elif (row.status == "enrolled"
-              and _owed_on_behalf(row, year, year_end, hardship_set)):
+              and _owed_on_behalf(row, year, year_end, hardship_set, params.pension_age)):
             member = ledger.repository.get(row.participant_id)
             add("hardship_without_on_behalf", {
                 "id_number": member.id_number, "name": member.name, "year": year,
@@ -295,7 +295,6 @@ ANOMALY_KINDS = ("paid_after_death", "owed_at_death", "shared_account", "centena
 # Leaving the scheme for these refunds the account (DOMAIN.md: loss of nationality, double
 # enrolment with the employee scheme); a transfer out moves it, a death is inherited.
 REFUND_REASONS = ("emigration", "employee_scheme", "double_enrolment")
-PENSION_AGE = 60
 
 
 def _a_year_before(on: date) -> date:
@@ -305,22 +304,19 @@ def _a_year_before(on: date) -> date:
         return on.replace(year=on.year - 1, day=28)
 
 
-def _owed_on_behalf(row: Any, year: int, year_end: date, hardship: set[str]) -> bool:
+def _owed_on_behalf(row: Any, year: int, year_end: date, hardship: set[str],
+                    pension_age: int) -> bool:
     """A register row of a contributor in a hardship group at the end of `year`, enrolled
     by then, under pension age all year, with nothing booked for that year."""
+    from ledger.projections.read_people import group_on
+
     groups = orjson.loads(row.identity_groups)   # [[since, group], ...], since ISO, sorted
-    day = year_end.isoformat()
-    if not groups or groups[0][0] > day:
+    if not groups or groups[0][0] > year_end.isoformat():
         return False  # enrolled after the year
-    group = groups[0][1]
-    for since, g in groups:
-        if since <= day:
-            group = g
-    if group not in hardship:
+    if group_on(groups, year_end) not in hardship:
         return False
-    born = date.fromisoformat(row.birth_date)
-    if born.year + PENSION_AGE <= year:
-        return False  # 60 during or before the year: no longer contributing
+    if date.fromisoformat(row.birth_date).year + pension_age <= year:
+        return False  # of pension age during or before the year: no longer contributing
     return str(year) not in orjson.loads(row.contributed_years)
 
 

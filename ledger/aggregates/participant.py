@@ -139,11 +139,10 @@ class Participant(Aggregate):
         sources: dict[str, int]
         bookings: list[Booking]
         contributed_years: dict[int, tuple[str, int, bool]]
-        # Per contribution year: (amount paid, amount paid on behalf, value date).
-        contribution_money: dict[int, tuple[int, int, date]]
+        # Per contribution year: (amount paid, value date); on behalf = tier - amount.
+        contribution_money: dict[int, tuple[int, date]]
         receipts: set[str]
         interest_years: dict[int, int]
-        subsidised_years: set[int]
         # Per subsidised year and level: (amount credited, value date).
         subsidy_money: dict[int, dict[str, tuple[int, date]]]
         subsidy_reversals: dict[int, int]  # per year: how often its subsidy was reversed
@@ -193,7 +192,6 @@ class Participant(Aggregate):
             p.contribution_money = {}
             p.receipts = set()
             p.interest_years = {}
-            p.subsidised_years = set()
             p.subsidy_money = {}
             p.subsidy_reversals = {}
             p.pension = None
@@ -231,7 +229,7 @@ class Participant(Aggregate):
             self.book(p, "contribution", self.amount_fen,
                       "back_payment" if self.back_payment else "contribution")
             p.contributed_years[self.year] = (self.receipt_no, self.tier_fen, self.back_payment)
-            p.contribution_money[self.year] = (self.amount_fen, 0, self.value_date)
+            p.contribution_money[self.year] = (self.amount_fen, self.value_date)
             p.receipts.add(self.receipt_no)
 
     class PaidOnBehalf(MoneyEvent):
@@ -242,8 +240,6 @@ class Participant(Aggregate):
 
         def apply(self, p: Any) -> None:
             self.book(p, "on_behalf", self.amount_fen, "on_behalf")
-            paid, _, day = p.contribution_money[self.year]
-            p.contribution_money[self.year] = (paid, self.amount_fen, day)
 
     class ContributionReversed(MoneyEvent):
         """A contribution booked in error, reversed (冲正): the amount paid goes back to
@@ -259,7 +255,7 @@ class Participant(Aggregate):
         reason: str
 
         def apply(self, p: Any) -> None:
-            booked_on = p.contribution_money.pop(self.year)[2]
+            booked_on = p.contribution_money.pop(self.year)[1]
             for source, amount in (("contribution", self.amount_fen),
                                    ("on_behalf", self.on_behalf_fen)):
                 if amount:
@@ -276,7 +272,6 @@ class Participant(Aggregate):
 
         def apply(self, p: Any) -> None:
             self.book(p, f"subsidy_{self.level}", self.amount_fen, "subsidy")
-            p.subsidised_years.add(self.year)
             p.subsidy_money.setdefault(self.year, {})[self.level] = (self.amount_fen,
                                                                      self.value_date)
 
@@ -297,7 +292,6 @@ class Participant(Aggregate):
             p.bookings[-1] = p.bookings[-1].model_copy(update={"earns_from": credited_on})
             if not by_level:
                 del p.subsidy_money[self.year]
-                p.subsidised_years.discard(self.year)
                 p.subsidy_reversals[self.year] = p.subsidy_reversals.get(self.year, 0) + 1
 
     class CollectiveSubsidyCredited(MoneyEvent):
@@ -583,6 +577,11 @@ class Participant(Aggregate):
     # ---- queries ------------------------------------------------------------------
 
     @property
+    def subsidised_years(self) -> set[int]:
+        """The years whose subsidy is credited (and not reversed)."""
+        return set(self.subsidy_money)
+
+    @property
     def balance_fen(self) -> int:
         total = sum(self.sources.values())
         assert total >= 0
@@ -665,7 +664,8 @@ class Participant(Aggregate):
             raise Refused("year", f"no contribution is booked for {year}")
         if not reason.strip() or len(reason) > MAX_REASON_CHARS:
             raise InvalidInput("reason", f"must say why, in 1 to {MAX_REASON_CHARS} characters")
-        amount, on_behalf, booked_on = self.contribution_money[year]
+        amount, booked_on = self.contribution_money[year]
+        on_behalf = booked[1] - amount  # the tier less what the payer paid
         if value_date < booked_on:
             raise InvalidInput("value_date", f"is before the contribution's value date "
                                f"({booked_on.isoformat()})")
