@@ -333,7 +333,6 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.runs <= 9:
         ap.error("--runs must be 1..9")
     OUT.mkdir(parents=True, exist_ok=True)
-    config = PayoutConfig()
     results: list[dict[str, Any]] = []
     first = 1
     with (kept_schema(args.reuse) if args.reuse else fresh_schema(args.keep)) as url:
@@ -350,6 +349,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"set-up of {args.pensioners:,} pensioners ...", file=sys.stderr)
             setup_s = populate(ledger, args.pensioners)
         work = Path(tempfile.mkdtemp(prefix="payout-", dir=OUT))
+        # The drafts keep their files beside the month's output (payout_engine.drafted_files).
+        config = PayoutConfig(drafted_files_dir=str(work / "drafted"))
         try:
             for k in range(first, first + args.runs):
                 period = f"2026-{k:02d}"

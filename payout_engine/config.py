@@ -16,6 +16,9 @@ Defaults are the sample county's; each can be overridden by an environment varia
     PAYOUT_EXECUTION_OFFSET_DAYS working days between the bank's execution date and payday;
                                  at least 3 (the list reaches the bank 3 working days ahead)
     PAYOUT_HOLIDAYS              comma-separated YYYY-MM-DD dates that are not working days
+    PAYOUT_DRAFTED_FILES_DIR     where a draft keeps its bank files for the export (0700;
+                                 removed once exported); "off" to make them again at export.
+                                 Default: $XDG_STATE_HOME/pension-ledger/drafted-files
 
 A change of the account or of the file size after a batch is drafted changes its files, so
 the export refuses them (their hash is not the approved one) rather than send other bytes.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -47,6 +51,7 @@ ENV_FIELDS = {
     "PAYOUT_PAYDAY": "payday",
     "PAYOUT_EXECUTION_OFFSET_DAYS": "execution_offset_days",
     "PAYOUT_HOLIDAYS": "holidays",
+    "PAYOUT_DRAFTED_FILES_DIR": "drafted_files_dir",
 }
 
 
@@ -64,6 +69,17 @@ class PayoutConfig(BaseModel):
     execution_offset_days: int = Field(default=MIN_EXECUTION_OFFSET_DAYS,
                                        ge=MIN_EXECUTION_OFFSET_DAYS, le=20)
     holidays: tuple[date, ...] = ()
+    # Not in file_settings: where the drafted bytes wait changes no byte of them.
+    drafted_files_dir: str = ""   # "" the default below, "off" none
+
+    def drafted_files(self) -> Path | None:
+        """The directory payout_engine.drafted_files keeps a draft's files in."""
+        if self.drafted_files_dir == "off":
+            return None
+        if self.drafted_files_dir:
+            return Path(self.drafted_files_dir)
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(state) / "pension-ledger" / "drafted-files"
 
     def is_fund_account(self, account: str) -> bool:
         """Whether a bank message's account is the fund's expenditure account (by its

@@ -1,12 +1,13 @@
 """The bank files of a batch: made once at draft (their manifest hash is what the approver
-approves) and made again, byte for byte, at export, from the batch's lines and the creation
-time the draft stored. Written only after funding, only if they hash to the approved
-manifest: atomically, mode 0600, beside a SHA-256 manifest.
+approves) and kept (payout_engine.drafted_files); at export taken from there, or made
+again, byte for byte, from the batch's lines and the creation time the draft stored.
+Written only after funding, only if they hash to the approved manifest: atomically, mode
+0600, beside a SHA-256 manifest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from ledger import disbursement
 from ledger.aggregates.payout_batch import MONTHLY_PENSION, BatchLine, PayoutBatch
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, Refused
+from payout_engine import drafted_files
 from payout_engine.bankfiles import (
     BankFile,
     BatchHeader,
@@ -27,6 +29,7 @@ from payout_engine.bankfiles import (
     write_domestic,
     write_pain001,
 )
+from payout_engine.bankfiles.manifest import NamedContent
 from payout_engine.config import PayoutConfig, load_config
 
 FILE_FORMATS = ("pain001", "domestic")
@@ -172,10 +175,20 @@ def _export(ledger: Ledger, batch_id: UUID, out_dir: Path, file_format: str, act
     if file_format != batch.file_format:
         raise Refused("format", f"{where} was drafted and approved as {batch.file_format} "
                       f"files, not {file_format}")
-    files = files_of(ledger, batch, config)
-    made = build_manifest(files).hash
+    drafted = batch.comparison.get("file_settings")
+    if drafted is not None and drafted != config.file_settings():
+        # The kept bytes would still be the approved ones; refused all the same, so that an
+        # export does what it would do without them.
+        raise Refused("manifest_hash", f"the file settings now are not those {where} was "
+                      f"drafted with, so its files made now are not the approved "
+                      f"{batch.manifest_sha256}: nothing written. The settings at draft "
+                      f"were {drafted}; now {config.file_settings()}")
+    kept = drafted_files.take(config.drafted_files(), batch.manifest_sha256)
+    files: Sequence[NamedContent] = kept if kept is not None else files_of(ledger, batch,
+                                                                          config)
+    # take() checked the kept files against the approved hash already.
+    made = batch.manifest_sha256 if kept is not None else build_manifest(files).hash
     if made != batch.manifest_sha256:
-        drafted = batch.comparison.get("file_settings", {})
         raise Refused("manifest_hash", f"the files of {where} made now hash to {made}, not "
                       f"the approved {batch.manifest_sha256}: nothing written. The settings "
                       f"at draft were {drafted}; now {config.file_settings()}")
@@ -185,6 +198,7 @@ def _export(ledger: Ledger, batch_id: UUID, out_dir: Path, file_format: str, act
         disbursement.mark_exported(ledger, batch.id, file_format=batch.file_format,
                                    manifest_sha256=made, files=[f.name for f in files],
                                    actor=actor)
+    drafted_files.discard(config.drafted_files(), made)
     return ExportResult(batch.id, batch.period, batch.sequence, batch.file_format,
                         str(out_dir), made, [f.name for f in files], batch.line_count,
                         batch.total_fen, recorded)

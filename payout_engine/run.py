@@ -31,6 +31,7 @@ from ledger.application import Ledger
 from ledger.errors import InvalidInput, Refused
 from ledger.payout import DueCalculator, PensionerFacts, next_month
 from ledger.rules import RuleVersion
+from payout_engine import drafted_files
 from payout_engine.bankfiles import InvalidInstruction, PaymentInstruction, build_manifest
 from payout_engine.comparison import Comparison, LineSummary
 from payout_engine.config import BEIJING, PayoutConfig, load_config
@@ -309,6 +310,10 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
             raise
         batch = disbursement.get_batch(ledger, info.id)
     timings.add("draft_events", time.perf_counter() - t)
+    t = time.perf_counter()
+    if batch.manifest_sha256 == manifest.hash:
+        drafted_files.keep(config.drafted_files(), manifest.hash, files)
+    timings.add("keep_files", time.perf_counter() - t)
     return batch
 
 
@@ -458,7 +463,8 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
                                  progress=progress)
 
 
-def cancel(ledger: Ledger, batch_id: UUID, reason: str, actor: str) -> PayoutBatch:
+def cancel(ledger: Ledger, batch_id: UUID, reason: str, actor: str,
+           config: PayoutConfig | None = None) -> PayoutBatch:
     """Set aside a drafted or approved batch so the month can be drafted again (next
     sequence). Needs PayoutBatch.Cancelled and disbursement.cancel in the ledger."""
     step = getattr(disbursement, "cancel", None)
@@ -466,4 +472,5 @@ def cancel(ledger: Ledger, batch_id: UUID, reason: str, actor: str) -> PayoutBat
         raise Refused("batch", "the ledger cannot cancel a batch yet (PayoutBatch.Cancelled "
                       "is missing)")
     batch: PayoutBatch = step(ledger, batch_id, reason=reason, actor=actor)
+    drafted_files.discard((config or load_config()).drafted_files(), batch.manifest_sha256)
     return batch

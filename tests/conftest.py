@@ -30,6 +30,19 @@ SOAK_FACTOR = int(os.environ.get("SOAK_FACTOR", "1"))
 assert 1 <= SOAK_FACTOR <= 100, "SOAK_FACTOR must be 1 to 100"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Drafted bank files (payout_engine.drafted_files) kept under the session's temporary
+    directory, not the home directory of whoever runs the tests."""
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = before
+
+
 def examples(n: int) -> int:
     """A property test's number of examples: n, times SOAK_FACTOR under `make soak`."""
     return n * SOAK_FACTOR

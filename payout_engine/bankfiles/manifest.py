@@ -20,8 +20,9 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from payout_engine.bankfiles.model import BankFile, BankFileError
+from payout_engine.bankfiles.model import BankFileError
 
 MANIFEST_NAME = "manifest.json"
 FILE_MODE = 0o600
@@ -38,6 +39,16 @@ class ManifestError(BankFileError):
     def __init__(self, message: str, file_name: str | None = None) -> None:
         super().__init__(message)
         self.file_name = file_name
+
+
+class NamedContent(Protocol):
+    """A file not yet written: a BankFile, or drafted bytes kept for the export."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def content(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +122,7 @@ def _check_approved(approved_hash: str) -> None:
         raise ManifestError(f"approved hash {approved_hash!r} is not a SHA-256 hex digest")
 
 
-def build_manifest(files: Iterable[BankFile]) -> Manifest:
+def build_manifest(files: Iterable[NamedContent]) -> Manifest:
     """The manifest of files not yet written: its hash is what the approver approves."""
     entries = [ManifestEntry(f.name, len(f.content), hashlib.sha256(f.content).hexdigest())
                for f in files]
@@ -155,7 +166,8 @@ def _sha256_of(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def export_files(out_dir: Path, files: Iterable[BankFile], approved_hash: str) -> Manifest:
+def export_files(out_dir: Path, files: Iterable[NamedContent], approved_hash: str
+                 ) -> Manifest:
     """Write the approved files and their manifest into `out_dir`, then verify them on disk.
 
     Refused before a byte is written when these files are not the approved ones. Running it
