@@ -60,6 +60,7 @@ from ledger.store import (
 )
 
 MAX_ATTEMPTS = 5
+MAX_LISTED_REFUSALS = 1000  # participants listed by a year-wide reversal that refused them
 FUND_NAME = "county"
 RULESET_NAME = "county"
 T = TypeVar("T")
@@ -481,6 +482,60 @@ class Ledger(Application[UUID]):
             if progress:
                 progress(len(chunk))
         return {"credited": credited, "skipped": skipped, "amount_fen": total_fen}
+
+    def reverse_interest(self, *, id_number: str, year: int, reason: str, actor: str,
+                         idempotency_key: str | None = None) -> dict[str, Any]:
+        """Reverse one participant's interest for a year, credited in error."""
+        return self._participant_step(
+            "reverse-interest", id_number, actor, idempotency_key,
+            {"year": year, "reason": reason},
+            lambda p: {"year": year, "reversed_fen": p.reverse_interest(
+                year=year, reason=reason, actor=actor)})
+
+    def reverse_interest_year(self, *, year: int, reason: str, actor: str,
+                              progress: Callable[[int], None] | None = None,
+                              chunk_size: int = 1000) -> dict[str, Any]:
+        """Reverse a year's interest credited in error (a wrong rate) for everyone credited
+        for it, so that the year can be credited again under the rule set corrected.
+        Resumable like credit_interest: each chunk is atomic, and a participant without
+        interest for the year is skipped. One whose interest cannot be reversed (a later
+        year credited on it, a pension applied for, a settled account) is left as it is and
+        listed (MAX_LISTED_REFUSALS of them): those are corrected by hand."""
+        reversed_ = skipped = total_fen = 0
+        refused: list[dict[str, str]] = []
+        refused_count = 0
+        for chunk in self._chunks(self.queries.all_participant_ids(), chunk_size):
+            for _attempt in range(MAX_ATTEMPTS):
+                batch: list[Participant] = []
+                chunk_fen = 0
+                chunk_refused: list[dict[str, str]] = []
+                for pid in chunk:
+                    p: Participant = self.repository.get(pid)
+                    if year not in p.interest_years:
+                        continue
+                    try:
+                        chunk_fen += p.reverse_interest(year=year, reason=reason, actor=actor)
+                    except Refused as e:
+                        chunk_refused.append({"participant_id": str(pid), "reason": str(e)})
+                        continue
+                    batch.append(p)
+                try:
+                    if batch:
+                        self._save(*batch)
+                except IntegrityError:
+                    continue
+                reversed_ += len(batch)
+                skipped += len(chunk) - len(batch) - len(chunk_refused)
+                total_fen += chunk_fen
+                refused_count += len(chunk_refused)
+                refused += chunk_refused[:MAX_LISTED_REFUSALS - len(refused)]
+                break
+            else:
+                raise ConcurrencyConflict(MAX_ATTEMPTS)
+            if progress:
+                progress(len(chunk))
+        return {"reversed": reversed_, "skipped": skipped, "amount_fen": total_fen,
+                "refused": refused_count, "refused_listed": refused}
 
     def _interest_rules(self, year: int) -> RuleVersion:
         rules = self.rules_on(date(year, 12, 31), "year")

@@ -688,6 +688,34 @@ def credit_interest(ctx: typer.Context,
     print_result(st, result, f"interest for {year}")
 
 
+@app.command("reverse-interest")
+@guarded
+def reverse_interest(ctx: typer.Context,
+                     year: Annotated[int, typer.Option("--year")],
+                     reason: Annotated[str, typer.Option(
+                         "--reason", help="Why it was credited in error.")],
+                     id_number: Annotated[str | None, typer.Option(
+                         "--id", help="One participant.")] = None,
+                     everyone: Annotated[bool, typer.Option(
+                         "--all", help="Everyone credited for the year.")] = False,
+                     json_out: JsonFlag = False) -> None:
+    """Reverse a year's interest credited in error (a wrong rate), to credit it again."""
+    st = settings_of(ctx, json_out)
+    if (id_number is None) == (not everyone):
+        raise InvalidInput("id", "give exactly one of --id ID or --all")
+    ledger = st.ledger()
+    if id_number is not None:
+        result = ledger.reverse_interest(id_number=id_number, year=parse_year(year),
+                                         reason=reason, actor=st.actor,
+                                         idempotency_key=st.key)
+    else:
+        total = len(ledger.queries.all_participant_ids())
+        with progress_bar(f"reversing interest {year}", total) as advance:
+            result = ledger.reverse_interest_year(year=parse_year(year), reason=reason,
+                                                  actor=st.actor, progress=advance)
+    print_result(st, result, f"interest for {year} reversed")
+
+
 @app.command()
 @guarded
 def group(ctx: typer.Context, id_number: IdOpt,

@@ -142,6 +142,11 @@ def _interest(e: Fields, pid: Id) -> list[Entry]:
     return [(INTEREST_CREDITED, amount, None), _sub("interest", pid, amount)]
 
 
+def _interest_reversed(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(INTEREST_CREDITED, -amount, None), _sub("interest", pid, -amount)]
+
+
 # The payable each one-off kind is owed from (ledger.aggregates.participant.ONE_OFF_KINDS).
 ONE_OFF_PAYABLES = {"funeral_grant": FUNERAL_GRANT_PAYABLE, "inheritance": INHERITANCE_PAYABLE,
                     "refund": REFUND_PAYABLE, "pension_owed_at_death": OWED_AT_DEATH_PAYABLE}
@@ -286,6 +291,7 @@ RULES: dict[str, Rule] = {
     PARTICIPANT + "SubsidyReversed": _subsidy_reversed,
     PARTICIPANT + "CollectiveSubsidyCredited": _collective,
     PARTICIPANT + "InterestCredited": _interest,
+    PARTICIPANT + "InterestReversed": _interest_reversed,
     PARTICIPANT + "BalanceSettled": _settled,
     PARTICIPANT + "OverpaymentAssessed": _overpayment_assessed,
     PARTICIPANT + "OverpaymentRecovered": _overpayment_recovered,

@@ -142,7 +142,8 @@ class Participant(Aggregate):
         # Per contribution year: (amount paid, value date); on behalf = tier - amount.
         contribution_money: dict[int, tuple[int, date]]
         receipts: set[str]
-        interest_years: dict[int, int]
+        interest_years: dict[int, int]       # per year credited: the amount
+        interest_rates: dict[int, Decimal]   # and the rate it was credited at
         # Per subsidised year and level: (amount credited, value date).
         subsidy_money: dict[int, dict[str, tuple[int, date]]]
         subsidy_reversals: dict[int, int]  # per year: how often its subsidy was reversed
@@ -192,6 +193,7 @@ class Participant(Aggregate):
             p.contribution_money = {}
             p.receipts = set()
             p.interest_years = {}
+            p.interest_rates = {}
             p.subsidy_money = {}
             p.subsidy_reversals = {}
             p.pension = None
@@ -314,6 +316,23 @@ class Participant(Aggregate):
             if self.amount_fen:
                 self.book(p, "interest", self.amount_fen, "interest")
             p.interest_years[self.year] = self.amount_fen
+            p.interest_rates[self.year] = self.rate
+
+    class InterestReversed(MoneyEvent):
+        """A year's interest credited in error (a wrong rate in the rule set), reversed on
+        the value date it was credited on, so the year nets to nothing in every statement
+        and balance as of any date; the year may then be credited again."""
+
+        year: int
+        rate: Decimal
+        amount_fen: int
+        reason: str
+
+        def apply(self, p: Any) -> None:
+            if self.amount_fen:
+                self.book(p, "interest", -self.amount_fen, "interest")
+            del p.interest_years[self.year]
+            del p.interest_rates[self.year]
 
     class IdentityGroupChanged(Aggregate.Event):
         identity_group: str
@@ -762,6 +781,28 @@ class Participant(Aggregate):
         self.trigger_event(self.InterestCredited, year=year, rate=rate, amount_fen=amount,
                            value_date=date(year, 12, 31), rule_version=rules.label, actor=actor)
         return amount
+
+    def reverse_interest(self, *, year: int, reason: str, actor: str) -> int:
+        """Reverse the year's interest, credited in error; returns the amount. Only while
+        nothing was computed from it: no later year's interest (which compounds on it:
+        reverse that first), no pension applied for, the account not settled."""
+        if year not in self.interest_years:
+            raise Refused("year", f"no interest is credited for {year}")
+        credited, rate = self.interest_years[year], self.interest_rates[year]
+        if not reason.strip() or len(reason) > MAX_REASON_CHARS:
+            raise InvalidInput("reason", f"must say why, in 1 to {MAX_REASON_CHARS} characters")
+        later = sorted(y for y in self.interest_years if y > year)
+        if later:
+            raise Refused("year", f"interest for {later[0]} was credited on the {year} "
+                          f"interest; reverse {later[-1]} first, then back to {year}")
+        if self.closed:
+            raise Refused("participant", "the account is settled; nothing can be reversed")
+        if self.pension is not None or self.pension_application is not None:
+            raise Refused("participant", "a pension was applied for on this account; the "
+                          "interest can no longer be reversed")
+        self.trigger_event(self.InterestReversed, year=year, rate=rate, amount_fen=credited,
+                           reason=reason.strip(), value_date=date(year, 12, 31), actor=actor)
+        return credited
 
     def change_identity_group(self, group: str, effective_from: date, actor: str) -> None:
         self._require_open()

@@ -21,7 +21,7 @@ from ledger.projections.values import as_date
 INFLOW_KINDS = ("ContributionReceived", "PaidOnBehalf", "SubsidyCredited",
                 "CollectiveSubsidyCredited", "ContributionReversed",  # a reversal nets
                 "SubsidyReversed")
-INTEREST_KIND = "InterestCredited"
+INTEREST_KINDS = ("InterestCredited", "InterestReversed")  # a reversal nets the year
 MAX_ROSTER_ROWS = 10_000_000
 
 
@@ -48,7 +48,7 @@ def statement(tx: Tx, cipher: Cipher | None, pid: UUID, masked_id: str,
         if kind in INFLOW_KINDS:
             year_row = booked.setdefault(year, dict.fromkeys(SOURCES[:-1], 0))
             year_row[source] += amount
-        elif kind == INTEREST_KIND:
+        elif kind in INTEREST_KINDS:
             interest[year] = interest.get(year, 0) + amount
     years = [r[0] for r in tx.query(f"SELECT year FROM {tx.q(YEARS.name)} "
                                     f"WHERE participant_id = ? GROUP BY year "
