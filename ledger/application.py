@@ -408,23 +408,25 @@ class Ledger(Application[UUID]):
         """Credit the contribution subsidy to everyone who contributed in `year` and has
         not had it yet. Resumable: each chunk is atomic and repeats are skipped."""
         rules = self.rules_on(value_date)
-        credited = skipped = total_fen = 0
-        for chunk in self._chunks(self.queries.participants_contributed(year), chunk_size):
-            batch = []
+
+        def step(chunk: list[UUID]) -> tuple[list[Participant], int]:
+            batch, fen = [], 0
             for pid in chunk:
                 p: Participant = self.repository.get(pid)
                 _, _, back = p.contributed_years[year]
                 if year in p.subsidised_years or back or p.status in ("deceased", "terminated"):
-                    skipped += 1
                     continue
-                total_fen += p.credit_subsidy(year=year, value_date=value_date, rules=rules,
-                                              actor=actor)
+                fen += p.credit_subsidy(year=year, value_date=value_date, rules=rules,
+                                       actor=actor)
                 batch.append(p)
-                credited += 1
-            if batch:
-                self._save(*batch)
-            if progress:
-                progress(len(chunk))
+            return batch, fen
+
+        credited = skipped = total_fen = 0
+        for chunk, batch, fen in self._saved_in_chunks(
+                self.queries.participants_contributed(year), chunk_size, progress, step):
+            credited += len(batch)
+            skipped += len(chunk) - len(batch)
+            total_fen += fen
         return {"credited": credited, "skipped": skipped, "amount_fen": total_fen}
 
     def credit_collective(self, *, id_number: str, year: int, amount_fen: int, payer: str,
@@ -452,35 +454,28 @@ class Ledger(Application[UUID]):
         if today <= date(year, 12, 31):
             raise Refused("year", f"interest for {year} is credited after 31 December {year}")
         rules = self._interest_rules(year)
-        credited = skipped = total_fen = 0
-        for chunk in self._chunks(self.queries.all_participant_ids(), chunk_size):
-            for _attempt in range(MAX_ATTEMPTS):
-                batch = []
-                chunk_fen = 0
-                for pid in chunk:
-                    p: Participant = self.repository.get(pid)
-                    if year in p.interest_years or p.enrol_date.year > year or p.closed:
-                        continue
-                    # Any earlier year still uncredited first, so that it compounds.
-                    for earlier in range(p.enrol_date.year, year):
-                        if earlier not in p.interest_years:
-                            chunk_fen += p.credit_interest(
-                                year=earlier, rules=self._interest_rules(earlier), actor=actor)
-                    chunk_fen += p.credit_interest(year=year, rules=rules, actor=actor)
-                    batch.append(p)
-                try:
-                    if batch:
-                        self._save(*batch)
-                except IntegrityError:
+
+        def step(chunk: list[UUID]) -> tuple[list[Participant], int]:
+            batch, fen = [], 0
+            for pid in chunk:
+                p: Participant = self.repository.get(pid)
+                if year in p.interest_years or p.enrol_date.year > year or p.closed:
                     continue
-                credited += len(batch)
-                skipped += len(chunk) - len(batch)
-                total_fen += chunk_fen
-                break
-            else:
-                raise ConcurrencyConflict(MAX_ATTEMPTS)
-            if progress:
-                progress(len(chunk))
+                # Any earlier year still uncredited first, so that it compounds.
+                for earlier in range(p.enrol_date.year, year):
+                    if earlier not in p.interest_years:
+                        fen += p.credit_interest(
+                            year=earlier, rules=self._interest_rules(earlier), actor=actor)
+                fen += p.credit_interest(year=year, rules=rules, actor=actor)
+                batch.append(p)
+            return batch, fen
+
+        credited = skipped = total_fen = 0
+        for chunk, batch, fen in self._saved_in_chunks(
+                self.queries.all_participant_ids(), chunk_size, progress, step):
+            credited += len(batch)
+            skipped += len(chunk) - len(batch)
+            total_fen += fen
         return {"credited": credited, "skipped": skipped, "amount_fen": total_fen}
 
     def reverse_interest(self, *, id_number: str, year: int, reason: str, actor: str,
@@ -501,47 +496,61 @@ class Ledger(Application[UUID]):
         interest for the year is skipped. One whose interest cannot be reversed (a later
         year credited on it, a pension applied for, a settled account) is left as it is and
         listed (MAX_LISTED_REFUSALS of them): those are corrected by hand."""
-        reversed_ = skipped = total_fen = 0
-        refused: list[dict[str, str]] = []
-        refused_count = 0
-        for chunk in self._chunks(self.queries.all_participant_ids(), chunk_size):
-            for _attempt in range(MAX_ATTEMPTS):
-                batch: list[Participant] = []
-                chunk_fen = 0
-                chunk_refused: list[dict[str, str]] = []
-                for pid in chunk:
-                    p: Participant = self.repository.get(pid)
-                    if year not in p.interest_years:
-                        continue
-                    try:
-                        chunk_fen += p.reverse_interest(year=year, reason=reason, actor=actor)
-                    except Refused as e:
-                        chunk_refused.append({"participant_id": str(pid), "reason": str(e)})
-                        continue
-                    batch.append(p)
-                try:
-                    if batch:
-                        self._save(*batch)
-                except IntegrityError:
+        def step(chunk: list[UUID]) -> tuple[list[Participant],
+                                              tuple[int, list[dict[str, str]]]]:
+            batch, fen, refused = [], 0, []
+            for pid in chunk:
+                p: Participant = self.repository.get(pid)
+                if year not in p.interest_years:
                     continue
-                reversed_ += len(batch)
-                skipped += len(chunk) - len(batch) - len(chunk_refused)
-                total_fen += chunk_fen
-                refused_count += len(chunk_refused)
-                refused += chunk_refused[:MAX_LISTED_REFUSALS - len(refused)]
-                break
-            else:
-                raise ConcurrencyConflict(MAX_ATTEMPTS)
-            if progress:
-                progress(len(chunk))
+                try:
+                    fen += p.reverse_interest(year=year, reason=reason, actor=actor)
+                except Refused as e:
+                    refused.append({"participant_id": str(pid), "reason": str(e)})
+                    continue
+                batch.append(p)
+            return batch, (fen, refused)
+
+        reversed_ = skipped = total_fen = refused_count = 0
+        listed: list[dict[str, str]] = []
+        for chunk, batch, (fen, refused) in self._saved_in_chunks(
+                self.queries.all_participant_ids(), chunk_size, progress, step):
+            reversed_ += len(batch)
+            skipped += len(chunk) - len(batch) - len(refused)
+            total_fen += fen
+            refused_count += len(refused)
+            listed += refused[:MAX_LISTED_REFUSALS - len(listed)]
         return {"reversed": reversed_, "skipped": skipped, "amount_fen": total_fen,
-                "refused": refused_count, "refused_listed": refused}
+                "refused": refused_count, "refused_listed": listed}
 
     def _interest_rules(self, year: int) -> RuleVersion:
         rules = self.rules_on(date(year, 12, 31), "year")
         if year not in rules.parameters.interest_rates:
             raise Refused("year", f"rule {rules.label} names no interest rate for {year}")
         return rules
+
+    def _saved_in_chunks(self, ids: list[UUID], chunk_size: int,
+                         progress: Callable[[int], None] | None,
+                         step: Callable[[list[UUID]], tuple[list[Participant], T]]
+                         ) -> Iterator[tuple[list[UUID], list[Participant], T]]:
+        """A year-wide command a chunk of participants at a time: step(chunk) changes
+        some of them, saved together (each chunk atomic, so a run stopped half way is run
+        again and skips what was done); a concurrent write makes the chunk start again
+        from the store. Yields each chunk, the participants saved and what step said."""
+        for chunk in self._chunks(ids, chunk_size):
+            for _attempt in range(MAX_ATTEMPTS):
+                batch, said = step(chunk)
+                try:
+                    if batch:
+                        self._save(*batch)
+                except IntegrityError:
+                    continue
+                break
+            else:
+                raise ConcurrencyConflict(MAX_ATTEMPTS)
+            yield chunk, batch, said
+            if progress:
+                progress(len(chunk))
 
     @staticmethod
     def _chunks(items: list[UUID], size: int) -> Iterator[list[UUID]]:
