@@ -119,9 +119,11 @@ class Ledger(Application[UUID]):
     def __init__(self, url: str | None = None, cipher_key: str | None = None) -> None:
         self.url = resolve_url(url)
         env = store_env(self.url, cipher_key)
-        if "POSTGRES_SCHEMA" in env:
-            StoreQueries.create_schema(env)
-        super().__init__(env=env)
+        if "POSTGRES_HOST" in env:
+            with StoreQueries.setting_up(env):
+                super().__init__(env=env)
+        else:
+            super().__init__(env=env)
         self.queries = StoreQueries(self.recorder)
         self._ruleset_cache: RuleSet | None = None
 

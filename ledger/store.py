@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from queue import Full, Queue
@@ -827,6 +828,21 @@ def store_env(url: str, cipher_key: str | None = None) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def setup_lock(conn: Any, schema: str) -> Iterator[None]:
+    """One process at a time creates a schema's tables. Processes started together (the
+    services of a deployment) would run the same CREATE ... IF NOT EXISTS at once, and
+    PostgreSQL fails all but one of them ("tuple concurrently updated", a duplicate key in
+    its catalogue). `conn` is in autocommit: the lock is its session's, held until
+    released, whatever transactions the set-up runs on other connections."""
+    key = f"pension-ledger:setup:{schema}"
+    conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
 # ---- reading what rides along -------------------------------------------------------
 
 class StoreQueries:
@@ -838,14 +854,19 @@ class StoreQueries:
         self.prefix = (f'"{recorder.datastore.schema}".' if self.is_postgres else "")
 
     @staticmethod
-    def create_schema(env: dict[str, str]) -> None:
+    @contextmanager
+    def setting_up(env: dict[str, str]) -> Iterator[None]:
+        """Create the schema if need be, and hold the schema's set-up lock (setup_lock)
+        while the caller creates its tables."""
         import psycopg
 
-        with psycopg.connect(host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
-                             dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
-                             password=env["POSTGRES_PASSWORD"] or None, autocommit=True) as conn:
-            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(
-                Identifier(env["POSTGRES_SCHEMA"])))
+        schema = env.get("POSTGRES_SCHEMA", "public")
+        conn = psycopg.connect(host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
+                               dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"],
+                               password=env["POSTGRES_PASSWORD"] or None, autocommit=True)
+        with conn, setup_lock(conn, schema):
+            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(schema)))
+            yield
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         sql = sql.replace("{p}", self.prefix)

@@ -12,7 +12,8 @@ from psycopg.rows import tuple_row
 
 from ledger.projections.store import ProjectionStore, Tx
 from ledger.projections.tables import ColumnType, TableSpec
-from ledger.projections.view import Row
+from ledger.projections.view import Row, View
+from ledger.store import setup_lock
 
 TRACKING_TABLE = "proj_tracking"
 # Rows per statement: arrays this long are still cheap to send and bound the memory.
@@ -99,6 +100,12 @@ class PostgresTx(Tx):
 class PostgresProjectionStore(PostgresTrackingRecorder, ProjectionStore):
     def __init__(self, datastore: PostgresDatastore) -> None:
         super().__init__(datastore, tracking_table_name=TRACKING_TABLE)
+
+    def setup(self, views: Sequence[View], app_name: str) -> None:
+        # Consumers and runners started together: one sets the views up, the others then
+        # find them there.
+        with self.datastore.get_connection() as conn, setup_lock(conn, self.datastore.schema):
+            super().setup(views, app_name)
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
