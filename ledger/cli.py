@@ -1315,6 +1315,45 @@ def audit_anomalies(ctx: typer.Context,
 MAX_ANOMALIES_SHOWN = 20
 
 
+@audit_app.command("match")
+@guarded
+def audit_match(ctx: typer.Context,
+                file: Annotated[Path, typer.Argument(
+                    help="CSV: id_number,date,source (source may be empty).")],
+                kind: Annotated[str, typer.Option(
+                    "--kind", help="What the list records: deaths (date of death), "
+                                   "imprisoned (since), employee_pension (paid since).")],
+                json_out: JsonFlag = False) -> None:
+    """Match another register's list against the ledger by ID number (数据比对): deaths
+    not recorded, pensions paid to the imprisoned or to people the employee scheme pays,
+    with the months paid since and what they came to. Stores nothing."""
+    from ledger.cross_check import cross_check
+
+    st = settings_of(ctx, json_out)
+    result = redact(cross_check(st.ledger(), str(file), kind), st.unmask)
+    if st.json:
+        sys.stdout.write(dump_json(result) + "\n")
+        return
+    c = result["counts"]
+    table = Table(title=f"{kind}: {c['lines']:,} listed, {c['findings']:,} findings, "
+                        f"{c['consistent']:,} as the ledger has them, "
+                        f"{c['not_participants']:,} not participants; paid since "
+                        f"{format_yuan(result['paid_since_fen'])} yuan", title_justify="left")
+    for col in ("line", "who", "finding", "paid since (yuan)", "action"):
+        table.add_column(col, justify="right" if col in ("line", "paid since (yuan)")
+                         else "left")
+    for f in result["findings"][:MAX_ANOMALIES_SHOWN]:
+        months = f["months_paid_since"]
+        paid = (f"{format_yuan(f['paid_since_fen'])} ({len(months)} months)" if months
+                else "-")
+        table.add_row(str(f["line"]), escape(f"{f['id_number']} {f['name']}"), f["finding"],
+                      paid, escape(f["action"]))
+    if c["findings"] > MAX_ANOMALIES_SHOWN:
+        table.add_row("...", f"{c['findings'] - MAX_ANOMALIES_SHOWN:,} more (--json)", "", "",
+                      "")
+    out_console().print(table)
+
+
 def _anomaly_row(kind: str, a: dict[str, Any]) -> tuple[str, str]:
     if kind == "shared_account":
         people = ", ".join(f"{p['id_number']} {p['name']}" for p in a["pensioners"])
