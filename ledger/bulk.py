@@ -13,6 +13,12 @@ one-at-a-time command calls, applies the rules, and the events built are exactly
 Participant.receive_contribution would trigger. The register rows are written back only if
 they still hold the version read (the register version check): a participant written to
 meanwhile refuses the write, and the import reads the register again and retries.
+
+A big contributions file (PARALLEL_MIN_LINES) is checked by two processes, this one and a
+forked child, each taking the participants of its share (share_of) with all their lines in
+file order; the child sends its events back, and the write is still this process's one
+transaction. What is stored and returned is what one process would make, the events in
+another order (this process's share, then the child's).
 """
 
 from __future__ import annotations
@@ -22,10 +28,19 @@ import functools
 import gc
 import hashlib
 import io
+import multiprocessing
 import os
+import pickle
+import queue
+import sqlite3
+import threading
+import traceback
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any, NamedTuple, Protocol, cast
 from uuid import NAMESPACE_URL, UUID
 
@@ -62,6 +77,7 @@ from ledger.store import (
     PydanticMapper,
     RegisterRow,
     RegisterYears,
+    StoreQueries,
     seal,
     unseal,
 )
@@ -70,6 +86,10 @@ MAX_LINES = 2_000_000                 # data lines per file
 MAX_FILE_BYTES = 512 * 1024 * 1024    # far above 2,000,000 lines of either kind
 MAX_ATTEMPTS = 5                      # concurrent writers: re-read and retry this often
 CHUNK_LINES = 10_000                  # lines per register read and per progress call
+PARALLEL_MIN_LINES = 20_000           # a contributions file this long is checked in 2 processes
+SHARES = 2                            # ... by participant: this process and a forked child
+CHILD_WAIT_S = 120.0                  # the longest the parent waits for word from the child
+CHILD_CONNECT_S = 10                  # the child's own database connection: connect timeout
 
 PARTICIPANT_COLUMNS = ("id_number", "name", "township", "village", "identity_group",
                        "enrol_date", "account_name", "account_number", "bank_code")
@@ -198,8 +218,10 @@ def _decode(path: str, data: bytes) -> str:
 
 
 def _records(path: str, text: str, columns: tuple[str, ...], problems: Problems,
-             max_lines: int = MAX_LINES) -> Iterator[tuple[int, list[str]]]:
-    """(line number, cells in the order of `columns`, trimmed) for each data line.
+             max_lines: int = MAX_LINES,
+             share: int | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells in the order of `columns`, trimmed) for each data line, or for
+    each line of one share of the participants (share_of its first column).
     Lines with the wrong number of cells are reported in `problems` and skipped."""
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
@@ -218,6 +240,7 @@ def _records(path: str, text: str, columns: tuple[str, ...], problems: Problems,
                                         f"(expected {','.join(columns)})")])
     order = [names.index(c) for c in columns]
     width = len(columns)
+    first = order[0]
     count = 0
     while True:
         start = reader.line_num + 1
@@ -236,6 +259,8 @@ def _records(path: str, text: str, columns: tuple[str, ...], problems: Problems,
                                f"{max_lines} per file: split it")
         if len(cells) != width:
             problems.append((start, f"csv: {len(cells)} column(s) where the header has {width}"))
+            continue
+        if share is not None and share_of(cells[first].strip()) != share:
             continue
         yield start, [cells[i].strip() for i in order]
 
@@ -620,21 +645,65 @@ class _ContributionMapper:
         return {account: delta for account, delta in total.items() if delta}
 
 
+@dataclass
+class _Checked:
+    """What checking some of a file's lines makes: all of them, or one worker's share."""
+
+    problems: Problems = field(default_factory=list)
+    # Each receipt number's first line here (of the lines that got as far as its check), and
+    # the later lines naming it again: reported when the shares are put together, where the
+    # first line in the whole file is known.
+    receipt_line: dict[str, int] = field(default_factory=dict)
+    repeats: list[tuple[int, str]] = field(default_factory=list)
+    stored: list[EventRow] = field(default_factory=list)
+    receipts: list[tuple[str, UUID]] = field(default_factory=list)
+    register_years: list[RegisterYears] = field(default_factory=list)
+    fund_deltas: dict[str, int] = field(default_factory=dict)
+    lines: int = 0
+    participants: int = 0
+    events: int = 0
+    amount_fen: int = 0
+    on_behalf_fen: int = 0
+
+
+class _Reads(Protocol):
+    """The reads a check makes: ledger.queries, or a forked child's own connection."""
+
+    def register_tuples(self, keys: Sequence[bytes]) -> list[
+            tuple[bytes, UUID, int, str, str, str, str]]: ...
+    def receipts_booked(self, receipt_nos: Sequence[str]) -> set[str]: ...
+
+
 def _contributions_batch(ledger: Ledger, path: str, text: str, actor: str, now: datetime,
                          progress: Progress | None) -> tuple[_Batch, dict[str, Any]]:
-    problems: Problems = []
-    batch = _Batch()
     rules = _Rules(ledger, "value_date")
     mapper = _ContributionMapper(ledger, actor, now)
+    if _in_two(ledger, text):
+        shares = _check_in_two(ledger, path, text, rules, mapper, progress)
+    else:
+        shares = [_check_lines(_Checked(), ledger.queries, path, text, None, rules, mapper,
+                               progress)]
+    return _merged(path, shares)
+
+
+def _check_lines(out: _Checked, reads: _Reads, path: str, text: str, share: int | None,
+                 rules: _Rules, mapper: _ContributionMapper,
+                 progress: Progress | None) -> _Checked:
+    """Check the file's lines, or only those of one share of its participants (share_of),
+    and make their events, in file order, into `out`. Each participant's lines are all in
+    one share, so a share versions and books them exactly as the whole file would."""
+    problems = out.problems
+    # The file's own problems (CSV, cell counts) are reported by share 0 (or the whole).
+    records = _records(path, text, CONTRIBUTION_COLUMNS, problems if not share else [],
+                       share=share)
     moneys: dict[tuple[str, str, str, str, str], _Money] = {}
     # Keyed by the ID text, not the UUID: a str caches its hash, a UUID computes it each time.
     people: dict[str, _Person | None] = {}       # None: not enrolled
     year_line: dict[tuple[str, int], int] = {}
-    receipt_line: dict[str, int] = {}
+    receipt_line, repeats = out.receipt_line, out.repeats
+    stored, receipts = out.stored, out.receipts
     lines = events = amount_fen = on_behalf_fen = 0
-    stored = batch.stored
-    receipts = batch.receipts
-    for chunk in _chunks(_records(path, text, CONTRIBUTION_COLUMNS, problems)):
+    for chunk in _chunks(records):
         parsed: list[tuple[int, str, _Money, str, str]] = []
         for line_no, cells in chunk:
             id_text, year_text, tier_text, amount_text, channel, receipt_no, day_text, \
@@ -664,14 +733,12 @@ def _contributions_batch(ledger: Ledger, path: str, text: str, actor: str, now: 
                                           f"{resident_id.mask(id_number)} is already on line "
                                           f"{earlier}"))
                 continue
-            earlier = receipt_line.setdefault(receipt_no, line_no)
-            if earlier != line_no:
-                problems.append((line_no, f"receipt_no: receipt {receipt_no} is already on "
-                                          f"line {earlier}"))
+            if receipt_line.setdefault(receipt_no, line_no) != line_no:
+                repeats.append((line_no, receipt_no))
                 continue
             parsed.append((line_no, id_number, money, channel, receipt_no))
-        _read_people(ledger, people, parsed)
-        booked = ledger.queries.receipts_booked([p[4] for p in parsed])
+        _read_people(reads, people, parsed)
+        booked = reads.receipts_booked([p[4] for p in parsed])
         for line_no, id_number, money, channel, receipt_no in parsed:
             person = people[id_number]
             if person is None:
@@ -692,7 +759,7 @@ def _contributions_batch(ledger: Ledger, path: str, text: str, actor: str, now: 
             except LedgerError as e:
                 problems.append((line_no, str(e)))
                 continue
-            if problems:
+            if problems or repeats:
                 continue  # the file is refused: keep checking, stop building
             added = mapper.add(person, money, channel, receipt_no, group, label, stored)
             person.book(money.year, receipt_no, money.tier_fen, money.back_payment, added)
@@ -703,16 +770,58 @@ def _contributions_batch(ledger: Ledger, path: str, text: str, actor: str, now: 
         lines += len(chunk)
         if progress:
             progress(len(chunk))
+    if not (problems or repeats):
+        touched = [p for p in people.values() if p is not None and p.version != p.from_version]
+        out.register_years = [p.register_years() for p in touched]
+        out.participants = len(touched)
+        out.fund_deltas = mapper.fund_deltas()
+    out.lines, out.events, out.amount_fen, out.on_behalf_fen = \
+        lines, events, amount_fen, on_behalf_fen
+    return out
+
+
+def _merged(path: str, shares: list[_Checked]) -> tuple[_Batch, dict[str, Any]]:
+    """One file's batch and result from its shares' checks (in share order), or
+    ImportRejected with every bad line of them all."""
+    # A receipt number's first line in the file, where a share's first is not the file's.
+    first: dict[str, int] = {}
+    for i, share in enumerate(shares):
+        for other in shares[i + 1:]:
+            for receipt_no in share.receipt_line.keys() & other.receipt_line.keys():
+                line_no = min(share.receipt_line[receipt_no], other.receipt_line[receipt_no])
+                first[receipt_no] = min(first.get(receipt_no, line_no), line_no)
+    # A share's first line of a receipt an earlier line names is a repeat too. It went
+    # through checks the whole file would not have made (it stops at the receipt): only
+    # its repeat is reported.
+    late = {line_no: receipt_no for share in shares
+            for receipt_no in first.keys() & share.receipt_line.keys()
+            if (line_no := share.receipt_line[receipt_no]) != first[receipt_no]}
+    problems = [p for share in shares for p in share.problems if p[0] not in late]
+    for share in shares:
+        problems += [(line_no, f"receipt_no: receipt {receipt_no} is already on line "
+                               f"{first.get(receipt_no) or share.receipt_line[receipt_no]}")
+                     for line_no, receipt_no in share.repeats]
+    problems += [(line_no, f"receipt_no: receipt {receipt_no} is already on line "
+                           f"{first[receipt_no]}") for line_no, receipt_no in late.items()]
     if problems:
         raise ImportRejected(path, sorted(problems))
-    touched = [p for p in people.values() if p is not None and p.version != p.from_version]
-    batch.register_years = [p.register_years() for p in touched]
-    batch.fund_deltas = mapper.fund_deltas()
-    return batch, {"lines": lines, "participants": len(touched), "events": events,
-                   "amount_fen": amount_fen, "on_behalf_fen": on_behalf_fen}
+    batch = _Batch()
+    fund_deltas: dict[str, int] = {}
+    for share in shares:
+        batch.stored += share.stored
+        batch.register_years += share.register_years
+        batch.receipts += share.receipts
+        for account, delta in share.fund_deltas.items():
+            fund_deltas[account] = fund_deltas.get(account, 0) + delta
+    batch.fund_deltas = {account: delta for account, delta in fund_deltas.items() if delta}
+    return batch, {"lines": sum(s.lines for s in shares),
+                   "participants": sum(s.participants for s in shares),
+                   "events": sum(s.events for s in shares),
+                   "amount_fen": sum(s.amount_fen for s in shares),
+                   "on_behalf_fen": sum(s.on_behalf_fen for s in shares)}
 
 
-def _read_people(ledger: Ledger, people: dict[str, _Person | None],
+def _read_people(reads: _Reads, people: dict[str, _Person | None],
                  parsed: list[tuple[int, str, _Money, str, str]]) -> None:
     """The register rows of the chunk's participants not read before."""
     unseen: dict[bytes, str] = {}
@@ -723,8 +832,222 @@ def _read_people(ledger: Ledger, people: dict[str, _Person | None],
     if unseen:
         key, id_number = next(iter(unseen.items()))
         assert UUID(bytes=key) == participant_id(id_number), "participant_key is participant_id"
-    for row in ledger.queries.register_tuples(list(unseen)):
+    for row in reads.register_tuples(list(unseen)):
         people[unseen[row[0]]] = _Person.of_register(*row[1:])
+
+
+# ---- checking a big file in two processes ----------------------------------------------
+
+def share_of(id_text: str) -> int:
+    """Which of the two processes checks a line, by its participant (the upper-cased ID text,
+    as the check keys participants): all of one participant's lines go to one process, which
+    versions them in file order."""
+    return zlib.crc32(id_text.upper().encode()) % SHARES
+
+
+def _in_two(ledger: Ledger, text: str) -> bool:
+    """Whether to check the file in two processes: a big file, a fork start method, and a
+    store a forked child can open a connection of its own to (not an in-memory SQLite)."""
+    if text.count("\n") < PARALLEL_MIN_LINES:    # lines, counted without parsing
+        return False
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    if multiprocessing.current_process().daemon:
+        return False    # a daemonic process may not start children
+    datastore = cast(Any, ledger.recorder).datastore
+    return ledger.queries.is_postgres or not datastore.pool.is_sqlite_memory_mode
+
+
+class CheckProcessFailed(RuntimeError):
+    """The second process checking a big file died, failed or hung: nothing was imported."""
+
+
+def _check_in_two(ledger: Ledger, path: str, text: str, rules: _Rules,
+                  mapper: _ContributionMapper, progress: Progress | None) -> list[_Checked]:
+    """Share 1 checked by a forked child, share 0 by this process meanwhile: the per-line
+    Python is the import's longest part, and threads gain nothing under the GIL. The child
+    inherits the file, the rules and the mapper (with its key) and reads the register over
+    a connection of its own: the parent's connections and pool are not fork-safe. It sends
+    each chunk's events as it goes, taken in between this process's own chunks, so that
+    neither waits for the other to pack or unpack them all at the end."""
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, name="bulk-check",
+                            args=(send, ledger, path, text, rules, mapper), daemon=True)
+    child.start()
+    theirs = _FromChild(receive, child, progress)
+    try:
+        send.close()  # the child's end: closed here so that its death reads as end of file
+
+        def between(lines: int) -> None:
+            if progress:
+                progress(lines)
+            theirs.take(wait=False)
+
+        mine = _check_lines(_Checked(), ledger.queries, path, text, 0, rules, mapper, between)
+        theirs.take(wait=True)
+    finally:
+        if not theirs.done:
+            child.kill()    # failed, or this process failed: its work is of no use
+        receive.close()
+        child.join(CHILD_WAIT_S)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    return [mine, theirs.checked]
+
+
+def _child(send: Connection, ledger: Ledger, path: str, text: str, rules: _Rules,
+           mapper: _ContributionMapper) -> None:
+    """Check share 1; send ("rows", lines, events and receipts) for each chunk, then
+    ("checked", the rest), or the error."""
+    # Sent by a thread: the parent reads between its own chunks, and a chunk's rows are
+    # far more than a pipe holds; the check goes on meanwhile.
+    outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def sender() -> None:
+        while (data := outbox.get()) is not None:
+            send.send_bytes(data)
+
+    def post(message: tuple[Any, ...]) -> None:
+        outbox.put(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    thread = threading.Thread(target=sender, name="bulk-check-sender", daemon=True)
+    thread.start()
+    out = _Checked()
+    sent = [0, 0]   # events and receipts sent
+
+    def chunk_done(lines: int) -> None:
+        stored, receipts = out.stored[sent[0]:], out.receipts[sent[1]:]
+        sent[:] = len(out.stored), len(out.receipts)
+        post(("rows", lines, *_rows_packed(stored, receipts)))
+
+    try:
+        queries = _OwnQueries(ledger.queries)
+        try:
+            _check_lines(out, queries, path, text, 1, rules, mapper, chunk_done)
+        finally:
+            queries.close()
+        years = out.register_years
+        post(("checked", out.problems, out.receipt_line, out.repeats, out.fund_deltas,
+              (out.lines, out.participants, out.events, out.amount_fen, out.on_behalf_fen),
+              b"".join([y.participant_id.bytes for y in years]),
+              [(y.from_version, y.version, y.contributed_years) for y in years]))
+    except LedgerError as e:
+        # Most LedgerErrors cannot be unpickled (their __init__ takes field and rule, their
+        # args hold the message): sent as class, args and attributes.
+        post(("refused", type(e), e.args, vars(e)))
+    except BaseException:
+        post(("failed", traceback.format_exc()))
+    outbox.put(None)
+    thread.join()
+    send.close()
+
+
+RowsPacked = tuple[bytes, list[int], list[str], list[bytes], list[str], bytes]
+
+
+def _rows_packed(stored: list[EventRow], receipts: list[tuple[str, UUID]]) -> RowsPacked:
+    """Events and receipts as the child sends them: by columns, and participant ids as
+    their 16 bytes (pickling a UUID, or a tuple an event, costs several times more)."""
+    return (b"".join([cast(UUID, e.originator_id).bytes for e in stored]),
+            [e.originator_version for e in stored], [e.topic for e in stored],
+            [e.state for e in stored], [receipt_no for receipt_no, _ in receipts],
+            b"".join([pid.bytes for _, pid in receipts]))
+
+
+class _FromChild:
+    """What the child sent, put back together: its share's _Checked."""
+
+    def __init__(self, receive: Connection, child: BaseProcess,
+                 progress: Progress | None) -> None:
+        self.receive, self.child, self.progress = receive, child, progress
+        self.checked = _Checked()
+        self.done = False
+        # One UUID per participant, shared by their events (the chain hasher compares ids
+        # by identity), receipts and register row.
+        self.ids: dict[bytes, UUID] = {}
+
+    def take(self, *, wait: bool) -> None:
+        """Take what the child has sent; with wait, until its last message (at most
+        CHILD_WAIT_S between two)."""
+        while not self.done:
+            if not self.receive.poll(CHILD_WAIT_S if wait else 0):
+                if not wait:
+                    return
+                raise CheckProcessFailed(
+                    f"the process checking half the file (pid {self.child.pid}) gave no "
+                    f"answer in {CHILD_WAIT_S:.0f} s; nothing imported")
+            try:
+                message = self.receive.recv()
+            except (EOFError, OSError):
+                self.child.join(CHILD_WAIT_S)
+                raise CheckProcessFailed(
+                    f"the process checking half the file (pid {self.child.pid}) died (exit "
+                    f"code {self.child.exitcode}); nothing imported") from None
+            self._took(*message)
+
+    def _took(self, kind: str, *body: Any) -> None:
+        c = self.checked
+        if kind == "rows":
+            lines, event_pids, versions, topics, states, receipt_nos, receipt_pids = body
+            c.stored += map(BulkEvent, self._uuids(event_pids), versions, topics, states)
+            c.receipts += zip(receipt_nos, self._uuids(receipt_pids), strict=True)
+            if self.progress:
+                self.progress(lines)
+        elif kind == "checked":
+            c.problems, c.receipt_line, c.repeats, c.fund_deltas, counts, pids, years = body
+            c.lines, c.participants, c.events, c.amount_fen, c.on_behalf_fen = counts
+            c.register_years = [RegisterYears(pid, old, new, text) for pid, (old, new, text)
+                                in zip(self._uuids(pids), years, strict=True)]
+            self.done = True
+        elif kind == "refused":
+            cls, args, attributes = body
+            error = cls.__new__(cls)
+            error.args = args
+            error.__dict__.update(attributes)
+            raise error
+        else:
+            raise CheckProcessFailed(f"the process checking half the file (pid "
+                                     f"{self.child.pid}) failed; nothing imported:\n{body[0]}")
+
+    def _uuids(self, blob: bytes) -> list[UUID]:
+        ids, out = self.ids, []
+        for i in range(0, len(blob), 16):
+            key = blob[i:i + 16]
+            pid = ids.get(key)
+            if pid is None:
+                pid = ids[key] = UUID(bytes=key)
+            out.append(pid)
+        return out
+
+
+class _OwnQueries(StoreQueries):
+    """ledger.queries over a connection of this process's own: a forked child's. Only the
+    reads a check makes (fetch); the recorder is the parent's and is not used."""
+
+    def __init__(self, queries: StoreQueries) -> None:
+        self.is_postgres, self.prefix = queries.is_postgres, queries.prefix
+        pool = queries.recorder.datastore.pool
+        if self.is_postgres:
+            import psycopg
+
+            kwargs = {k: v for k, v in pool.kwargs.items() if k != "row_factory"}
+            self.conn: Any = psycopg.connect(pool.conninfo, autocommit=True,
+                                             connect_timeout=CHILD_CONNECT_S, **kwargs)
+        else:
+            self.conn = sqlite3.connect(pool.db_name, uri=True)
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        sql = sql.replace("{p}", self.prefix)
+        if self.is_postgres:
+            with self.conn.cursor() as curs:
+                curs.execute(sql.replace("?", "%b"), params)   # binary, as StoreQueries.fetch
+                return list(curs.fetchall())
+        return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 @functools.lru_cache(maxsize=MAX_MEMO)
