@@ -148,12 +148,12 @@ Builder = Callable[[Ledger, str, str, str, datetime, Progress | None],
 
 def _run(ledger: Ledger, path: str, kind: str, actor: str, progress: Progress | None,
          key: str | None, build: Builder) -> dict[str, Any]:
-    data = _read(path)
+    data = read_file(path)
     digest = hashlib.sha256(data).hexdigest()
     key = key if key is not None else f"import:{kind}:{digest}"
     if not 0 < len(key) <= MAX_KEY_LEN:
         raise InvalidInput("idempotency_key", f"must be 1 to {MAX_KEY_LEN} characters")
-    text = _decode(path, data)
+    text = decode_text(path, data)
     del data
     recorder = cast(_BulkRecorder, ledger.recorder)
     # A file makes millions of small objects, none of them cyclic: the cyclic collector
@@ -197,7 +197,7 @@ def _attempts(ledger: Ledger, path: str, kind: str, actor: str, progress: Progre
 
 # ---- reading the file ------------------------------------------------------------------
 
-def _read(path: str) -> bytes:
+def read_file(path: str) -> bytes:
     try:
         size = os.path.getsize(path)
         if size > MAX_FILE_BYTES:
@@ -209,7 +209,7 @@ def _read(path: str) -> bytes:
         raise InvalidInput("file", f"cannot read {path}: {e.strerror or e}") from None
 
 
-def _decode(path: str, data: bytes) -> str:
+def decode_text(path: str, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")  # a BOM from spreadsheet exports is accepted
     except UnicodeDecodeError as e:
@@ -217,7 +217,7 @@ def _decode(path: str, data: bytes) -> str:
         raise ImportRejected(path, [(line, f"encoding: not UTF-8 text (byte {e.start})")]) from None
 
 
-def _records(path: str, text: str, columns: tuple[str, ...], problems: Problems,
+def csv_records(path: str, text: str, columns: tuple[str, ...], problems: Problems,
              max_lines: int = MAX_LINES,
              share: int | None = None) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells in the order of `columns`, trimmed) for each data line, or for
@@ -265,7 +265,7 @@ def _records(path: str, text: str, columns: tuple[str, ...], problems: Problems,
         yield start, [cells[i].strip() for i in order]
 
 
-def _date(text: str, name: str) -> date:
+def parse_day(text: str, name: str) -> date:
     # date.fromisoformat accepts more than the calendar date form; only YYYY-MM-DD is ours.
     if len(text) != 10 or text[4] != "-" or text[7] != "-":
         raise InvalidInput(name, f"{text!r} is not a date in the form YYYY-MM-DD")
@@ -336,7 +336,7 @@ def _participants_batch(ledger: Ledger, path: str, text: str, actor: str, now: d
     rules = _Rules(ledger, "enrol_date")
     first_line: dict[str, int] = {}
     lines = 0
-    for chunk in _chunks(_records(path, text, PARTICIPANT_COLUMNS, problems)):
+    for chunk in _chunks(csv_records(path, text, PARTICIPANT_COLUMNS, problems)):
         parsed: list[tuple[int, str, list[str]]] = []
         for line_no, cells in chunk:
             try:
@@ -374,7 +374,7 @@ def _enrol(canonical: str, cells: list[str], enrolled: dict[UUID, RegisterRow], 
     _, name, township, village, group, enrol_text, acc_name, acc_number, bank_code = cells
     if participant_id(canonical) in enrolled:
         raise Refused("id_number", f"{resident_id.mask(canonical)} is already enrolled")
-    enrol_date = _date(enrol_text, "enrol_date")
+    enrol_date = parse_day(enrol_text, "enrol_date")
     bank_cells = (acc_name, acc_number, bank_code)
     if all(bank_cells):
         bank: BankAccount | None = BankAccount(account_name=acc_name, account_number=acc_number,
@@ -444,7 +444,7 @@ class _Money:
         self.tier_fen: int = parse(lambda t: parse_yuan(t, "tier"), tier_text)
         self.amount_fen: int = parse(lambda t: parse_yuan(t, "amount", allow_zero=True),
                                      amount_text)
-        self.value_date: date = parse(lambda t: _date(t, "value_date"), day_text)
+        self.value_date: date = parse(lambda t: parse_day(t, "value_date"), day_text)
         self.back_payment: bool = parse(lambda t: _flag(t, "back_payment"), back_text)
         self.problems = tuple(problems)   # "field: rule" for each bad column, in order
         # The rule version in force on the value date and its label, once looked up.
@@ -694,7 +694,7 @@ def _check_lines(out: _Checked, reads: _Reads, path: str, text: str, share: int 
     one share, so a share versions and books them exactly as the whole file would."""
     problems = out.problems
     # The file's own problems (CSV, cell counts) are reported by share 0 (or the whole).
-    records = _records(path, text, CONTRIBUTION_COLUMNS, problems if not share else [],
+    records = csv_records(path, text, CONTRIBUTION_COLUMNS, problems if not share else [],
                        share=share)
     moneys: dict[tuple[str, str, str, str, str], _Money] = {}
     # Keyed by the ID text, not the UUID: a str caches its hash, a UUID computes it each time.

@@ -28,7 +28,7 @@ from ledger.aggregates.participant import (
     participant_id,
 )
 from ledger.application import Ledger
-from ledger.bulk import _date, _decode, _read, _records
+from ledger.bulk import csv_records, decode_text, parse_day, read_file
 from ledger.errors import ImportRejected, InvalidInput, LedgerError
 from ledger.rules import RuleVersion
 
@@ -82,12 +82,12 @@ def _listed(path: str) -> list[tuple[int, str, date, str]]:
     """(line, canonical ID, date, source) of every line, or ImportRejected with every bad
     line. One person listed twice is a bad line: the list is someone's extract, and which
     line stands is theirs to say."""
-    text = _decode(path, _read(path))
+    text = decode_text(path, read_file(path))
     problems: list[tuple[int, str]] = []
     out: list[tuple[int, str, date, str]] = []
     first: dict[str, int] = {}
-    for line_no, (id_text, day_text, source) in _records(path, text, COLUMNS, problems,
-                                                         MAX_LINES):
+    for line_no, (id_text, day_text, source) in csv_records(path, text, COLUMNS, problems,
+                                                            MAX_LINES):
         bad = []
         try:
             idn = resident_id.normalise(id_text)
@@ -95,7 +95,7 @@ def _listed(path: str) -> list[tuple[int, str, date, str]]:
             bad.append(str(e))
             idn = ""
         try:
-            day = _date(day_text, "date")
+            day = parse_day(day_text, "date")
         except LedgerError as e:
             bad.append(str(e))
         if idn and not bad:
