@@ -20,7 +20,7 @@ from ledger.application import Ledger
 from ledger.bulk import (
     CONTRIBUTION_COLUMNS,
     PARTICIPANT_COLUMNS,
-    _records,
+    csv_records,
     import_contributions,
     import_participants,
 )
@@ -159,9 +159,9 @@ def test_a_header_without_the_expected_columns_is_refused(ledger: Ledger,
 def test_the_line_limit_is_enforced_while_reading(tmp_path: Path) -> None:
     text = ",".join(CONTRIBUTION_COLUMNS) + "\n" + "a,b,c,d,e,f,g,h\n" * 4
     problems: list[tuple[int, str]] = []
-    assert len(list(_records("f.csv", text, CONTRIBUTION_COLUMNS, problems, 4))) == 4
+    assert len(list(csv_records("f.csv", text, CONTRIBUTION_COLUMNS, problems, 4))) == 4
     with pytest.raises(InvalidInput) as exc:
-        list(_records("f.csv", text, CONTRIBUTION_COLUMNS, problems, 3))
+        list(csv_records("f.csv", text, CONTRIBUTION_COLUMNS, problems, 3))
     assert exc.value.field == "file" and "more than 3 lines" in exc.value.rule
 
 
