@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -108,6 +109,25 @@ def ledger(ledger_url: tuple[str, str | None]) -> Iterator[Ledger]:
     app.init()
     yield app
     app.close()
+
+
+@pytest.fixture
+def twin(ledger_url: tuple[str, str | None], tmp_path: Path) -> Iterator[Ledger]:
+    """A second, empty ledger of the same kind (store and encryption) as `ledger`."""
+    url, key = ledger_url
+    schema = None
+    if url.startswith("postgresql://"):
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        url = f"{PG_DSN}?schema={schema}"
+    else:
+        url = str(tmp_path / "twin.db")
+    app = Ledger(url, cipher_key=key)
+    app.init()
+    yield app
+    app.close()
+    if schema:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from pydantic import BaseModel
 
@@ -26,7 +25,6 @@ from ledger.bulk import (
 )
 from ledger.errors import ConcurrencyConflict, IdempotencyConflict, ImportRejected, InvalidInput
 from ledger.money import format_yuan
-from tests.conftest import PG_DSN
 from tests.helpers import contribute, enrol, make_id
 
 GROUPS = ("ordinary", "destitute", "minimum_living", "ordinary", "severely_disabled",
@@ -336,23 +334,6 @@ def test_an_import_that_always_loses_the_race_gives_up_and_stores_nothing(
 
 # ---- the fast path stores what the commands would -----------------------------------------
 
-@pytest.fixture
-def twin(ledger_url: tuple[str, str | None], tmp_path: Path) -> Iterator[Ledger]:
-    """A second, empty ledger of the same kind (store and encryption) as `ledger`."""
-    url, key = ledger_url
-    schema = None
-    if url.startswith("postgresql://"):
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        url = f"{PG_DSN}?schema={schema}"
-    else:
-        url = str(tmp_path / "twin.db")
-    app = Ledger(url, cipher_key=key)
-    app.init()
-    yield app
-    app.close()
-    if schema:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _events(app: Ledger, pid: uuid.UUID) -> list[tuple[str, dict[str, Any]]]:

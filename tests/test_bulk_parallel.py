@@ -8,12 +8,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from ledger import bulk, resident_id
@@ -21,7 +19,6 @@ from ledger.aggregates.participant import participant_id
 from ledger.application import Ledger
 from ledger.bulk import CONTRIBUTION_COLUMNS, CheckProcessFailed, import_contributions, share_of
 from ledger.errors import ImportRejected, InvalidInput
-from tests.conftest import PG_DSN
 from tests.helpers import contribute
 from tests.test_bulk_import import (
     contribution_line,
@@ -61,22 +58,9 @@ def one_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def other(ledger_url: tuple[str, str | None], tmp_path: Path) -> Iterator[Ledger]:
+def other(twin: Ledger) -> Ledger:
     """A second, empty ledger of the same kind (store and encryption) as `ledger`."""
-    url, key = ledger_url
-    schema = None
-    if url.startswith("postgresql://"):
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        url = f"{PG_DSN}?schema={schema}"
-    else:
-        url = str(tmp_path / "other.db")
-    app = Ledger(url, cipher_key=key)
-    app.init()
-    yield app
-    app.close()
-    if schema:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return twin
 
 
 def year_file(ledger: Ledger, tmp_path: Path, name: str = "c.csv") -> Path:
