@@ -57,13 +57,14 @@ def cross_check(ledger: Ledger, path: str, kind: str) -> dict[str, Any]:
     findings: list[dict[str, Any]] = []
     paid_since_fen = 0
     for i in range(0, len(listed), LOOKUP_CHUNK):
-        part = listed[i:i + LOOKUP_CHUNK]
-        known = ledger.queries.register_rows([participant_id(idn) for _, idn, _, _ in part])
-        for line_no, idn, day, source in part:
-            if participant_id(idn) not in known:
+        part = [(line_no, participant_id(idn), day, source)
+                for line_no, idn, day, source in listed[i:i + LOOKUP_CHUNK]]
+        known = ledger.queries.register_rows([pid for _, pid, _, _ in part])
+        for line_no, pid, day, source in part:
+            if pid not in known:
                 counts["not_participants"] += 1
                 continue
-            p: Participant = ledger.repository.get(participant_id(idn))
+            p: Participant = ledger.repository.get(pid)
             finding = JUDGES[kind](p, day, rules_on)
             if finding is None:
                 counts["consistent"] += 1

@@ -30,6 +30,7 @@ from payout_engine.bankfiles.manifest import (
     DIR_MODE,
     FILE_MODE,
     MAX_FILES,
+    Manifest,
     NamedContent,
     build_manifest,
 )
@@ -79,9 +80,10 @@ def keep(spool: Path | None, manifest_sha256: str, files: Iterable[NamedContent]
     return True
 
 
-def take(spool: Path | None, manifest_sha256: str) -> list[DraftedFile] | None:
-    """The kept files, if they are exactly the approved ones (by the manifest's hash over
-    their bytes); None otherwise, and the export makes them again."""
+def take(spool: Path | None, manifest_sha256: str
+         ) -> tuple[list[DraftedFile], Manifest] | None:
+    """The kept files and their manifest, if they are exactly the approved ones (by the
+    manifest's hash over their bytes); None otherwise, and the export makes them again."""
     if spool is None or not _HEX64.fullmatch(manifest_sha256):
         return None
     kept = spool / manifest_sha256
@@ -96,9 +98,10 @@ def take(spool: Path | None, manifest_sha256: str) -> list[DraftedFile] | None:
             files.append(DraftedFile(p.name, p.read_bytes()))
     except OSError:
         return None
-    if not hmac.compare_digest(build_manifest(files).hash, manifest_sha256):
+    manifest = build_manifest(files)
+    if not hmac.compare_digest(manifest.hash, manifest_sha256):
         return None
-    return files
+    return files, manifest
 
 
 def discard(spool: Path | None, manifest_sha256: str) -> None:

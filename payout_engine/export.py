@@ -184,15 +184,18 @@ def _export(ledger: Ledger, batch_id: UUID, out_dir: Path, file_format: str, act
                       f"{batch.manifest_sha256}: nothing written. The settings at draft "
                       f"were {drafted}; now {config.file_settings()}")
     kept = drafted_files.take(config.drafted_files(), batch.manifest_sha256)
-    files: Sequence[NamedContent] = kept if kept is not None else files_of(ledger, batch,
-                                                                          config)
-    # take() checked the kept files against the approved hash already.
-    made = batch.manifest_sha256 if kept is not None else build_manifest(files).hash
+    files: Sequence[NamedContent]
+    if kept is not None:
+        files, manifest = kept
+    else:
+        files = files_of(ledger, batch, config)
+        manifest = build_manifest(files)
+    made = manifest.hash
     if made != batch.manifest_sha256:
         raise Refused("manifest_hash", f"the files of {where} made now hash to {made}, not "
                       f"the approved {batch.manifest_sha256}: nothing written. The settings "
                       f"at draft were {drafted}; now {config.file_settings()}")
-    export_files(out_dir, files, batch.manifest_sha256)
+    export_files(out_dir, files, batch.manifest_sha256, manifest=manifest)
     recorded = batch.state == "funded"
     if recorded:
         disbursement.mark_exported(ledger, batch.id, file_format=batch.file_format,

@@ -55,9 +55,9 @@ def test_the_draft_keeps_its_files_and_the_export_takes_them(
     batch = funded(two, "2020-04", config)
     kept = kept_dir(config, batch.manifest_sha256)
     names = sorted(p.name for p in kept.iterdir())
-    assert names and build_manifest(drafted_files.take(config.drafted_files(),
-                                                       batch.manifest_sha256) or []).hash \
-        == batch.manifest_sha256
+    taken = drafted_files.take(config.drafted_files(), batch.manifest_sha256)
+    assert names and taken is not None
+    assert build_manifest(taken[0]).hash == taken[1].hash == batch.manifest_sha256
     assert stat.S_IMODE(kept.stat().st_mode) == 0o700
     assert all(stat.S_IMODE((kept / n).stat().st_mode) == 0o600 for n in names)
 

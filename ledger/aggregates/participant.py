@@ -795,11 +795,8 @@ class Participant(Aggregate):
         if later:
             raise Refused("year", f"interest for {later[0]} was credited on the {year} "
                           f"interest; reverse {later[-1]} first, then back to {year}")
-        if self.closed:
-            raise Refused("participant", "the account is settled; nothing can be reversed")
-        if self.pension is not None or self.pension_application is not None:
-            raise Refused("participant", "a pension was applied for on this account; the "
-                          "interest can no longer be reversed")
+        # A settled account, a pension: as for any reversal (no later interest is left).
+        self._refuse_if_built_on(date(year + 1, 1, 1), "interest")
         self.trigger_event(self.InterestReversed, year=year, rate=rate, amount_fen=credited,
                            reason=reason.strip(), value_date=date(year, 12, 31), actor=actor)
         return credited

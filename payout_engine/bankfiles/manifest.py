@@ -166,8 +166,8 @@ def _sha256_of(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def export_files(out_dir: Path, files: Iterable[NamedContent], approved_hash: str
-                 ) -> Manifest:
+def export_files(out_dir: Path, files: Iterable[NamedContent], approved_hash: str, *,
+                 manifest: Manifest | None = None) -> Manifest:
     """Write the approved files and their manifest into `out_dir`, then verify them on disk.
 
     Refused before a byte is written when these files are not the approved ones. Running it
@@ -175,7 +175,9 @@ def export_files(out_dir: Path, files: Iterable[NamedContent], approved_hash: st
     with other bytes is refused by name rather than overwritten."""
     _check_approved(approved_hash)
     chosen = list(files)
-    manifest = build_manifest(chosen)
+    # `manifest`: the caller's build_manifest of these very files (a million payments'
+    # files are hashed once, not again here); what is written is verified on disk below.
+    manifest = manifest or build_manifest(chosen)
     if not hmac.compare_digest(manifest.hash, approved_hash):
         raise ManifestError(f"these files hash to {manifest.hash}, not the approved "
                             f"{approved_hash}: nothing written")
