@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -22,7 +23,7 @@ from eventsourcing.utils import Environment
 
 from ledger import resident_id
 from ledger.aggregates.command_receipt import MAX_KEY_LEN, CommandReceipt
-from ledger.aggregates.fund import Fund
+from ledger.aggregates.fund import FixedDeposit, Fund
 from ledger.aggregates.participant import (
     OWED_AT_DEATH,
     BankAccount,
@@ -825,6 +826,48 @@ class Ledger(Application[UUID]):
                                            value_date=value_date, reference=reference,
                                            actor=actor), actor)
 
+    def place_fixed_deposit(self, *, deposit_no: str, amount_fen: int, term_months: int,
+                            annual_rate: Decimal, value_date: date, reference: str,
+                            actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Fiscal special account -> a fixed deposit (定期存款) at its bank."""
+        check_fen(amount_fen, "amount")
+        return self._deposit_step(
+            "deposit-place", idempotency_key,
+            {"deposit_no": deposit_no, "amount_fen": amount_fen, "term_months": term_months,
+             "annual_rate": str(annual_rate), "value_date": value_date,
+             "reference": reference},
+            lambda f: f.place_fixed_deposit(deposit_no=deposit_no, amount_fen=amount_fen,
+                                            term_months=term_months, annual_rate=annual_rate,
+                                            value_date=value_date, reference=reference,
+                                            actor=actor), actor)
+
+    def withdraw_fixed_deposit(self, *, deposit_no: str, interest_fen: int, value_date: date,
+                               reference: str, actor: str,
+                               idempotency_key: str | None = None) -> dict[str, Any]:
+        """A fixed deposit and the interest the bank paid on it back into the fiscal
+        special account."""
+        check_fen(interest_fen, "interest", allow_zero=True)
+        return self._deposit_step(
+            "deposit-withdraw", idempotency_key,
+            {"deposit_no": deposit_no, "interest_fen": interest_fen, "value_date": value_date,
+             "reference": reference},
+            lambda f: f.withdraw_fixed_deposit(deposit_no=deposit_no, interest_fen=interest_fen,
+                                               value_date=value_date, reference=reference,
+                                               actor=actor), actor)
+
+    def _deposit_step(self, command: str, key: str | None, payload: dict[str, Any],
+                      step: Callable[[Fund], FixedDeposit], actor: str) -> dict[str, Any]:
+        def body() -> tuple[list[Any], dict[str, Any]]:
+            f = self.fund()
+            return [f], fixed_deposit_row(step(f))
+        return self._command(command, key or f"fund:{payload['reference']}", payload, body,
+                             actor)
+
+    def fixed_deposits(self, as_of: date | None = None) -> list[dict[str, Any]]:
+        """The fiscal special account's fixed deposits holding money at the end of as_of
+        (value date), or now, soonest maturity first."""
+        return [fixed_deposit_row(d) for d in self.fund().fixed_deposits(as_of)]
+
     # ---- reading ----------------------------------------------------------------------
 
     def fund_positions(self) -> dict[str, int]:
@@ -839,3 +882,17 @@ def _first_of(month: str) -> date:
     from ledger.aggregates.participant import parse_month
     y, m = parse_month(month, "start_month")
     return date(y, m, 1)
+
+
+def fixed_deposit_row(d: FixedDeposit) -> dict[str, Any]:
+    """A fixed deposit as commands return and list it."""
+    # Dates as ISO text: a command's result is stored with its receipt, and a retry returns
+    # the stored one, which must read the same.
+    return {"deposit_no": d.deposit_no, "principal_fen": d.principal_fen,
+            "placed_on": d.placed_on.isoformat(), "term_months": d.term_months,
+            "rate_percent": format(d.annual_rate * 100, "f").rstrip("0").rstrip("."),
+            "maturity_date": d.maturity_date.isoformat(),
+            "interest_at_maturity_fen": d.interest_at_maturity_fen(),
+            "withdrawn_on": d.withdrawn_on.isoformat() if d.withdrawn_on else None,
+            "interest_fen": d.interest_fen,
+            "early": d.withdrawn_on is not None and d.withdrawn_on < d.maturity_date}

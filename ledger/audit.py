@@ -189,7 +189,10 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
       or whose refund was never sent to the bank;
     - hardship_without_on_behalf: a contributor (under 60) of a hardship group for whom
       nothing was booked for `year` (default: the year before `on`, whose collection has
-      closed), so the government's payment on their behalf (代缴) was never made.
+      closed), so the government's payment on their behalf (代缴) was never made;
+    - deposit_not_withdrawn: a fixed deposit of the fiscal special account that matured
+      before `on` and was still held on it: money the bank renewed without its renewal
+      being booked, or left at the demand rate.
 
     The registers written with the events are read (every pensioner; every participant who
     died, left, or is in a hardship group); those who died or left are replayed (their
@@ -286,12 +289,19 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
             add("owed_at_death", {"id_number": p.id_number, "name": p.name,
                                   "date_of_death": p.date_of_death.isoformat(),
                                   "months": list(owed.months), "amount_fen": owed.amount_fen})
+    for d in ledger.fund().fixed_deposits(on):
+        if d.maturity_date < on:
+            add("deposit_not_withdrawn", {
+                "deposit_no": d.deposit_no, "principal_fen": d.principal_fen,
+                "maturity_date": d.maturity_date.isoformat(),
+                "days_past_maturity": (on - d.maturity_date).days})
     return {"on": on.isoformat(), "year": year, "pensioners_checked": checked,
             "participants_checked": participants, "counts": counts, "anomalies": found}
 
 
 ANOMALY_KINDS = ("paid_after_death", "owed_at_death", "shared_account", "centenarian",
-                 "dead_account_open", "refund_not_made", "hardship_without_on_behalf")
+                 "dead_account_open", "refund_not_made", "hardship_without_on_behalf",
+                 "deposit_not_withdrawn")
 # Leaving the scheme for these refunds the account (DOMAIN.md: loss of nationality, double
 # enrolment with the employee scheme); a transfer out moves it, a death is inherited.
 REFUND_REASONS = ("emigration", "employee_scheme", "double_enrolment")

@@ -40,6 +40,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from ledger import resident_id
+from ledger.aggregates.fund import parse_rate_percent
 from ledger.errors import (
     ConcurrencyConflict,
     IdempotencyConflict,
@@ -387,10 +388,13 @@ pensioner_app = typer.Typer(no_args_is_help=True,
                             help="Pensions: apply, approve, suspend, resume, death, settlement.")
 import_app = typer.Typer(no_args_is_help=True, help="Bulk CSV imports, all-or-nothing per file.")
 audit_app = typer.Typer(no_args_is_help=True, help="Auditors' checks.")
+deposit_app = typer.Typer(no_args_is_help=True,
+                          help="The fiscal special account's fixed deposits (定期存款).")
 app.add_typer(rules_app, name="rules")
 app.add_typer(pensioner_app, name="pensioner")
 app.add_typer(import_app, name="import")
 app.add_typer(audit_app, name="audit")
+app.add_typer(deposit_app, name="deposit")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (amounts in integer fen).")]
 IdOpt = Annotated[str, typer.Option("--id", help="18-digit resident ID.")]
@@ -819,6 +823,76 @@ def bank_interest(ctx: typer.Context,
         value_date=parse_date(value_date, "date"), reference=reference, actor=st.actor,
         idempotency_key=st.key)
     print_result(st, result, "bank interest booked")
+
+
+# ---- fixed deposits ----------------------------------------------------------------------
+
+DepositNo = Annotated[str, typer.Argument(help="The bank's deposit certificate number (存单号).")]
+
+
+@deposit_app.command("place")
+@guarded
+def deposit_place(ctx: typer.Context, deposit_no: DepositNo, amount: AmountOpt,
+                  term_months: Annotated[int, typer.Option(
+                      "--term-months", help="3, 6, 12, 24, 36 or 60.")],
+                  rate_percent: Annotated[str, typer.Option(
+                      "--rate-percent", help="Annual rate in percent, e.g. 1.75.")],
+                  value_date: DateOpt, reference: RefOpt, json_out: JsonFlag = False) -> None:
+    """Fiscal special account -> a fixed deposit at its bank."""
+    st = settings_of(ctx, json_out)
+    result = st.ledger().place_fixed_deposit(
+        deposit_no=deposit_no, amount_fen=parse_yuan(amount, "amount"),
+        term_months=term_months, annual_rate=parse_rate_percent(rate_percent),
+        value_date=parse_date(value_date, "date"), reference=reference, actor=st.actor,
+        idempotency_key=st.key)
+    print_result(st, result, f"fixed deposit {deposit_no} placed")
+
+
+@deposit_app.command("withdraw")
+@guarded
+def deposit_withdraw(ctx: typer.Context, deposit_no: DepositNo,
+                     interest: Annotated[str, typer.Option(
+                         "--interest", help="Yuan of interest the bank paid (its slip).")],
+                     value_date: DateOpt, reference: RefOpt,
+                     json_out: JsonFlag = False) -> None:
+    """A fixed deposit, whole, and its interest back into the fiscal special account (at
+    maturity, or early: 提前支取)."""
+    st = settings_of(ctx, json_out)
+    result = st.ledger().withdraw_fixed_deposit(
+        deposit_no=deposit_no, interest_fen=parse_yuan(interest, "interest", allow_zero=True),
+        value_date=parse_date(value_date, "date"), reference=reference, actor=st.actor,
+        idempotency_key=st.key)
+    print_result(st, result, f"fixed deposit {deposit_no} withdrawn")
+
+
+@deposit_app.command("list")
+@guarded
+def deposit_list(ctx: typer.Context,
+                 as_of: Annotated[str | None, typer.Option(
+                     "--as-of", help="YYYY-MM-DD value date (default: now).")] = None,
+                 json_out: JsonFlag = False) -> None:
+    """The fixed deposits holding money, soonest maturity first, with their total."""
+    st = settings_of(ctx, json_out)
+    day = parse_date(as_of, "as_of") if as_of else None
+    rows = st.ledger().fixed_deposits(day)
+    payload = {"as_of": day.isoformat() if day else None, "deposits": rows,
+               "total_fen": sum(r["principal_fen"] for r in rows)}
+    if st.json:
+        sys.stdout.write(dump_json(payload) + "\n")
+        return
+    table = Table(title="Fixed deposits of the fiscal special account"
+                        f"{' as of ' + payload['as_of'] if day else ''}, yuan",
+                  title_justify="left")
+    for column in ("deposit", "principal", "placed", "months", "rate %", "matures",
+                   "interest at maturity"):
+        table.add_column(column, justify="right" if column in (
+            "principal", "interest at maturity") else "left")
+    for r in rows:
+        table.add_row(escape(r["deposit_no"]), format_yuan(r["principal_fen"]), r["placed_on"],
+                      str(r["term_months"]), r["rate_percent"], r["maturity_date"],
+                      format_yuan(r["interest_at_maturity_fen"]))
+    table.add_row("[bold]total[/]", f"[bold]{format_yuan(payload['total_fen'])}[/]")
+    out_console().print(table)
 
 
 # ---- pensioners -------------------------------------------------------------------------
@@ -1285,7 +1359,7 @@ def audit_anomalies(ctx: typer.Context,
     """Pensions paid after death with no overpayment assessed, months owed at death never
     paid, one account taking several living pensioners' pensions, pensioners of 100 or more
     still paid, money held for people dead over a year, refunds never made, hardship-group
-    members with no payment on their behalf."""
+    members with no payment on their behalf, fixed deposits left past maturity."""
     from ledger.audit import anomalies
 
     st = settings_of(ctx, json_out)
@@ -1355,6 +1429,10 @@ def audit_match(ctx: typer.Context,
 
 
 def _anomaly_row(kind: str, a: dict[str, Any]) -> tuple[str, str]:
+    if kind == "deposit_not_withdrawn":
+        return (f"fixed deposit {a['deposit_no']}",
+                f"{format_yuan(a['principal_fen'])} yuan, matured {a['maturity_date']} "
+                f"({a['days_past_maturity']} days ago), not withdrawn")
     if kind == "shared_account":
         people = ", ".join(f"{p['id_number']} {p['name']}" for p in a["pensioners"])
         return (f"account {a['account_number']} (bank {a['bank_code']})",

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ from ledger.aggregates.participant import BankAccount
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, LedgerError, Refused
 from ledger.money import format_yuan
-from ledger.postings import ACCOUNT_NAMES, EXPENDITURE, FISCAL, GUARDED_ACCOUNTS, INCOME
+from ledger.postings import (
+    ACCOUNT_NAMES,
+    EXPENDITURE,
+    FISCAL,
+    FIXED_DEPOSITS,
+    GUARDED_ACCOUNTS,
+    INCOME,
+)
 from ledger.rules import SUBSIDY_LEVELS, Parameters
 from ledger.synthetic import (
     MAX_PEOPLE,
@@ -47,6 +55,10 @@ ADMIN = "admin"
 # Bank interest the fund's own accounts earn, basis points a year (current accounts;
 # the fiscal special account keeps most of its money in fixed deposits).
 BANK_RATE_BP = {INCOME: 35, FISCAL: 150, EXPENDITURE: 35}
+# Each year end the fiscal special account puts this share of what it holds on a one-year
+# fixed deposit (a county office keeps more; the demo's pensions need the rest in January).
+DEPOSIT_SHARE_PERCENT = 30
+DEPOSIT_RATE = Decimal("0.0175")
 MAX_COLLECTIVE_PER_YEAR = 8
 COLLECTIVE_FEN = 5000
 
@@ -200,6 +212,7 @@ class Demo:
         self.suspension(county, pension_year)
         self.deaths(county, pension_year)
         self.safety(county, years, pension_year)
+        self.fixed_deposit(pension_year)   # last year's deposit matures in December
         self.show_statement(county)
         positions = self.show_balances()
         audit = self.show_audit(date(pension_year, 12, 31))
@@ -305,6 +318,7 @@ class Demo:
             self.say(f"Income account swept to the fiscal special account: "
                      f"{format_yuan(income)} yuan (a county sweeps monthly; the demo once a "
                      "year).")
+        self.fixed_deposit(year)
 
         with progress_bar(f"interest {year}", len(county.people)) as advance:
             interest = self.ledger.credit_interest(year=year, today=date(year + 1, 1, 6),
@@ -382,6 +396,37 @@ class Demo:
                 parts.append(f"{name} {format_yuan(fen)}")
         if parts:
             self.say("Bank interest on the fund's accounts: " + ", ".join(parts) + " yuan.")
+
+    def fixed_deposit(self, year: int) -> None:
+        """Last year's deposit comes back at maturity with its interest; a new one-year
+        deposit takes a share of what the fiscal special account holds."""
+        day = date(year, 12, 30)
+        for d in self.ledger.fixed_deposits(day):
+            matures = date.fromisoformat(d["maturity_date"])
+            if matures <= day:
+                interest = d["interest_at_maturity_fen"]  # the bank pays the contract's
+                self.ledger.withdraw_fixed_deposit(
+                    deposit_no=d["deposit_no"], interest_fen=interest, value_date=matures,
+                    reference=f"FDW-{d['deposit_no']}", actor=FINANCE)
+                self.book(FIXED_DEPOSITS, -d["principal_fen"], f"deposit {d['deposit_no']}")
+                self.book(FISCAL, d["principal_fen"] + interest, f"deposit {d['deposit_no']}")
+                self.say(f"Fixed deposit {d['deposit_no']} matured: "
+                         f"{format_yuan(d['principal_fen'])} yuan and "
+                         f"{format_yuan(interest)} yuan interest back in the fiscal special "
+                         "account.")
+        fiscal = self.ledger.fund_positions()[FISCAL]
+        amount = fiscal * DEPOSIT_SHARE_PERCENT // 100 // 100_000 * 100_000  # whole 1,000s
+        if amount:
+            placed = self.ledger.place_fixed_deposit(
+                deposit_no=f"FD-{year}", amount_fen=amount, term_months=12,
+                annual_rate=DEPOSIT_RATE, value_date=day, reference=f"FD-{year}",
+                actor=FINANCE)
+            self.book(FISCAL, -amount, f"deposit FD-{year}")
+            self.book(FIXED_DEPOSITS, amount, f"deposit FD-{year}")
+            self.say(f"Fixed deposit FD-{year} placed from the fiscal special account: "
+                     f"{format_yuan(amount)} yuan for 12 months at "
+                     f"{placed['rate_percent']}%, maturing {placed['maturity_date']} "
+                     "(`deposit list`).")
 
     def pensions(self, county: County, year: int) -> list[str]:
         self.section(f"Pensions from {year}-01: applied by one person, approved by another")

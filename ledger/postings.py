@@ -5,7 +5,8 @@ sub-ledger accounts carry the participant id and the source.
 
 Chart of accounts
   Assets       1001 income account (收入户)         1002 fiscal special account (财政专户)
-               1003 expenditure account (支出户)    1101 payments in flight at the bank
+               1003 expenditure account (支出户)    1004 fiscal special account's fixed deposits
+               1101 payments in flight at the bank
                1201 overpayment receivable           1202.<level> government subsidy receivable
   Liabilities  2001.<source>/<participant> individual accounts
                2101 pooled basic-pension fund        2201 inheritance payable  2202 refund payable
@@ -34,6 +35,7 @@ from eventsourcing.utils import get_topic
 INCOME = "1001"
 FISCAL = "1002"
 EXPENDITURE = "1003"
+FIXED_DEPOSITS = "1004"
 IN_FLIGHT = "1101"
 OVERPAYMENT_RECEIVABLE = "1201"
 SUBSIDY_RECEIVABLE = "1202"
@@ -49,12 +51,13 @@ INTEREST_CREDITED = "3002"
 
 BANK_ACCOUNTS = {"income": INCOME, "fiscal": FISCAL, "expenditure": EXPENDITURE}
 # Asset accounts whose balance may never go negative; guarded in the write transaction.
-GUARDED_ACCOUNTS = (INCOME, FISCAL, EXPENDITURE, IN_FLIGHT)
+GUARDED_ACCOUNTS = (INCOME, FISCAL, EXPENDITURE, FIXED_DEPOSITS, IN_FLIGHT)
 
 ACCOUNT_NAMES = {
     INCOME: "income account (收入户)",
     FISCAL: "fiscal special account (财政专户)",
     EXPENDITURE: "expenditure account (支出户)",
+    FIXED_DEPOSITS: "fiscal special account: fixed deposits (财政专户定期存款)",
     IN_FLIGHT: "payments in flight at the bank",
     OVERPAYMENT_RECEIVABLE: "overpayment receivable",
     SUBSIDY_RECEIVABLE: "government subsidy receivable",
@@ -278,6 +281,17 @@ def _payment_returned(e: Fields, pid: Id) -> list[Entry]:
     return [(EXPENDITURE, amount, None), (IN_FLIGHT, -amount, None)]
 
 
+def _deposit_placed(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(FIXED_DEPOSITS, amount, None), (FISCAL, -amount, None)]
+
+
+def _deposit_withdrawn(e: Fields, pid: Id) -> list[Entry]:
+    principal, interest = e["amount_fen"], e["interest_fen"]
+    return [(FISCAL, principal + interest, None), (FIXED_DEPOSITS, -principal, None),
+            (INTEREST_EARNED, -interest, None)]
+
+
 PARTICIPANT = "ledger.aggregates.participant:Participant."
 BATCH = "ledger.aggregates.payout_batch:PayoutBatch."
 FUND = "ledger.aggregates.fund:Fund."
@@ -309,6 +323,8 @@ RULES: dict[str, Rule] = {
     FUND + "Transferred": _transferred,
     FUND + "BankInterestEarned": _bank_interest,
     FUND + "PaymentReturned": _payment_returned,
+    FUND + "FixedDepositPlaced": _deposit_placed,
+    FUND + "FixedDepositWithdrawn": _deposit_withdrawn,
 }
 
 

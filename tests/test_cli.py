@@ -158,7 +158,8 @@ def test_fund_movements(ready: str) -> None:
     ok(ready, "appropriate", "--amount", "700.00", "--date", "2016-04-02", "--reference", "A1")
     ok(ready, "bank-interest", "--account", "expenditure", "--amount", "0.35", "--date",
        "2016-06-21", "--reference", "I1")
-    assert positions(ready) == {"1001": 0, "1002": 80000, "1003": 70035, "1101": 0}
+    assert positions(ready) == {"1001": 0, "1002": 80000, "1003": 70035, "1004": 0,
+                                "1101": 0}
 
 
 def test_pension_needs_a_second_person(db: str) -> None:
@@ -234,7 +235,7 @@ def test_forbidden_transfer_and_overdraft(ready: str) -> None:
                   "--reference", "X2")
     assert "amount:" in err and "below zero" in err
     assert events_stored(ready) == before
-    assert positions(ready) == {"1001": 50000, "1002": 0, "1003": 0, "1101": 0}
+    assert positions(ready) == {"1001": 50000, "1002": 0, "1003": 0, "1004": 0, "1101": 0}
 
 
 def test_unknown_participant(ready: str) -> None:

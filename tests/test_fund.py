@@ -32,7 +32,8 @@ def money_in_every_account(ledger: Ledger) -> None:
                                   value_date=date(2016, 1, 20), reference="T-1", actor="fin")
     ledger.earn_bank_interest(account="expenditure", amount_fen=50, value_date=date(2016, 3, 21),
                               reference="I-1", actor="fin")
-    assert ledger.fund_positions() == {"1001": 50000, "1002": 100000, "1003": 50, "1101": 0}
+    assert ledger.fund_positions() == {"1001": 50000, "1002": 100000, "1003": 50, "1004": 0,
+                                       "1101": 0}
 
 
 @pytest.mark.parametrize(("source", "target"), list(permutations(ACCOUNTS, 2)),
@@ -82,7 +83,8 @@ def test_sweep_and_appropriate_are_the_two_lawful_transfers(ledger: Ledger) -> N
     assert ledger.appropriate(amount_fen=150000, value_date=date(2016, 4, 2), reference="A-1",
                               actor="fin")["kind"] == "appropriation"
     # The income account is swept to zero; the fiscal account funded the expenditure account.
-    assert ledger.fund_positions() == {"1001": 0, "1002": 0, "1003": 150050, "1101": 0}
+    assert ledger.fund_positions() == {"1001": 0, "1002": 0, "1003": 150050, "1004": 0,
+                                       "1101": 0}
 
 
 def test_a_transfer_beyond_the_balance_is_refused_and_nothing_is_stored(ledger: Ledger) -> None:
@@ -118,7 +120,8 @@ def test_treasury_funds_arrive_in_the_fiscal_special_account(ledger: Ledger, pur
                                         value_date=date(2020, 1, 20), reference="T-9",
                                         actor="fin")
     assert out == {"reference": "T-9", "amount_fen": 1_234_567}
-    assert ledger.fund_positions() == {"1001": 0, "1002": 1_234_567, "1003": 0, "1101": 0}
+    assert ledger.fund_positions() == {"1001": 0, "1002": 1_234_567, "1003": 0, "1004": 0,
+                                       "1101": 0}
 
 
 @pytest.mark.parametrize(("kwargs", "field", "rule"), [

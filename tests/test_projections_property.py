@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ commands = st.one_of(
     st.tuples(st.just("transfer"), st.sampled_from(["sweep", "appropriate"]), small, when),
     st.tuples(st.just("bank_interest"), st.sampled_from(["income", "fiscal", "expenditure"]),
               amount, when),
+    # A fixed deposit of the fiscal account, and maybe its withdrawal (refused before it
+    # was placed) with the interest the bank paid.
+    st.tuples(st.just("deposit"), small, when, st.sampled_from([3, 12]),
+              st.none() | when, st.integers(0, 5_000)),
     st.tuples(st.just("pension"), st.integers(0, 1), st.booleans(), st.booleans()),
     st.tuples(st.just("death"), who, when, st.integers(0, 30_000),
               st.sampled_from(["offset_account", "family"]), st.booleans()),
@@ -102,6 +107,13 @@ def run(ledger: Ledger, runner: ProjectionRunner, counter: list[int],
     elif name == "bank_interest":
         ledger.earn_bank_interest(account=args[0], amount_fen=args[1], value_date=args[2],
                                   reference=ref, actor=op)
+    elif name == "deposit":
+        ledger.place_fixed_deposit(deposit_no=ref, amount_fen=args[0], term_months=args[2],
+                                   annual_rate=Decimal("0.0175"), value_date=args[1],
+                                   reference=ref, actor=op)
+        if args[3] is not None:
+            ledger.withdraw_fixed_deposit(deposit_no=ref, interest_fen=args[4],
+                                          value_date=args[3], reference=ref + "W", actor=op)
     elif name == "pension":  # only the two born before the transitional date qualify
         idn, suspend, resume = PEOPLE[args[0]], args[1], args[2]
         ledger.apply_for_pension(id_number=idn, start_month="2016-01", actor=op)

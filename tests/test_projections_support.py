@@ -145,9 +145,10 @@ def check_against_replay(ledger: Ledger, answers: dict[str, Any]) -> None:
     # The guarded bank balances kept by the command path agree with the view.
     fund = answers["fund now"]
     positions = ledger.fund_positions()
-    assert (fund["income_fen"], fund["fiscal_fen"], fund["expenditure_fen"],
-            fund["in_flight_fen"]) == (positions["1001"], positions["1002"], positions["1003"],
-                                       positions["1101"])
+    assert (fund["income_fen"], fund["fiscal_fen"], fund["fixed_deposits_fen"],
+            fund["expenditure_fen"], fund["in_flight_fen"]) == (
+        positions["1001"], positions["1002"], positions["1004"], positions["1003"],
+        positions["1101"])
     for year in REPORT_YEARS:
         report = answers[f"county {year}"]
         got = {(t["township"], v["village"]): (v["enrolled"], v["contributing"], v["pensioners"])

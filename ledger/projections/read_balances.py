@@ -10,6 +10,7 @@ from ledger.postings import (
     ACCOUNT_NAMES,
     EXPENDITURE,
     FISCAL,
+    FIXED_DEPOSITS,
     IN_FLIGHT,
     INCOME,
     OVERPAYMENT_RECEIVABLE,
@@ -20,8 +21,8 @@ from ledger.projections.store import Tx
 
 By = Literal["township"] | None
 COUNTY_LABEL = "(county)"  # movements of the fund itself, which belong to no township
-FUND_ACCOUNTS = {"income": INCOME, "fiscal": FISCAL, "expenditure": EXPENDITURE,
-                 "in_flight": IN_FLIGHT}
+FUND_ACCOUNTS = {"income": INCOME, "fiscal": FISCAL, "fixed_deposits": FIXED_DEPOSITS,
+                 "expenditure": EXPENDITURE, "in_flight": IN_FLIGHT}
 
 
 def account_balances(tx: Tx, as_of: date | None) -> dict[tuple[str, str], int]:
