@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from ledger.application import Ledger
-from ledger.cli import app, guarded, settings_of
+from ledger.cli import app, audit_app, guarded, settings_of
 from payout_engine.commands import register as register_payout
+from payout_engine.commands import register_audit
 
 
 def _ledger(ctx: typer.Context) -> Ledger:
@@ -16,6 +17,7 @@ def _ledger(ctx: typer.Context) -> Ledger:
 
 
 register_payout(app, _ledger)
+register_audit(audit_app, _ledger)
 
 
 @app.command("relay")

@@ -317,36 +317,21 @@ def register(app: typer.Typer, get_ledger: GetLedger) -> None:
     @guarded
     def reconcile_cmd(ctx: typer.Context,
                       files: Annotated[list[Path], typer.Argument(
-                          help="camt.053 statements of the fund's expenditure account.")],
+                          help="camt.053 statements of the fund's accounts.")],
                       json_out: JsonFlag = False) -> None:
-        """The bank's closing balance of the expenditure account, statement by statement,
-        beside the ledger's (expenditure + in flight) on that date. Exit 3 if any differs."""
-        from payout_engine.reconcile import fund_statements, reconcile
+        """The bank's closing balance of each of the fund's accounts (income, fiscal special,
+        expenditure), statement by statement, beside the ledger's on that date. Exit 3 if
+        any differs."""
+        from payout_engine.reconcile import FUND_ACCOUNTS, fund_statements, reconcile
 
-        report = reconcile(get_ledger(ctx), fund_statements(files, load_config()))
+        config = load_config()
+        report = reconcile(get_ledger(ctx), fund_statements(files, config, FUND_ACCOUNTS),
+                           config)
         _, as_json, _ = _options(ctx)
         if json_out or as_json:
             sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
         else:
-            t = Table(title="expenditure account: bank vs ledger, yuan", title_justify="left")
-            for col in ("statement", "closing date", "bank", "ledger 1003", "in flight 1101",
-                        "difference", ""):
-                t.add_column(col, justify="left" if col in ("statement", "closing date", "")
-                             else "right")
-            for r in report["statements"]:
-                t.add_row(escape(r["statement"]), r["closing_date"],
-                          format_yuan(r["bank_closing_fen"]),
-                          format_yuan(r["ledger_expenditure_fen"]),
-                          format_yuan(r["ledger_in_flight_fen"]),
-                          format_yuan(r["difference_fen"]),
-                          "agrees" if r["agrees"] else "DIFFERS")
-            Console(highlight=False, soft_wrap=False).print(t)
-            if not report["statements"]:
-                Console(highlight=False).print("no statement of the fund's expenditure account "
-                                               "in these files")
-            if report["balances_fed_by"] == "kafka":
-                Console(highlight=False).print("the ledger's side is the balances view as far "
-                                               "as the Kafka consumers have applied the log")
+            render_statements(report)
         if not report["agree"]:
             raise typer.Exit(EXIT_DIFFERS)
 
@@ -426,3 +411,72 @@ def register(app: typer.Typer, get_ledger: GetLedger) -> None:
         b = run.cancel(ledger, run.find_batch(ledger, batch), reason, actor)
         _print(ctx, json_out, {"batch_id": str(b.id), "batch": f"{b.period}/{b.sequence}",
                                "state": b.state}, "batch cancelled")
+
+
+def render_statements(report: dict[str, Any]) -> None:
+    """payout/audit reconcile's statements as a table."""
+    t = Table(title="the fund's accounts: bank vs ledger, yuan", title_justify="left")
+    for col in ("statement", "account", "closing date", "bank", "ledger", "difference", ""):
+        t.add_column(col, justify="right" if col in ("bank", "ledger", "difference")
+                     else "left")
+    for r in report["statements"]:
+        parts = " + ".join(r["ledger_accounts_fen"])
+        t.add_row(escape(r["statement"]), f"{r['fund_account']} ({parts})", r["closing_date"],
+                  format_yuan(r["bank_closing_fen"]), format_yuan(r["ledger_fen"]),
+                  format_yuan(r["difference_fen"]), "agrees" if r["agrees"] else "DIFFERS")
+    Console(highlight=False, soft_wrap=False).print(t)
+    if not report["statements"]:
+        Console(highlight=False).print("no statement of the fund's accounts in these files")
+    if report["balances_fed_by"] == "kafka":
+        Console(highlight=False).print("the ledger's side is the balances view as far as the "
+                                       "Kafka consumers have applied the log")
+
+
+def register_audit(audit: typer.Typer, get_ledger: GetLedger) -> None:
+    """Add `reconcile` to the audit group `audit`."""
+
+    @audit.command("reconcile")
+    @guarded
+    def audit_reconcile_cmd(ctx: typer.Context,
+                            files: Annotated[list[Path] | None, typer.Argument(
+                                help="camt.053 statements of the fund's accounts.")] = None,
+                            json_out: JsonFlag = False) -> None:
+        """The fund's accounts against each other and against the bank: the guarded
+        balances the commands keep beside the balances view, the trial balance, and each
+        statement of the income, fiscal special and expenditure accounts beside the ledger
+        on its closing date. Exit 3 if anything differs."""
+        from payout_engine.reconcile import (
+            FUND_ACCOUNTS,
+            fund_statements,
+            internal_checks,
+            reconcile,
+        )
+
+        ledger = get_ledger(ctx)
+        config = load_config()
+        statements = fund_statements(files or [], config, FUND_ACCOUNTS)
+        internal = internal_checks(ledger)
+        report = {"internal": internal, **reconcile(ledger, statements, config)}
+        report["agree"] = internal["agree"] and report["agree"]
+        _, as_json, _ = _options(ctx)
+        if json_out or as_json:
+            sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        else:
+            t = Table(title=f"the fund's accounts in the ledger at position "
+                            f"{internal['position']}: guarded balances vs the balances view, "
+                            "yuan", title_justify="left")
+            for col in ("account", "guarded", "view", "difference"):
+                t.add_column(col, justify="left" if col == "account" else "right")
+            for r in internal["accounts"]:
+                t.add_row(f"{r['account']} {escape(r['name'])}", format_yuan(r["guarded_fen"]),
+                          format_yuan(r["view_fen"]), format_yuan(r["difference_fen"]))
+            console = Console(highlight=False, soft_wrap=False)
+            console.print(t)
+            console.print(f"trial balance nets to {format_yuan(internal['trial_balance_net_fen'])}"
+                          + (f"; the view is {internal['view_behind_by']} events behind the log"
+                             if internal["view_behind_by"] else ""))
+            if statements:
+                render_statements(report)
+            console.print("agrees" if report["agree"] else "DIFFERS")
+        if not report["agree"]:
+            raise typer.Exit(EXIT_DIFFERS)

@@ -19,6 +19,9 @@ Defaults are the sample county's; each can be overridden by an environment varia
     PAYOUT_DRAFTED_FILES_DIR     where a draft keeps its bank files for the export (0700;
                                  removed once exported); "off" to make them again at export.
                                  Default: $XDG_STATE_HOME/pension-ledger/drafted-files
+    PAYOUT_INCOME_ACCOUNT        the income account (基金收入户) as the bank's statements name
+                                 it (number or IBAN-shaped id), for reconciling
+    PAYOUT_FISCAL_ACCOUNT        the fiscal special account (财政专户), likewise
 
 A change of the account or of the file size after a batch is drafted changes its files, so
 the export refuses them (their hash is not the approved one) rather than send other bytes.
@@ -52,6 +55,8 @@ ENV_FIELDS = {
     "PAYOUT_EXECUTION_OFFSET_DAYS": "execution_offset_days",
     "PAYOUT_HOLIDAYS": "holidays",
     "PAYOUT_DRAFTED_FILES_DIR": "drafted_files_dir",
+    "PAYOUT_INCOME_ACCOUNT": "income_account",
+    "PAYOUT_FISCAL_ACCOUNT": "fiscal_account",
 }
 
 
@@ -71,6 +76,21 @@ class PayoutConfig(BaseModel):
     holidays: tuple[date, ...] = ()
     # Not in file_settings: where the drafted bytes wait changes no byte of them.
     drafted_files_dir: str = ""   # "" the default below, "off" none
+    # The fund's other two bank accounts, which pay no pension: only their statements are
+    # read (reconcile), so they shape no file either.
+    income_account: str = Field(default="1000000002", min_length=1, max_length=34)
+    fiscal_account: str = Field(default="1000000003", min_length=1, max_length=34)
+
+    def check_accounts(self) -> None:
+        """The three accounts are three: a statement must name one of them only."""
+        expenditure = {self.fund_account_number, self.fund_iban} - {""}
+        for name, account in (("PAYOUT_INCOME_ACCOUNT", self.income_account),
+                              ("PAYOUT_FISCAL_ACCOUNT", self.fiscal_account)):
+            if account in expenditure:
+                raise InvalidInput(name, f"{account} is the expenditure account's")
+        if self.income_account == self.fiscal_account:
+            raise InvalidInput("PAYOUT_FISCAL_ACCOUNT", f"{self.fiscal_account} is the "
+                               "income account's; the fiscal special account is another")
 
     def drafted_files(self) -> Path | None:
         """The directory payout_engine.drafted_files keeps a draft's files in."""
@@ -85,6 +105,13 @@ class PayoutConfig(BaseModel):
         """Whether a bank message's account is the fund's expenditure account (by its
         domestic number or its IBAN)."""
         return account in {self.fund_account_number, self.fund_iban} - {""}
+
+    def fund_account_of(self, account: str) -> str | None:
+        """Which of the fund's three bank accounts a bank message's account is:
+        "income", "fiscal" or "expenditure", or None for another account."""
+        if self.is_fund_account(account):
+            return "expenditure"
+        return {self.income_account: "income", self.fiscal_account: "fiscal"}.get(account)
 
     @field_validator("holidays", mode="before")
     @classmethod
@@ -149,4 +176,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> PayoutConfig:
         raise InvalidInput(name, err["msg"]) from None
     except ValueError as e:  # the bank file writers' own checks of the account
         raise InvalidInput("PAYOUT_FUND_ACCOUNT", str(e)) from None
+    config.check_accounts()
     return config
