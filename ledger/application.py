@@ -770,6 +770,34 @@ class Ledger(Application[UUID]):
             lambda p: p.recover_overpayment(amount_fen, channel,  # type: ignore[arg-type]
                                             value_date, actor))
 
+    def impose_fine(self, *, id_number: str, amount_fen: int, defrauded_fen: int,
+                    decision_no: str, value_date: date, actor: str,
+                    idempotency_key: str | None = None) -> dict[str, Any]:
+        """A fine for obtaining the pension by fraud (the treasury's, not the fund's)."""
+        check_fen(amount_fen, "fine")
+        check_fen(defrauded_fen, "defrauded")
+        return self._participant_step(
+            "impose-fine", id_number, actor, idempotency_key,
+            {"amount_fen": amount_fen, "defrauded_fen": defrauded_fen,
+             "decision_no": decision_no, "value_date": value_date},
+            lambda p: _fines_after(p, lambda: p.impose_fine(
+                amount_fen=amount_fen, defrauded_fen=defrauded_fen, decision_no=decision_no,
+                value_date=value_date, actor=actor)))
+
+    def pay_fine(self, *, id_number: str, amount_fen: int, reference: str, value_date: date,
+                 actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
+        """A fine (or part of one) paid to the treasury."""
+        check_fen(amount_fen, "amount")
+        # The treasury's receipt books once: a retry of it is the same command.
+        key = idempotency_key or \
+            f"fine-paid:{resident_id.normalise(id_number)}:{reference.strip()}"
+        return self._participant_step(
+            "pay-fine", id_number, actor, key,
+            {"amount_fen": amount_fen, "reference": reference, "value_date": value_date},
+            lambda p: _fines_after(p, lambda: p.pay_fine(
+                amount_fen=amount_fen, reference=reference, value_date=value_date,
+                actor=actor)))
+
     # ---- the fund's bank accounts -----------------------------------------------------
 
     def _fund_step(self, command: str, key: str | None, payload: dict[str, Any],
@@ -896,3 +924,10 @@ def fixed_deposit_row(d: FixedDeposit) -> dict[str, Any]:
             "withdrawn_on": d.withdrawn_on.isoformat() if d.withdrawn_on else None,
             "interest_fen": d.interest_fen,
             "early": d.withdrawn_on is not None and d.withdrawn_on < d.maturity_date}
+
+
+def _fines_after(p: Participant, step: Callable[[], None]) -> dict[str, int]:
+    """Run a fine command's step; its result: what the participant still owes the
+    treasury."""
+    step()
+    return {"fines_outstanding_fen": p.fines_outstanding_fen}

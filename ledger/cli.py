@@ -1072,6 +1072,40 @@ def pensioner_payables(ctx: typer.Context, id_number: IdOpt,
     out_console().print(table)
 
 
+@pensioner_app.command("fine")
+@guarded
+def pensioner_fine(ctx: typer.Context, id_number: IdOpt,
+                   fine: Annotated[str, typer.Option("--fine", help="Yuan of the fine.")],
+                   defrauded: Annotated[str, typer.Option(
+                       "--defrauded", help="Yuan obtained by fraud (assessed as an "
+                                           "overpayment first).")],
+                   decision: Annotated[str, typer.Option(
+                       "--decision", help="Number of the administrative penalty decision.")],
+                   value_date: DateOpt, json_out: JsonFlag = False) -> None:
+    """Record a fine for obtaining the pension by fraud (骗取, two to five times what was
+    obtained); the treasury's money, kept in memorandum accounts."""
+    st = settings_of(ctx, json_out)
+    result = st.ledger().impose_fine(
+        id_number=id_number, amount_fen=parse_yuan(fine, "fine"),
+        defrauded_fen=parse_yuan(defrauded, "defrauded"), decision_no=decision,
+        value_date=parse_date(value_date, "date"), actor=st.actor, idempotency_key=st.key)
+    print_result(st, result, "fine recorded")
+
+
+@pensioner_app.command("fine-paid")
+@guarded
+def pensioner_fine_paid(ctx: typer.Context, id_number: IdOpt, amount: AmountOpt,
+                        reference: Annotated[str, typer.Option(
+                            "--reference", help="The treasury's receipt; books once.")],
+                        value_date: DateOpt, json_out: JsonFlag = False) -> None:
+    """Record a fine (or part of one) paid to the treasury."""
+    st = settings_of(ctx, json_out)
+    result = st.ledger().pay_fine(
+        id_number=id_number, amount_fen=parse_yuan(amount, "amount"), reference=reference,
+        value_date=parse_date(value_date, "date"), actor=st.actor, idempotency_key=st.key)
+    print_result(st, result, "fine paid")
+
+
 @pensioner_app.command("overpayment")
 @guarded
 def pensioner_overpayment(ctx: typer.Context, id_number: IdOpt, amount: AmountOpt,

@@ -13,6 +13,8 @@ Chart of accounts
                2203 funeral grant payable        2204 pension owed at death payable
                2301 pensions payable (sent to the bank, not yet settled)
   Fund result  3001 bank interest earned             3002 interest credited to accounts
+  Memorandum   9001 fines for fraud receivable       9002 fines for fraud due to the treasury
+               (the treasury's money, not the fund's: they net to zero between themselves)
 
 What each event posts is written once, in RULES: a function of the event's fields by
 name, keyed by the event's topic. The write side passes a domain event's fields
@@ -48,6 +50,8 @@ OWED_AT_DEATH_PAYABLE = "2204"
 PENSIONS_PAYABLE = "2301"
 INTEREST_EARNED = "3001"
 INTEREST_CREDITED = "3002"
+FINES_RECEIVABLE = "9001"
+FINES_DUE_TO_TREASURY = "9002"
 
 BANK_ACCOUNTS = {"income": INCOME, "fiscal": FISCAL, "expenditure": EXPENDITURE}
 # Asset accounts whose balance may never go negative; guarded in the write transaction.
@@ -70,6 +74,8 @@ ACCOUNT_NAMES = {
     PENSIONS_PAYABLE: "pensions payable",
     INTEREST_EARNED: "bank interest earned",
     INTEREST_CREDITED: "interest credited to individual accounts",
+    FINES_RECEIVABLE: "fines for fraud receivable (memorandum)",
+    FINES_DUE_TO_TREASURY: "fines for fraud due to the treasury (memorandum)",
 }
 
 
@@ -292,6 +298,16 @@ def _deposit_withdrawn(e: Fields, pid: Id) -> list[Entry]:
             (INTEREST_EARNED, -interest, None)]
 
 
+def _fine_imposed(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(FINES_RECEIVABLE, amount, None), (FINES_DUE_TO_TREASURY, -amount, None)]
+
+
+def _fine_paid(e: Fields, pid: Id) -> list[Entry]:
+    amount = e["amount_fen"]
+    return [(FINES_DUE_TO_TREASURY, amount, None), (FINES_RECEIVABLE, -amount, None)]
+
+
 PARTICIPANT = "ledger.aggregates.participant:Participant."
 BATCH = "ledger.aggregates.payout_batch:PayoutBatch."
 FUND = "ledger.aggregates.fund:Fund."
@@ -309,6 +325,8 @@ RULES: dict[str, Rule] = {
     PARTICIPANT + "BalanceSettled": _settled,
     PARTICIPANT + "OverpaymentAssessed": _overpayment_assessed,
     PARTICIPANT + "OverpaymentRecovered": _overpayment_recovered,
+    PARTICIPANT + "FineImposed": _fine_imposed,
+    PARTICIPANT + "FinePaid": _fine_paid,
     PARTICIPANT + "PensionPaid": _pension_paid,
     PARTICIPANT + "PensionPaymentReversed": _pension_reversed,
     PARTICIPANT + "PensionOwedAtDeath": _owed_at_death,

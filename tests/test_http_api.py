@@ -66,6 +66,20 @@ def test_the_answers_are_the_views_answers(served: tuple[str, Ledger]) -> None:
     assert set(get(f"{base}/positions")[2]) == set(views.positions())
 
 
+def test_the_fixed_deposits_are_served_as_of_a_date(served: tuple[str, Ledger]) -> None:
+    from datetime import date
+    from decimal import Decimal
+
+    base, ledger = served
+    ledger.place_fixed_deposit(deposit_no="D-1", amount_fen=100_000, term_months=6,
+                               annual_rate=Decimal("0.015"), value_date=date(2016, 7, 1),
+                               reference="FD-1", actor="fin")
+    held = get(f"{base}/fixed-deposits?as_of=2016-12-31")[2]
+    assert (held["total_fen"], [d["deposit_no"] for d in held["deposits"]]) == (100_000, ["D-1"])
+    assert held["deposits"][0]["maturity_date"] == "2017-01-01"
+    assert get(f"{base}/fixed-deposits?as_of=2016-06-30")[2]["deposits"] == []
+
+
 @pytest.mark.parametrize("path, status, detail", [
     ("/balances?as_of=2016-13-01", 400, "as_of: '2016-13-01' is not a date"),
     ("/balances?by=village", 400, "by: must be township"),

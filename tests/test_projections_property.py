@@ -58,6 +58,8 @@ commands = st.one_of(
     st.tuples(st.just("pension"), st.integers(0, 1), st.booleans(), st.booleans()),
     st.tuples(st.just("death"), who, when, st.integers(0, 30_000),
               st.sampled_from(["offset_account", "family"]), st.booleans()),
+    # A fine for fraud on what was overpaid and not fined yet, part of it paid.
+    st.tuples(st.just("fine"), who, when, st.integers(2, 5)),
     st.tuples(st.just("leave"), who, when, st.booleans()),
     st.tuples(st.just("group"), who, st.sampled_from(GROUPS), when),
     st.tuples(st.just("bank"), who),
@@ -137,6 +139,13 @@ def run(ledger: Ledger, runner: ProjectionRunner, counter: list[int],
         if settle:
             ledger.settle_balance(id_number=idn, how="inheritance", payee="heir",
                                   value_date=on, actor=op)
+    elif name == "fine":
+        idn, on, multiple = PEOPLE[args[0]], args[1], args[2]
+        p = ledger.participant(idn)
+        base = p.overpaid_fen - p.fined_fen
+        ledger.impose_fine(id_number=idn, amount_fen=multiple * base, defrauded_fen=base,
+                           decision_no=ref, value_date=on, actor=op)
+        ledger.pay_fine(id_number=idn, amount_fen=base, reference=ref, value_date=on, actor=op)
     elif name == "leave":
         idn, on, settle = PEOPLE[args[0]], args[1], args[2]
         ledger.terminate(id_number=idn, reason_code="emigration", effective_date=on, actor=op)

@@ -13,6 +13,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from ledger.aggregates.base import Aggregate, Immutable
 from ledger.errors import InvalidInput, Refused
+from ledger.money import format_yuan
 from ledger.resident_id import age_on
 from ledger.rules import IDENTITY_GROUPS, SUBSIDY_LEVELS, Parameters, RuleVersion
 
@@ -39,6 +40,10 @@ HOLD_REASONS = ("AC01", "AC04", "AC06", "AG01", "BE01", "RC01", "RR01")
 DEATH_CHECK_REASONS = ("MD07",)
 MAX_BOOKINGS = 100_000
 MAX_REASON_CHARS = 200
+# A fine for obtaining the pension by fraud: two to five times what was obtained (Social
+# Insurance Law, art. 88). A decision or payment reference is at most this long.
+FINE_MIN_MULTIPLE, FINE_MAX_MULTIPLE = 2, 5
+MAX_DECISION_NO_LEN = 64
 
 
 class BankAccount(Immutable):
@@ -158,6 +163,10 @@ class Participant(Aggregate):
         date_of_death: date | None
         termination: tuple[str, date] | None
         overpayment_fen: int
+        overpaid_fen: int                    # every overpayment ever assessed
+        fines: dict[str, int]                # fines for fraud by decision number
+        fined_fen: int                       # of overpaid_fen, what fines were imposed on
+        fines_outstanding_fen: int           # imposed, not yet paid to the treasury
         closed: bool
         paid_months: dict[str, str]
         forfeited_months: set[str]
@@ -202,6 +211,10 @@ class Participant(Aggregate):
             p.date_of_death = None
             p.termination = None
             p.overpayment_fen = 0
+            p.overpaid_fen = 0
+            p.fines = {}
+            p.fined_fen = 0
+            p.fines_outstanding_fen = 0
             p.closed = False
             p.paid_months = {}
             p.forfeited_months = set()
@@ -497,6 +510,7 @@ class Participant(Aggregate):
 
         def apply(self, p: Any) -> None:
             p.overpayment_fen += self.amount_fen
+            p.overpaid_fen += self.amount_fen
 
     class OverpaymentRecovered(MoneyEvent):
         amount_fen: int
@@ -509,6 +523,30 @@ class Participant(Aggregate):
             for src, amt in self.by_source_fen.items():
                 if amt:
                     self.book(p, src, -amt, "overpayment_offset")
+
+    class FineImposed(MoneyEvent):
+        """A fine for obtaining the pension by fraud (骗取社会保险待遇): two to five times
+        what was obtained, by the administrative department's decision. It is the
+        treasury's money, not the fund's: memorandum postings only."""
+
+        amount_fen: int
+        defrauded_fen: int
+        decision_no: str
+
+        def apply(self, p: Any) -> None:
+            p.fines[self.decision_no] = self.amount_fen
+            p.fined_fen += self.defrauded_fen
+            p.fines_outstanding_fen += self.amount_fen
+
+    class FinePaid(MoneyEvent):
+        """A fine (or part of one) paid to the treasury."""
+
+        amount_fen: int
+        reference: str
+
+        def apply(self, p: Any) -> None:
+            p.fines_outstanding_fen -= self.amount_fen
+            assert p.fines_outstanding_fen >= 0
 
     class PensionPaid(MoneyEvent):
         """A pension payment for one or more months, put in flight to the bank."""
@@ -1037,6 +1075,41 @@ class Participant(Aggregate):
         self.trigger_event(self.OverpaymentAssessed, amount_fen=amount_fen, months=months,
                            reason=reason, value_date=value_date, actor=actor)
 
+    def impose_fine(self, *, amount_fen: int, defrauded_fen: int, decision_no: str,
+                    value_date: date, actor: str) -> None:
+        """A fine for fraud, on what was obtained by it: at most the overpayments assessed
+        on this participant that no fine was imposed on yet, and a fine of two to five
+        times that."""
+        decision_no = decision_no.strip()
+        if not decision_no or len(decision_no) > MAX_DECISION_NO_LEN:
+            raise InvalidInput("decision_no", f"must be 1 to {MAX_DECISION_NO_LEN} characters")
+        if decision_no in self.fines:
+            raise Refused("decision_no", f"decision {decision_no} is already booked")
+        unfined = self.overpaid_fen - self.fined_fen
+        if defrauded_fen > unfined:
+            raise Refused("defrauded", "a fine is on money obtained by fraud, assessed first "
+                          f"as an overpayment: {format_yuan(defrauded_fen)} yuan is more than "
+                          f"the {format_yuan(unfined)} yuan assessed and not fined yet")
+        least, most = fine_bounds_fen(defrauded_fen)
+        if not least <= amount_fen <= most:
+            raise Refused("fine", f"a fine for fraud is two to five times what was obtained: "
+                          f"{format_yuan(least)} to {format_yuan(most)} yuan for "
+                          f"{format_yuan(defrauded_fen)} yuan")
+        self.trigger_event(self.FineImposed, amount_fen=amount_fen,
+                           defrauded_fen=defrauded_fen, decision_no=decision_no,
+                           value_date=value_date, actor=actor)
+
+    def pay_fine(self, *, amount_fen: int, reference: str, value_date: date,
+                 actor: str) -> None:
+        if amount_fen > self.fines_outstanding_fen:
+            raise Refused("amount", f"exceeds the fines outstanding "
+                          f"({format_yuan(self.fines_outstanding_fen)} yuan)")
+        reference = reference.strip()
+        if not reference or len(reference) > MAX_DECISION_NO_LEN:
+            raise InvalidInput("reference", f"must be 1 to {MAX_DECISION_NO_LEN} characters")
+        self.trigger_event(self.FinePaid, amount_fen=amount_fen, reference=reference,
+                           value_date=value_date, actor=actor)
+
     def recover_overpayment(self, amount_fen: int, channel: Literal["offset_account", "family"],
                             value_date: date, actor: str) -> None:
         if amount_fen > self.overpayment_fen:
@@ -1056,6 +1129,12 @@ class Participant(Aggregate):
             assert left == 0
         self.trigger_event(self.OverpaymentRecovered, amount_fen=amount_fen, channel=channel,
                            by_source_fen=by_source, value_date=value_date, actor=actor)
+
+
+def fine_bounds_fen(defrauded_fen: int) -> tuple[int, int]:
+    """The least and the most a fine for obtaining defrauded_fen by fraud may be: two and
+    five times it (Social Insurance Law, art. 88)."""
+    return FINE_MIN_MULTIPLE * defrauded_fen, FINE_MAX_MULTIPLE * defrauded_fen
 
 
 def draw_by_source(sources: dict[str, int], amount_fen: int) -> dict[str, int]:
