@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,3 +58,16 @@ def refused(ledger: Ledger, error: type[LedgerError], field: str, rule: str,
     assert rule in e.value.rule, e.value.rule  # type: ignore[attr-defined]
     assert stored(ledger) == before
     return e.value
+
+
+def ledger_file(folder: Path, fill: Callable[[Ledger], Any]) -> str:
+    """A set-up SQLite ledger in `folder`, filled by fill(ledger) and closed: its path, for
+    tests of the command line."""
+    db = str(folder / "ledger.db")
+    ledger = Ledger(db, cipher_key="")
+    try:
+        ledger.init()
+        fill(ledger)
+    finally:
+        ledger.close()
+    return db

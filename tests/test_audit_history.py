@@ -13,7 +13,7 @@ from ledger.application import Ledger
 from ledger.audit import history
 from ledger.cli import app
 from ledger.errors import NotFound
-from tests.helpers import make_id
+from tests.helpers import ledger_file, make_id
 from tests.test_cli import ENV
 from tests.test_projections_support import A, B, C, D, E, scenario
 
@@ -38,11 +38,7 @@ def test_an_unknown_participant_has_no_history(ledger: Ledger) -> None:
 
 
 def test_on_the_command_line_the_id_is_masked(tmp_path: Path) -> None:
-    db = str(tmp_path / "ledger.db")
-    ledger = Ledger(db, cipher_key="")
-    ledger.init()
-    scenario(ledger)
-    ledger.close()
+    db = ledger_file(tmp_path, scenario)
     r = CliRunner().invoke(app, ["--db", db, "--json", "audit", "history", A], env=ENV)
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)

@@ -18,7 +18,7 @@ from ledger.application import Ledger
 from ledger.errors import InvalidInput
 from payout_engine.config import load_config
 from payout_engine.reconcile import FUND_ACCOUNTS, fund_statements, reconcile
-from tests.helpers import contribute, enrol, make_id
+from tests.helpers import contribute, enrol, ledger_file, make_id
 from tests.test_bankfiles_returns import camt053
 from tests.test_payout_cli import dated
 
@@ -110,11 +110,7 @@ def run(db: str, *args: str) -> Result:
 
 def test_audit_reconcile_sets_the_guarded_balances_beside_the_view_and_the_bank(
         tmp_path: Path) -> None:
-    db = str(tmp_path / "ledger.db")
-    ledger = Ledger(db, cipher_key="")
-    ledger.init()
-    a_month_of_money(ledger)
-    ledger.close()
+    db = ledger_file(tmp_path, a_month_of_money)
 
     r = run(db, "audit", "reconcile", "--json")
     assert r.exit_code == 0, (r.stdout, r.stderr)
@@ -147,11 +143,7 @@ def test_audit_reconcile_sets_the_guarded_balances_beside_the_view_and_the_bank(
 
 
 def test_payout_reconcile_reads_every_fund_account(tmp_path: Path) -> None:
-    db = str(tmp_path / "ledger.db")
-    ledger = Ledger(db, cipher_key="")
-    ledger.init()
-    a_month_of_money(ledger)
-    ledger.close()
+    db = ledger_file(tmp_path, a_month_of_money)
     files = [str(p) for p in write(tmp_path, income="500.00", fiscal="500.00")]
     r = run(db, "payout", "reconcile", *files, "--json")
     assert r.exit_code == 0, (r.stdout, r.stderr)
