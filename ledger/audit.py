@@ -10,7 +10,7 @@ was altered, removed or slipped in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -192,7 +192,10 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
       closed), so the government's payment on their behalf (代缴) was never made;
     - deposit_not_withdrawn: a fixed deposit of the fiscal special account that matured
       before `on` and was still held on it: money the bank renewed without its renewal
-      being booked, or left at the demand rate.
+      being booked, or left at the demand rate;
+    - income_not_swept: a month ending in the year before `on` at whose end the income
+      account held money: the law wants it swept to the fiscal special account monthly
+      (read from the balances view, brought up to date first).
 
     The registers written with the events are read (every pensioner; every participant who
     died, left, or is in a hardship group); those who died or left are replayed (their
@@ -289,6 +292,11 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
             add("owed_at_death", {"id_number": p.id_number, "name": p.name,
                                   "date_of_death": p.date_of_death.isoformat(),
                                   "months": list(owed.months), "amount_fen": owed.amount_fen})
+    for month_end, balance_fen in _income_at_month_ends(ledger, on):
+        if balance_fen:
+            add("income_not_swept", {"month": month_end.strftime("%Y-%m"),
+                                     "month_end": month_end.isoformat(),
+                                     "balance_fen": balance_fen})
     for d in ledger.fund().fixed_deposits(on):
         if d.maturity_date < on:
             add("deposit_not_withdrawn", {
@@ -301,7 +309,23 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
 
 ANOMALY_KINDS = ("paid_after_death", "owed_at_death", "shared_account", "centenarian",
                  "dead_account_open", "refund_not_made", "hardship_without_on_behalf",
-                 "deposit_not_withdrawn")
+                 "deposit_not_withdrawn", "income_not_swept")
+MONTHS_SWEPT_CHECKED = 12
+
+
+def _income_at_month_ends(ledger: Any, on: date) -> list[tuple[date, int]]:
+    """The income account's balance at each of the last MONTHS_SWEPT_CHECKED month ends
+    before `on`, oldest first."""
+    from ledger.projections import ProjectionRunner, Views
+
+    ProjectionRunner(ledger).run_until_caught_up()
+    views = Views(ledger)
+    out = []
+    month_end = on.replace(day=1) - timedelta(days=1)
+    for _ in range(MONTHS_SWEPT_CHECKED):
+        out.append((month_end, views.fund_balances(month_end)["income_fen"]))
+        month_end = month_end.replace(day=1) - timedelta(days=1)
+    return out[::-1]
 # Leaving the scheme for these refunds the account (DOMAIN.md: loss of nationality, double
 # enrolment with the employee scheme); a transfer out moves it, a death is inherited.
 REFUND_REASONS = ("emigration", "employee_scheme", "double_enrolment")

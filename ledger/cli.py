@@ -1393,7 +1393,8 @@ def audit_anomalies(ctx: typer.Context,
     """Pensions paid after death with no overpayment assessed, months owed at death never
     paid, one account taking several living pensioners' pensions, pensioners of 100 or more
     still paid, money held for people dead over a year, refunds never made, hardship-group
-    members with no payment on their behalf, fixed deposits left past maturity."""
+    members with no payment on their behalf, fixed deposits left past maturity, income
+    left unswept at a month's end."""
     from ledger.audit import anomalies
 
     st = settings_of(ctx, json_out)
@@ -1463,6 +1464,9 @@ def audit_match(ctx: typer.Context,
 
 
 def _anomaly_row(kind: str, a: dict[str, Any]) -> tuple[str, str]:
+    if kind == "income_not_swept":
+        return (f"income account, end of {a['month']}",
+                f"{format_yuan(a['balance_fen'])} yuan not swept to the fiscal special account")
     if kind == "deposit_not_withdrawn":
         return (f"fixed deposit {a['deposit_no']}",
                 f"{format_yuan(a['principal_fen'])} yuan, matured {a['maturity_date']} "

@@ -7,6 +7,7 @@ guarded account, and at the end checks the ledger's balances against it.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import os
 import time
@@ -312,12 +313,7 @@ class Demo:
                           date(year, 12, 24), f"TRS-{year}-OB")
 
         self.bank_interest(year)
-        income = self.ledger.fund_positions()[INCOME]
-        if income:
-            self.sweep(income, date(year, 12, 28), f"SWP-{year}-12", f"sweep {year}")
-            self.say(f"Income account swept to the fiscal special account: "
-                     f"{format_yuan(income)} yuan (a county sweeps monthly; the demo once a "
-                     "year).")
+        self.monthly_sweeps(year)
         self.fixed_deposit(year)
 
         with progress_bar(f"interest {year}", len(county.people)) as advance:
@@ -396,6 +392,25 @@ class Demo:
                 parts.append(f"{name} {format_yuan(fen)}")
         if parts:
             self.say("Bank interest on the fund's accounts: " + ", ".join(parts) + " yuan.")
+
+    def monthly_sweeps(self, year: int) -> None:
+        """The income account swept to the fiscal special account at each month's end, as
+        the law wants: what it held then, read from the balances view as of that day."""
+        from ledger.projections import ProjectionRunner, Views
+
+        runner, views = ProjectionRunner(self.ledger), Views(self.ledger)
+        swept = []
+        for month in range(1, 13):
+            month_end = date(year, month, calendar.monthrange(year, month)[1])
+            runner.run_until_caught_up()
+            held = views.fund_balances(month_end)["income_fen"]
+            if held:
+                self.sweep(held, month_end, f"SWP-{year}-{month:02d}", f"sweep {year}-{month:02d}")
+                swept.append(held)
+        if swept:
+            self.say(f"Income account swept to the fiscal special account at the end of "
+                     f"{len(swept)} months: {format_yuan(sum(swept))} yuan (`audit anomalies` "
+                     "lists a month left unswept).")
 
     def fixed_deposit(self, year: int) -> None:
         """Last year's deposit comes back at maturity with its interest; a new one-year
@@ -580,8 +595,8 @@ class Demo:
         self.refused("an amount of 1.234 yuan (more than 2 decimals)",
                      lambda: parse_yuan("1.234", "amount"))
         self.correction(county, year)
-        again = self.ledger.sweep(amount_fen=self.bookings_for(f"sweep {years[-1]}"),
-                                  value_date=date(years[-1], 12, 28),
+        again = self.ledger.sweep(amount_fen=self.bookings_for(f"sweep {years[-1]}-12"),
+                                  value_date=date(years[-1], 12, 31),
                                   reference=f"SWP-{years[-1]}-12", actor=FINANCE)
         assert again.get("replayed") is True, again
         self.say(f"  [green]✓ replayed[/] a retried sweep SWP-{years[-1]}-12 returned the "

@@ -159,3 +159,23 @@ def test_a_hardship_member_with_nothing_booked_for_the_year_is_found(ledger: Led
     # one who paid for 2019 had nothing booked for 2018.
     assert sorted(a["id_number"] for a in anomalies(ledger, ON, year=2018)[
         "anomalies"]["hardship_without_on_behalf"]) == sorted([missed, paid])
+
+
+def test_income_left_unswept_at_a_months_end_is_found(ledger: Ledger) -> None:
+    """The law wants the income account swept to the fiscal special account monthly."""
+    from tests.helpers import contribute, enrol
+
+    enrol(ledger, make_id(1))
+    contribute(ledger, make_id(1), 2024, 50000, value_date=date(2024, 3, 5))
+    on = date(2024, 6, 15)
+    found = anomalies(ledger, on)
+    assert found["anomalies"]["income_not_swept"] == [
+        {"month": m, "month_end": end, "balance_fen": 50000}
+        for m, end in (("2024-03", "2024-03-31"), ("2024-04", "2024-04-30"),
+                       ("2024-05", "2024-05-31"))]
+    ledger.sweep(amount_fen=50000, value_date=date(2024, 4, 30), reference="SWP-1",
+                 actor="fin")
+    assert [a["month"] for a in anomalies(ledger, on)["anomalies"]["income_not_swept"]] == [
+        "2024-03"]
+    # Twelve month ends are looked at: by the next spring, March 2024 is past them.
+    assert anomalies(ledger, date(2025, 4, 1))["counts"]["income_not_swept"] == 0
