@@ -17,6 +17,7 @@ from ledger.aggregates.fund import (
     Fund,
     add_months,
     interest_at_maturity_fen,
+    interest_ceiling_fen,
     parse_rate_percent,
 )
 from ledger.application import Ledger
@@ -137,6 +138,10 @@ def test_a_bad_placement_is_refused_and_nothing_is_stored(
     ({"interest_fen": -1}, InvalidInput, "interest", "must not be negative"),
     ({"reference": "P-1", "idempotency_key": "k"}, Refused, "reference",
      "bank reference P-1 is already booked"),
+    # An extra digit read off the slip: 10% a year on 600,000.00 for 366 days is 60,164.39.
+    ({"interest_fen": 10_500_000}, Refused, "interest",
+     "105000.00 yuan is more than 10 percent a year on the principal for the 366 days held "
+     "(60164.39 yuan)"),
 ])
 def test_a_bad_withdrawal_is_refused_and_nothing_is_stored(
         ledger: Ledger, change: dict[str, Any], error: type[Exception], field: str,
@@ -181,6 +186,13 @@ def test_the_deposits_are_listed_as_they_stood_on_any_date(ledger: Ledger) -> No
     assert held(date(2024, 4, 30)) == [("D-2", None), ("D-1", None)]
     assert held(date(2024, 5, 1)) == [("D-1", None)]  # withdrawn that day
     assert held(None) == [("D-1", None)]
+
+
+def test_a_rate_out_of_range_is_refused_by_the_fund_too(ledger: Ledger) -> None:
+    fiscal_holds(ledger, 100_000_000)
+    for rate in (Decimal("0"), Decimal("0.11")):
+        refused(ledger, InvalidInput, "rate_percent", "above 0 and at most 0.1",
+                lambda r=rate: place(ledger, annual_rate=r))
 
 
 @pytest.mark.parametrize(("text", "rate"), [
@@ -251,6 +263,9 @@ def test_the_deposits_held_on_a_date_are_the_balance_of_the_deposit_account(
     the fixed-deposit account's balance as of that date, and the fiscal account and its
     deposits together hold what came in plus the interest paid by then."""
     start, came_in = date(2024, 1, 1), 240_000_000   # room for every deposit at once
+    # What a bank could have paid: at most 10% a year for the days held.
+    ops = [(p, d, t, w, i if w is None else min(i, interest_ceiling_fen(p, w)))
+           for p, d, t, w, i in ops]
     with tempfile.TemporaryDirectory() as folder:
         ledger = Ledger(os.path.join(folder, "ledger.db"), cipher_key="")
         try:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass, replace
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from ledger.aggregates.base import Aggregate
 from ledger.errors import InvalidInput, Refused
+from ledger.money import format_yuan
 
 Account = Literal["income", "fiscal", "expenditure"]
 ACCOUNTS: tuple[Account, ...] = ("income", "fiscal", "expenditure")
@@ -64,6 +65,13 @@ class FixedDeposit:
 def interest_at_maturity_fen(principal_fen: int, annual_rate: Decimal, term_months: int) -> int:
     exact = Decimal(principal_fen) * annual_rate * term_months / 12
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def interest_ceiling_fen(principal_fen: int, days_held: int) -> int:
+    """The most interest a deposit can have earned: MAX_DEPOSIT_RATE_PERCENT a year for
+    the days held (at least one), rounded up."""
+    exact = Decimal(principal_fen) * MAX_DEPOSIT_RATE_PERCENT / 100 * max(days_held, 1) / 365
+    return int(exact.to_integral_value(rounding=ROUND_CEILING))
 
 
 def parse_rate_percent(text: object, field: str = "rate_percent") -> Decimal:
@@ -161,9 +169,8 @@ class Fund(Aggregate):
             super().apply(f)
             held = f.deposits[self.deposit_no]
             assert held.withdrawn_on is None and held.principal_fen == self.amount_fen
-            f.deposits[self.deposit_no] = FixedDeposit(
-                held.deposit_no, held.principal_fen, held.placed_on, held.term_months,
-                held.annual_rate, held.maturity_date, self.value_date, self.interest_fen)
+            f.deposits[self.deposit_no] = replace(held, withdrawn_on=self.value_date,
+                                                  interest_fen=self.interest_fen)
 
     @classmethod
     def open(cls, name: str, actor: str) -> Fund:
@@ -233,7 +240,10 @@ class Fund(Aggregate):
         if term_months not in DEPOSIT_TERMS_MONTHS:
             raise InvalidInput("term_months", "must be one of "
                                f"{', '.join(map(str, DEPOSIT_TERMS_MONTHS))} months")
-        assert 0 < annual_rate <= MAX_DEPOSIT_RATE_PERCENT / 100, annual_rate
+        if not isinstance(annual_rate, Decimal) or not (
+                0 < annual_rate <= MAX_DEPOSIT_RATE_PERCENT / 100):
+            raise InvalidInput("rate_percent", "the annual rate must be a Decimal fraction "
+                               f"above 0 and at most {MAX_DEPOSIT_RATE_PERCENT / 100}")
         self._check_reference(reference)
         self.trigger_event(self.FixedDepositPlaced, deposit_no=deposit_no,
                            amount_fen=amount_fen, term_months=term_months,
@@ -255,6 +265,13 @@ class Fund(Aggregate):
         if value_date < held.placed_on:
             raise Refused("value_date", f"{value_date.isoformat()} is before the deposit was "
                           f"placed ({held.placed_on.isoformat()})")
+        days_held = (value_date - held.placed_on).days
+        ceiling = interest_ceiling_fen(held.principal_fen, days_held)
+        if interest_fen > ceiling:
+            # A slip misread (an extra digit) would otherwise book money the bank never paid.
+            raise Refused("interest", f"{format_yuan(interest_fen)} yuan is more than "
+                          f"{MAX_DEPOSIT_RATE_PERCENT} percent a year on the principal for the "
+                          f"{days_held} days held ({format_yuan(ceiling)} yuan)")
         self._check_reference(reference)
         self.trigger_event(self.FixedDepositWithdrawn, deposit_no=held.deposit_no,
                            amount_fen=held.principal_fen, interest_fen=interest_fen,
