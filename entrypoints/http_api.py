@@ -57,14 +57,6 @@ def _year(query: Query) -> int:
     return int(text)
 
 
-def fixed_deposits(views: Views, as_of: date | None) -> dict[str, Any]:
-    """The fiscal special account's fixed deposits held at the end of as_of, or now: from
-    the fund's own record of them (a few dozen; no view needed)."""
-    rows = views.ledger.fixed_deposits(as_of)
-    return {"as_of": as_of.isoformat() if as_of else None, "deposits": rows,
-            "total_fen": sum(r["principal_fen"] for r in rows)}
-
-
 class ReadApi:
     """Paths to answers; no HTTP here, so it is tested without a socket as well."""
 
@@ -77,7 +69,8 @@ class ReadApi:
             "/roster": lambda q: views.roster(q.get("status")),
             "/report/county": lambda q: views.county_report(_year(q), _date(q, "as_of")),
             "/positions": lambda q: views.positions(),
-            "/fixed-deposits": lambda q: fixed_deposits(views, _date(q, "as_of")),
+            # From the fund's own record of them (a few dozen; no view needed).
+            "/fixed-deposits": lambda q: views.ledger.fixed_deposits_held(_date(q, "as_of")),
         }
 
     def answer(self, path: str, query: Query) -> Any:

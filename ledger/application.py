@@ -801,10 +801,15 @@ class Ledger(Application[UUID]):
     # ---- the fund's bank accounts -----------------------------------------------------
 
     def _fund_step(self, command: str, key: str | None, payload: dict[str, Any],
-                   step: Callable[[Fund], Any], actor: str) -> dict[str, Any]:
+                   step: Callable[[Fund], Any], actor: str,
+                   result: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A command on the fund, booked once by its bank reference unless a key is given;
+        its result is result(what step returned), by default the reference and amount."""
         def body() -> tuple[list[Any], dict[str, Any]]:
             f = self.fund()
             out = step(f)
+            if result is not None:
+                return [f], result(out)
             return [f], {"reference": payload["reference"],
                          "amount_fen": payload["amount_fen"],
                          **({"kind": out} if isinstance(out, str) else {})}
@@ -859,7 +864,7 @@ class Ledger(Application[UUID]):
                             actor: str, idempotency_key: str | None = None) -> dict[str, Any]:
         """Fiscal special account -> a fixed deposit (定期存款) at its bank."""
         check_fen(amount_fen, "amount")
-        return self._deposit_step(
+        return self._fund_step(
             "deposit-place", idempotency_key,
             {"deposit_no": deposit_no, "amount_fen": amount_fen, "term_months": term_months,
              "annual_rate": str(annual_rate), "value_date": value_date,
@@ -867,7 +872,7 @@ class Ledger(Application[UUID]):
             lambda f: f.place_fixed_deposit(deposit_no=deposit_no, amount_fen=amount_fen,
                                             term_months=term_months, annual_rate=annual_rate,
                                             value_date=value_date, reference=reference,
-                                            actor=actor), actor)
+                                            actor=actor), actor, fixed_deposit_row)
 
     def withdraw_fixed_deposit(self, *, deposit_no: str, interest_fen: int, value_date: date,
                                reference: str, actor: str,
@@ -875,26 +880,25 @@ class Ledger(Application[UUID]):
         """A fixed deposit and the interest the bank paid on it back into the fiscal
         special account."""
         check_fen(interest_fen, "interest", allow_zero=True)
-        return self._deposit_step(
+        return self._fund_step(
             "deposit-withdraw", idempotency_key,
             {"deposit_no": deposit_no, "interest_fen": interest_fen, "value_date": value_date,
              "reference": reference},
             lambda f: f.withdraw_fixed_deposit(deposit_no=deposit_no, interest_fen=interest_fen,
                                                value_date=value_date, reference=reference,
-                                               actor=actor), actor)
-
-    def _deposit_step(self, command: str, key: str | None, payload: dict[str, Any],
-                      step: Callable[[Fund], FixedDeposit], actor: str) -> dict[str, Any]:
-        def body() -> tuple[list[Any], dict[str, Any]]:
-            f = self.fund()
-            return [f], fixed_deposit_row(step(f))
-        return self._command(command, key or f"fund:{payload['reference']}", payload, body,
-                             actor)
+                                               actor=actor), actor, fixed_deposit_row)
 
     def fixed_deposits(self, as_of: date | None = None) -> list[dict[str, Any]]:
         """The fiscal special account's fixed deposits holding money at the end of as_of
         (value date), or now, soonest maturity first."""
         return [fixed_deposit_row(d) for d in self.fund().fixed_deposits(as_of)]
+
+    def fixed_deposits_held(self, as_of: date | None = None) -> dict[str, Any]:
+        """fixed_deposits with their date and total, as `deposit list` and the read API
+        answer."""
+        rows = self.fixed_deposits(as_of)
+        return {"as_of": as_of.isoformat() if as_of else None, "deposits": rows,
+                "total_fen": sum(r["principal_fen"] for r in rows)}
 
     # ---- reading ----------------------------------------------------------------------
 

@@ -874,9 +874,8 @@ def deposit_list(ctx: typer.Context,
     """The fixed deposits holding money, soonest maturity first, with their total."""
     st = settings_of(ctx, json_out)
     day = parse_date(as_of, "as_of") if as_of else None
-    rows = st.ledger().fixed_deposits(day)
-    payload = {"as_of": day.isoformat() if day else None, "deposits": rows,
-               "total_fen": sum(r["principal_fen"] for r in rows)}
+    payload = st.ledger().fixed_deposits_held(day)
+    rows = payload["deposits"]
     if st.json:
         sys.stdout.write(dump_json(payload) + "\n")
         return

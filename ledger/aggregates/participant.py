@@ -164,7 +164,7 @@ class Participant(Aggregate):
         termination: tuple[str, date] | None
         overpayment_fen: int
         overpaid_fen: int                    # every overpayment ever assessed
-        fines: dict[str, int]                # fines for fraud by decision number
+        fine_decisions: set[str]             # the decisions fines were imposed by
         fined_fen: int                       # of overpaid_fen, what fines were imposed on
         fines_outstanding_fen: int           # imposed, not yet paid to the treasury
         closed: bool
@@ -212,7 +212,7 @@ class Participant(Aggregate):
             p.termination = None
             p.overpayment_fen = 0
             p.overpaid_fen = 0
-            p.fines = {}
+            p.fine_decisions = set()
             p.fined_fen = 0
             p.fines_outstanding_fen = 0
             p.closed = False
@@ -534,7 +534,7 @@ class Participant(Aggregate):
         decision_no: str
 
         def apply(self, p: Any) -> None:
-            p.fines[self.decision_no] = self.amount_fen
+            p.fine_decisions.add(self.decision_no)
             p.fined_fen += self.defrauded_fen
             p.fines_outstanding_fen += self.amount_fen
 
@@ -1083,7 +1083,7 @@ class Participant(Aggregate):
         decision_no = decision_no.strip()
         if not decision_no or len(decision_no) > MAX_DECISION_NO_LEN:
             raise InvalidInput("decision_no", f"must be 1 to {MAX_DECISION_NO_LEN} characters")
-        if decision_no in self.fines:
+        if decision_no in self.fine_decisions:
             raise Refused("decision_no", f"decision {decision_no} is already booked")
         unfined = self.overpaid_fen - self.fined_fen
         if defrauded_fen > unfined:
