@@ -60,11 +60,13 @@ def cross_check(ledger: Ledger, path: str, kind: str) -> dict[str, Any]:
         part = [(line_no, participant_id(idn), day, source)
                 for line_no, idn, day, source in listed[i:i + LOOKUP_CHUNK]]
         known = ledger.queries.register_rows([pid for _, pid, _, _ in part])
+        replayed = {p.id: p for p in ledger.participants_of(
+            list(dict.fromkeys(pid for _, pid, _, _ in part if pid in known)))}
         for line_no, pid, day, source in part:
             if pid not in known:
                 counts["not_participants"] += 1
                 continue
-            p: Participant = ledger.repository.get(pid)
+            p: Participant = replayed[pid]
             finding = JUDGES[kind](p, day, rules_on)
             if finding is None:
                 counts["consistent"] += 1

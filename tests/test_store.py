@@ -15,7 +15,7 @@ from eventsourcing.cipher import AESCipher
 from ledger.aggregates.participant import BankAccount, participant_id
 from ledger.application import Ledger
 from ledger.audit import verify_chain
-from ledger.errors import Refused
+from ledger.errors import NotFound, Refused
 from ledger.postings import GUARDED_ACCOUNTS, postings_for
 from ledger.store import (
     DEFAULT_SQLITE_PATH,
@@ -387,3 +387,32 @@ def test_stray_process_variables_do_not_reconfigure_the_store(
         assert app.mapper.cipher is None
     finally:
         app.close()
+
+
+def test_participants_of_replays_each_participant_as_the_repository_does(
+        ledger: Ledger) -> None:
+    """A year-wide command reads a chunk of participants in one query: each must come out
+    exactly as repository.get replays it, in the order asked, events of others kept apart."""
+    ids = [make_id(n) for n in range(1, 5)]
+    for n, idn in enumerate(ids):
+        enrol(ledger, idn, enrol_date=date(2019 + n % 2, 2, 1))
+        for year in range(2020, 2023 - n % 2):
+            contribute(ledger, idn, year)
+    ledger.subsidise_year(year=2020, value_date=date(2020, 12, 1), actor="op1")
+    ledger.credit_interest(year=2021, today=date(2022, 1, 5), actor="op1")
+    pids = [participant_id(i) for i in reversed(ids)]
+
+    replayed = ledger.participants_of(pids)
+
+    assert [p.id for p in replayed] == pids
+    for p in replayed:
+        one = ledger.repository.get(p.id)
+        assert p.version == one.version > 5
+        assert vars(p) == vars(one)
+        assert p.interest_years == one.interest_years and p.interest_years
+
+
+def test_participants_of_names_a_participant_not_stored(ledger: Ledger) -> None:
+    enrol(ledger, make_id(1))
+    with pytest.raises(NotFound):
+        ledger.participants_of([participant_id(make_id(1)), participant_id(make_id(2))])
