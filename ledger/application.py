@@ -176,7 +176,7 @@ class Ledger(Application[UUID]):
         """The one-off payables the next run pays, by participant id and kind."""
         out = []
         for pid, kind, amount, payee in self.queries.open_one_offs():
-            d = orjson.loads(self._open_personal(payee))
+            d = orjson.loads(self.open_personal(payee))
             account = d["account"]
             out.append(OpenOneOff(pid, kind, amount, d["payee"],
                                   None if account is None else BankAccount(**account)))
@@ -190,14 +190,14 @@ class Ledger(Application[UUID]):
     def pensioners(self, chunk_size: int = 10_000) -> Iterator[PensionerFacts]:
         """Every pensioner as the register knows them, in participant id order."""
         for pid, facts, payee in self.queries.pensioner_rows(chunk_size):
-            yield load_facts(pid, facts, self._open_personal(payee))
+            yield load_facts(pid, facts, self.open_personal(payee))
 
     def _seal_personal(self, data: bytes) -> bytes:
         """Personal data kept beside the events (payees, accounts): encrypted with the
         events' key when one is set."""
         return self.mapper.cipher.encrypt(data) if self.mapper.cipher is not None else data
 
-    def _open_personal(self, data: bytes) -> bytes:
+    def open_personal(self, data: bytes) -> bytes:
         return self.mapper.cipher.decrypt(data) if self.mapper.cipher is not None else data
 
     def _command(self, command: str, key: str | None, payload: dict[str, Any],

@@ -4,9 +4,10 @@ Funding is the step that moves money: in ONE transaction it appropriates the bat
 fiscal -> expenditure, reserves it in flight, and books every pensioner's PensionPaid event
 (the individual account and the pool give up what is paid). It reads the registers rather
 than replaying a million aggregates and computes nothing again: each line names the register
-version of the pensioner it was computed from, and is paid only if the pensioner is still at
-it. The paid_months key makes paying anyone twice for a month impossible even if a line
-slipped through. A crash before the commit leaves nothing; running it again does it all once.
+version of the pensioner it was computed from. A pensioner changed since then is worked out
+again, and their line paid only if it is still exactly what is owed. The paid_months key
+makes paying anyone twice for a month impossible even if a line slipped through. A crash
+before the commit leaves nothing; running it again does it all once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.aggregates.base import Immutable
 from ledger.aggregates.command_receipt import CommandReceipt
-from ledger.aggregates.participant import Participant
+from ledger.aggregates.participant import Participant, parse_month
 from ledger.aggregates.payout_batch import (
     MAX_LINES_PER_EVENT,
     MONTHLY_PENSION,
@@ -35,7 +36,14 @@ from ledger.aggregates.payout_batch import (
 )
 from ledger.application import MAX_ATTEMPTS, Ledger, register_row
 from ledger.errors import ConcurrencyConflict, NotFound, Refused
-from ledger.payout import compact_months, facts_json, facts_of, load_facts, next_month
+from ledger.payout import (
+    DueCalculator,
+    compact_months,
+    facts_json,
+    facts_of,
+    load_facts,
+    next_month,
+)
 from ledger.postings import guarded_deltas
 from ledger.store import (
     OneOffRow,
@@ -54,6 +62,7 @@ PAID_TOPIC = get_topic(Participant.PensionPaid)
 EVENTS_PER_READ = 10  # batch events read at a time: at most 100,000 lines in memory as bytes
 REGISTER_CHUNK = 10_000  # pensioners per register read while funding
 MAX_BATCHES_PER_FILE = 100  # batches one bank file may answer for
+MAX_LISTED_CHANGED = 20  # lines named when funding refuses a batch no longer owed
 CHECK_EVERY = 1000  # payments between checks of the fast encoding against the mapper's
 # The PensionPaid fields taken from each line; the others (timestamp, actor, value_date)
 # are the same for the whole batch.
@@ -221,10 +230,10 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
          progress: Progress | None = None) -> dict[str, int]:
     """Appropriate, reserve in flight and book every payment, all at once.
 
-    Nothing is computed again: each line carries the register version of the pensioner it
-    was computed from, and is paid only if the pensioner is still at that version and no
-    rule version was published since the draft. Otherwise the batch is refused whole (it
-    is cancelled and the month drafted again)."""
+    Nothing is computed again for a pensioner still at the register version their line was
+    computed from; one changed since is worked out again, and paid as drafted only if that is
+    still exactly what is owed. A line no longer owed, or a rule version published since the
+    draft, refuses the batch whole (it is cancelled and the month drafted again)."""
     for _ in range(MAX_ATTEMPTS):
         batch = get_batch(ledger, batch_id, lines=False)
         if batch.state != "approved":
@@ -285,6 +294,8 @@ class _Payments:
         self.count = 0
         self.total_fen = 0
         self.seen: set[str] = set()
+        self.no_longer_owed: list[str] = []  # changed since the draft: why, by line
+        self.due_for: DueCalculator | None = None  # made for the first of those
 
     def add_all(self, lines: Iterator[dict[str, Any]], progress: Progress | None) -> None:
         chunk: list[dict[str, Any]] = []
@@ -299,13 +310,67 @@ class _Payments:
             self._add_chunk(chunk)
             if progress:
                 progress(len(chunk))
+        if self.no_longer_owed:
+            count = len(self.no_longer_owed)
+            listed = "; ".join(self.no_longer_owed[:MAX_LISTED_CHANGED])
+            more = f" and {count - MAX_LISTED_CHANGED} more" if count > MAX_LISTED_CHANGED else ""
+            raise Refused("batch", f"{count} pensioner(s) changed since the draft and are no "
+                          f"longer owed what their line pays: {listed}{more}; cancel the "
+                          "batch and draft the month again")
 
     def _add_chunk(self, lines: list[dict[str, Any]]) -> None:
         current = _facts_of(self.ledger, [line["participant_id"] for line in lines])
+        changed = [line["participant_id"] for line in lines
+                   if line.get("kind", MONTHLY_PENSION) == MONTHLY_PENSION
+                   and _changed(line, current.get(line["participant_id"]))]
+        # Who is to be paid now, for the few changed since the draft (personal data,
+        # otherwise not read by funding).
+        payees = _payees_of(self.ledger, changed) if changed else {}
         for line in lines:
-            self._add(line, current.get(line["participant_id"]))
+            pid_text = line["participant_id"]
+            self._add(line, current.get(pid_text), payees.get(pid_text))
 
-    def _add(self, line: dict[str, Any], facts_text: str | None) -> None:
+    def _still_owed(self, line: dict[str, Any], facts_text: str, payee: bytes | None) -> str:
+        """Why the pensioner, changed since the draft, is no longer owed exactly what the
+        line pays, to the account it names; "" if they still are (year-end interest was
+        credited, say). What is owed is worked out again, by the run's own calculation,
+        from the facts as they are now."""
+        assert payee is not None
+        f = load_facts(UUID(line["participant_id"]), facts_text,
+                       self.ledger.open_personal(payee))
+        if self.due_for is None:
+            ruleset = self.ledger.ruleset()
+            y, m = parse_month(self.batch.period, "period")
+            deduction = ruleset.in_force(date(y, m, 1), "period").parameters \
+                .overpayment_max_deduction_percent
+            self.due_for = DueCalculator(self.batch.period,
+                                         lambda on: ruleset.in_force(on, "period"), deduction)
+        due = self.due_for(f)
+        if due is None or due.amount_fen <= 0:
+            hold = f", held: {f.payment_hold}" if f.payment_hold else ""
+            return f"now {f.status}{hold}: owed nothing for {self.batch.period}"
+        if f.bank is None or (f.name, f.id_number, f.bank.account_name, f.bank.account_number,
+                              f.bank.bank_code) != (
+                line["payee_name"], line["id_number"], line["account_name"],
+                line["account_number"], line["bank_code"]):
+            return "new payee or bank details"
+        owed = (list(due.months), due.basic_fen, due.pooled_account_fen, due.deduction_fen,
+                due.amount_fen, list(due.rule_versions))
+        drafted = (line["months"], line["basic_fen"], line["pooled_account_fen"],
+                   line["deduction_fen"], line["amount_fen"], line["rule_versions"])
+        if owed != drafted:
+            return (f"now owed {due.amount_fen} fen for {', '.join(due.months)}; the line "
+                    f"pays {line['amount_fen']} fen for {', '.join(line['months'])}")
+        # The same draw on the account; its split by source may differ (interest credited
+        # since changes the mix) and is kept as drafted while every source still holds it.
+        split: dict[str, int] = line["account_by_source_fen"]
+        assert sum(split.values()) == sum(due.account_by_source_fen.values())
+        if any(amount > f.sources_fen.get(source, 0) for source, amount in split.items()):
+            return "the individual account no longer holds what the line draws"
+        return ""
+
+    def _add(self, line: dict[str, Any], facts_text: str | None,
+             payee: bytes | None = None) -> None:
         e2e: str = line["end_to_end_id"]
         pid_text: str = line["participant_id"]
         kind = line.get("kind", MONTHLY_PENSION)
@@ -323,11 +388,15 @@ class _Payments:
                           "drafted; cancel the batch and draft the month again")
         facts: dict[str, Any] = orjson.loads(facts_text)
         drafted = line.get("register_version", 0)  # 0: drafted before versions were kept
-        if facts["version"] != drafted:
-            raise Refused("batch", f"{e2e}: the pensioner changed since the draft (register "
-                          f"version {facts['version']}, drafted at {drafted}); cancel the "
-                          "batch and draft the month again")
-        version = drafted + 1
+        at: int = facts["version"]
+        if at != drafted:
+            # Paid as drafted only if that is still exactly what is owed (decision 11).
+            why = (self._still_owed(line, facts_text, payee) if drafted
+                   else "drafted before register versions were kept")
+            if why:
+                self.no_longer_owed.append(f"{e2e} ({why})")
+                return
+        version = at + 1
         pid = UUID(pid_text)
         self.count += 1
         self.total_fen += line["amount_fen"]
@@ -336,7 +405,7 @@ class _Payments:
         # The participant register's row moves to the same version, written only if it is
         # still at the drafted one (the facts and the row are written together, so they
         # agree; a writer in between makes the whole funding start again).
-        self.register_versions.append(RegisterVersion(pid, drafted, version))
+        self.register_versions.append(RegisterVersion(pid, at, version))
         after = _facts_after(facts, line, version)
         if check:
             slow = _facts_after_validated(pid, facts_text, line, version)
@@ -436,6 +505,30 @@ def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
         rows = q.fetch(columns + f"WHERE participant_id IN ({marks})",
                        [UUID(t).hex for t in pid_texts])
     return {str(pid if isinstance(pid, UUID) else UUID(pid)): facts for pid, facts in rows}
+
+
+def _changed(line: dict[str, Any], facts_text: str | None) -> bool:
+    """Whether the pensioner's register is at a version other than the line was drafted
+    at (cheaply: the version is the first key of the facts as facts_json writes them)."""
+    if facts_text is None:
+        return False
+    return not facts_text.startswith(f'{{"version":{line.get("register_version", 0)},')
+
+
+def _payees_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, bytes]:
+    """Pensioner-register payees by participant id text, read in one query."""
+    assert 0 < len(pid_texts) <= REGISTER_CHUNK
+    q = ledger.queries
+    if q.is_postgres:
+        rows = q.fetch("SELECT participant_id, payee FROM {p}pensioner_register "
+                       "WHERE participant_id = ANY(?::uuid[])",
+                       ("{" + ",".join(pid_texts) + "}",))
+    else:
+        marks = ",".join("?" * len(pid_texts))
+        rows = q.fetch(f"SELECT participant_id, payee FROM pensioner_register "
+                       f"WHERE participant_id IN ({marks})", [UUID(t).hex for t in pid_texts])
+    return {str(pid if isinstance(pid, UUID) else UUID(pid)): bytes(payee)
+            for pid, payee in rows}
 
 
 def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> str:

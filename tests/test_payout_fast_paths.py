@@ -26,6 +26,7 @@ from ledger.payout import (
     PensionerFacts,
     due_for,
     facts_json,
+    facts_of,
     load_facts,
     payee_json,
 )
@@ -33,6 +34,7 @@ from ledger.rules import Parameters, RuleVersion, sample_county
 from ledger.store import PydanticMapper, unseal
 from payout_engine import run
 from tests.conftest import examples
+from tests.helpers import make_id
 from tests.test_payout_support import (
     APPROVER,
     FINANCE,
@@ -40,6 +42,7 @@ from tests.test_payout_support import (
     contributor,
     draft,
     pay,
+    pension_events,
     pid,
     send,
     transitional,
@@ -189,10 +192,62 @@ def test_funding_refuses_a_pensioner_changed_since_the_draft(ledger: Ledger,
         account_name="领取人1", account_number="6222999900000001", bank_code="102"),
         actor=OPERATOR)
     before = ledger.recorder.max_notification_id()
-    with pytest.raises(Refused, match="changed since the draft.*draft the month again"):
+    e2e = next(e for e, line in batch.lines.items() if line.id_number == idn)
+    with pytest.raises(Refused, match=f"1 pensioner.*changed since the draft.*{e2e} "
+                       r"\(new payee or bank details\).*draft the month again"):
         run.fund(ledger, batch.id, value_date=date(2020, 4, 10), actor=FINANCE)
     assert ledger.recorder.max_notification_id() == before  # nothing written
     assert ledger.queries.paid_month_count(pid(idn)) == 0
+
+
+def test_funding_pays_lines_still_owed_after_year_end_interest(ledger: Ledger) -> None:
+    """Interest credited between the draft and the funding moves every pensioner to a new
+    version but changes nothing a line pays: the batch is funded as drafted and approved,
+    each payment at the version after the interest, the registers agreeing with a replay."""
+    treasury(ledger)
+    people = [contributor(ledger, 1), transitional(ledger, 2)]
+    batch = draft(ledger, "2020-04")
+    run.approve(ledger, batch.id, batch.manifest_sha256, APPROVER)
+    ledger.credit_interest(year=2019, today=date(2020, 4, 2), actor=FINANCE)
+    after_interest = {idn: ledger.participant(idn) for idn in people}
+    lines = {line.id_number: line for line in batch.lines.values()}
+    for idn in people:
+        assert after_interest[idn].version > lines[idn].register_version
+    assert after_interest[people[0]].interest_years[2019] > 0
+
+    run.fund(ledger, batch.id, value_date=date(2020, 4, 10), actor=FINANCE)
+
+    registered = {f.participant_id: f for f in ledger.pensioners()}
+    for idn in people:
+        p = ledger.participant(idn)
+        paid = pension_events(ledger, idn)
+        assert len(paid) == 1
+        assert paid[0].originator_version == after_interest[idn].version + 1 == p.version
+        assert paid[0].amount_fen == lines[idn].amount_fen
+        assert paid[0].account_by_source_fen == lines[idn].account_by_source_fen
+        assert ledger.queries.register_row(p.id).version == p.version
+        assert registered[str(p.id)] == facts_of(p)
+        assert ledger.queries.paid_month_count(p.id) == 1
+    assert disbursement.get_batch(ledger, batch.id, lines=False).state == "funded"
+
+
+def test_funding_refuses_a_pensioner_who_died_since_the_draft(ledger: Ledger) -> None:
+    """The death settles the month into the heirs' payable: the line would pay it twice."""
+    treasury(ledger)
+    idn = transitional(ledger, 1)
+    transitional(ledger, 2)
+    batch = draft(ledger, "2020-04")
+    run.approve(ledger, batch.id, batch.manifest_sha256, APPROVER)
+    ledger.decease(id_number=idn, date_of_death=date(2020, 4, 3), reported_on=date(2020, 4, 6),
+                   actor=OPERATOR)
+    before = ledger.recorder.max_notification_id()
+    e2e = next(e for e, line in batch.lines.items() if line.id_number == idn)
+    with pytest.raises(Refused, match=f"{e2e} \\(now deceased: owed nothing for 2020-04\\)"):
+        run.fund(ledger, batch.id, value_date=date(2020, 4, 10), actor=FINANCE)
+    assert ledger.recorder.max_notification_id() == before
+    run.cancel(ledger, batch.id, "a death since the draft", OPERATOR)
+    again = draft(ledger, "2020-04")
+    assert [line.id_number for line in again.lines.values()] == [make_id(2, date(1950, 3, 15))]
 
 
 def test_funding_refuses_a_batch_drafted_before_a_rule_version(ledger: Ledger) -> None:
