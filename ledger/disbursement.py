@@ -320,22 +320,21 @@ class _Payments:
 
     def _add_chunk(self, lines: list[dict[str, Any]]) -> None:
         current = _facts_of(self.ledger, [line["participant_id"] for line in lines])
-        changed = [line["participant_id"] for line in lines
-                   if line.get("kind", MONTHLY_PENSION) == MONTHLY_PENSION
-                   and _changed(line, current.get(line["participant_id"]))]
-        # Who is to be paid now, for the few changed since the draft (personal data,
-        # otherwise not read by funding).
-        payees = _payees_of(self.ledger, changed) if changed else {}
-        for line in lines:
-            pid_text = line["participant_id"]
-            self._add(line, current.get(pid_text), payees.get(pid_text))
+        changed = [line for line in lines
+                   if not self._add(line, current.get(line["participant_id"]))]
+        if changed:
+            # Who is to be paid now, for those changed since the draft (personal data,
+            # otherwise not read by funding).
+            payees = _payees_of(self.ledger, [line["participant_id"] for line in changed])
+            for line in changed:
+                pid_text = line["participant_id"]
+                assert self._add(line, current[pid_text], payees[pid_text])
 
-    def _still_owed(self, line: dict[str, Any], facts_text: str, payee: bytes | None) -> str:
+    def _still_owed(self, line: dict[str, Any], facts_text: str, payee: bytes) -> str:
         """Why the pensioner, changed since the draft, is no longer owed exactly what the
         line pays, to the account it names; "" if they still are (year-end interest was
         credited, say). What is owed is worked out again, by the run's own calculation,
         from the facts as they are now."""
-        assert payee is not None
         f = load_facts(UUID(line["participant_id"]), facts_text,
                        self.ledger.open_personal(payee))
         if self.due_for is None:
@@ -370,7 +369,9 @@ class _Payments:
         return ""
 
     def _add(self, line: dict[str, Any], facts_text: str | None,
-             payee: bytes | None = None) -> None:
+             payee: bytes | None = None) -> bool:
+        """Pay one line. False, doing nothing, for a pensioner changed since the draft when
+        their payee is not given: the caller reads the payees of those and adds them again."""
         e2e: str = line["end_to_end_id"]
         pid_text: str = line["participant_id"]
         kind = line.get("kind", MONTHLY_PENSION)
@@ -379,10 +380,7 @@ class _Payments:
             self.count += 1
             self.total_fen += line["amount_fen"]
             self.one_off_lines.setdefault(UUID(pid_text), []).append(line)
-            return
-        # One line per pensioner: each is paid at the version it was drafted at.
-        assert pid_text not in self.seen, f"{pid_text} has two lines"
-        self.seen.add(pid_text)
+            return True
         if facts_text is None:
             raise Refused("batch", f"{e2e}: the pensioner is not in the register as "
                           "drafted; cancel the batch and draft the month again")
@@ -390,12 +388,17 @@ class _Payments:
         drafted = line.get("register_version", 0)  # 0: drafted before versions were kept
         at: int = facts["version"]
         if at != drafted:
+            if payee is None and drafted:
+                return False
             # Paid as drafted only if that is still exactly what is owed (decision 11).
-            why = (self._still_owed(line, facts_text, payee) if drafted
+            why = (self._still_owed(line, facts_text, payee) if payee is not None
                    else "drafted before register versions were kept")
             if why:
                 self.no_longer_owed.append(f"{e2e} ({why})")
-                return
+                return True
+        # One line per pensioner: each is paid at the version after the one read.
+        assert pid_text not in self.seen, f"{pid_text} has two lines"
+        self.seen.add(pid_text)
         version = at + 1
         pid = UUID(pid_text)
         self.count += 1
@@ -412,6 +415,7 @@ class _Payments:
             assert after == slow, ("facts after payment differ", after, slow)
         self.pensioners.append(PensionerRow(pid, after, None))
         self.paid_add += [(pid, m, e2e) for m in line["months"]]
+        return True
 
     def pay_one_offs(self) -> list[Any]:
         """OneOffPaid for each one-off line, through the participant aggregate (its version
@@ -505,14 +509,6 @@ def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
         rows = q.fetch(columns + f"WHERE participant_id IN ({marks})",
                        [UUID(t).hex for t in pid_texts])
     return {str(pid if isinstance(pid, UUID) else UUID(pid)): facts for pid, facts in rows}
-
-
-def _changed(line: dict[str, Any], facts_text: str | None) -> bool:
-    """Whether the pensioner's register is at a version other than the line was drafted
-    at (cheaply: the version is the first key of the facts as facts_json writes them)."""
-    if facts_text is None:
-        return False
-    return not facts_text.startswith(f'{{"version":{line.get("register_version", 0)},')
 
 
 def _payees_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, bytes]:
