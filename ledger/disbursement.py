@@ -231,18 +231,14 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
     """Appropriate, reserve in flight and book every payment, all at once.
 
     Nothing is computed again for a pensioner still at the register version their line was
-    computed from; one changed since is worked out again, and paid as drafted only if that is
-    still exactly what is owed. A line no longer owed, or a rule version published since the
-    draft, refuses the batch whole (it is cancelled and the month drafted again)."""
+    computed from, while the rule set is at the drafted version; otherwise the line is worked
+    out again, and paid as drafted only if that is still exactly what is owed. A line no
+    longer owed refuses the batch whole (it is cancelled and the month drafted again)."""
     for _ in range(MAX_ATTEMPTS):
         batch = get_batch(ledger, batch_id, lines=False)
         if batch.state != "approved":
             raise Refused("batch", f"batch is {batch.state}; funds move only after approval")
-        rules = ledger.ruleset()
-        if rules.version != batch.rules_version:
-            raise Refused("batch", f"batch {batch.period}/{batch.sequence} was drafted under "
-                          f"rule set version {batch.rules_version}, now {rules.version}: what "
-                          "is owed may have changed; cancel it and draft the month again")
+        rules_version = ledger.ruleset().version
         reference = f"PAYOUT-{batch.period}-{batch.sequence:02d}"
         fund_agg = ledger.fund()
         fund_agg.transfer(from_account="fiscal", to_account="expenditure",
@@ -251,7 +247,7 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
         batch.fund(value_date, reference, actor)
         money = [*fund_agg.collect_events(), *batch.collect_events()]
         stored = [ledger.mapper.to_stored_event(e) for e in money]
-        payments = _Payments(ledger, batch, value_date, actor)
+        payments = _Payments(ledger, batch, value_date, actor, rules_version)
         payments.add_all(line_states(ledger, batch_id), progress)
         one_off_events = payments.pay_one_offs()
         assert payments.count == batch.line_count and payments.total_fen == batch.total_fen
@@ -277,9 +273,14 @@ class _Payments:
     and every CHECK_EVERY-th are also made the validated way (the pydantic event through
     the mapper, the facts through PensionerFacts) and must match byte for byte."""
 
-    def __init__(self, ledger: Ledger, batch: PayoutBatch, value_date: date,
-                 actor: str) -> None:
+    def __init__(self, ledger: Ledger, batch: PayoutBatch, value_date: date, actor: str,
+                 rules_version: int) -> None:
         self.ledger, self.batch, self.value_date, self.actor = ledger, batch, value_date, actor
+        # A rule version published since the draft (a batch drafted before versions were
+        # kept has 0): every line is worked out again under the rules as they are now.
+        self.rules_changed = rules_version != batch.rules_version
+        self.rules_note = (f" (rule set version {batch.rules_version} when drafted, now "
+                           f"{rules_version})" if self.rules_changed else "")
         self.batch_id = str(batch.id)
         self.now = datetime_now_with_tzinfo()
         self.fast = type(ledger.mapper) is PydanticMapper
@@ -314,9 +315,9 @@ class _Payments:
             count = len(self.no_longer_owed)
             listed = "; ".join(self.no_longer_owed[:MAX_LISTED_CHANGED])
             more = f" and {count - MAX_LISTED_CHANGED} more" if count > MAX_LISTED_CHANGED else ""
-            raise Refused("batch", f"{count} pensioner(s) changed since the draft and are no "
-                          f"longer owed what their line pays: {listed}{more}; cancel the "
-                          "batch and draft the month again")
+            raise Refused("batch", f"{count} line(s) no longer owed as drafted, after "
+                          f"changes since the draft{self.rules_note}: {listed}{more}; cancel "
+                          "the batch and draft the month again")
 
     def _add_chunk(self, lines: list[dict[str, Any]]) -> None:
         current = _facts_of(self.ledger, [line["participant_id"] for line in lines])
@@ -330,13 +331,14 @@ class _Payments:
                 pid_text = line["participant_id"]
                 assert self._add(line, current[pid_text], payees[pid_text])
 
-    def _still_owed(self, line: dict[str, Any], facts_text: str, payee: bytes) -> str:
-        """Why the pensioner, changed since the draft, is no longer owed exactly what the
-        line pays, to the account it names; "" if they still are (year-end interest was
-        credited, say). What is owed is worked out again, by the run's own calculation,
-        from the facts as they are now."""
+    def _still_owed(self, line: dict[str, Any], facts_text: str, payee: bytes | None) -> str:
+        """Why the pensioner is no longer owed exactly what the line pays, to the account it
+        names; "" if they still are (year-end interest was credited, say, or a rule version
+        takes effect after the month). What is owed is worked out again, by the run's own
+        calculation, from the facts and rules as they are now. payee None: the pensioner is
+        at the drafted version, so the payee is as drafted."""
         f = load_facts(UUID(line["participant_id"]), facts_text,
-                       self.ledger.open_personal(payee))
+                       _NO_PAYEE if payee is None else self.ledger.open_personal(payee))
         if self.due_for is None:
             ruleset = self.ledger.ruleset()
             y, m = parse_month(self.batch.period, "period")
@@ -348,15 +350,18 @@ class _Payments:
         if due is None or due.amount_fen <= 0:
             hold = f", held: {f.payment_hold}" if f.payment_hold else ""
             return f"now {f.status}{hold}: owed nothing for {self.batch.period}"
-        if f.bank is None or (f.name, f.id_number, f.bank.account_name, f.bank.account_number,
-                              f.bank.bank_code) != (
-                line["payee_name"], line["id_number"], line["account_name"],
-                line["account_number"], line["bank_code"]):
+        if payee is not None and (f.bank is None or (
+                f.name, f.id_number, f.bank.account_name, f.bank.account_number,
+                f.bank.bank_code) != (line["payee_name"], line["id_number"],
+                                      line["account_name"], line["account_number"],
+                                      line["bank_code"])):
             return "new payee or bank details"
+        # The amounts, not the rule versions' labels: a version published since with the
+        # same figures for these months changes nothing paid.
         owed = (list(due.months), due.basic_fen, due.pooled_account_fen, due.deduction_fen,
-                due.amount_fen, list(due.rule_versions))
+                due.amount_fen)
         drafted = (line["months"], line["basic_fen"], line["pooled_account_fen"],
-                   line["deduction_fen"], line["amount_fen"], line["rule_versions"])
+                   line["deduction_fen"], line["amount_fen"])
         if owed != drafted:
             return (f"now owed {due.amount_fen} fen for {', '.join(due.months)}; the line "
                     f"pays {line['amount_fen']} fen for {', '.join(line['months'])}")
@@ -393,9 +398,13 @@ class _Payments:
             # Paid as drafted only if that is still exactly what is owed (decision 11).
             why = (self._still_owed(line, facts_text, payee) if payee is not None
                    else "drafted before register versions were kept")
-            if why:
-                self.no_longer_owed.append(f"{e2e} ({why})")
-                return True
+        elif self.rules_changed:
+            why = self._still_owed(line, facts_text, None)
+        else:
+            why = ""
+        if why:
+            self.no_longer_owed.append(f"{e2e} ({why})")
+            return True
         # One line per pensioner: each is paid at the version after the one read.
         assert pid_text not in self.seen, f"{pid_text} has two lines"
         self.seen.add(pid_text)

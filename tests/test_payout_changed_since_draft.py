@@ -1,8 +1,8 @@
-"""Property: whatever happens to the pensioners between the approval of a month's batch and
-its funding, funding pays the batch exactly when every line is still what is owed (the same
-months and amount, to the same account) by the pensioner as they are now; otherwise it is
-refused whole, naming each line no longer owed, and nothing is stored. When it pays, each
-pensioner's registers agree with a replay of their events."""
+"""Property: whatever happens to the pensioners and the rules between the approval of a
+month's batch and its funding, funding pays the batch exactly when every line is still what
+is owed (the same months and amount, to the same account) by the pensioner as they are now;
+otherwise it is refused whole, naming each line no longer owed, and nothing is stored. When
+it pays, each pensioner's registers agree with a replay of their events."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ from tests.test_payout_support import (
 
 PERIOD = "2020-04"
 # Changes that leave the lines owed come up more often, so that some batches are funded.
-CHANGES = ("none", "none", "none", "interest", "interest", "same_bank", "die", "suspend",
-           "rebank", "overpay")
+CHANGES = ("none", "none", "none", "interest", "interest", "same_bank", "raise_next_year",
+           "die", "suspend", "rebank", "overpay", "raise_now")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,13 @@ def change(ledger: Ledger, idn: str, what: str, n: int) -> None:
         elif what == "same_bank":
             # Details entered again unchanged: a new version, the same account.
             ledger.change_bank_details(id_number=idn, bank=account(n + 1), actor=OPERATOR)
+        elif what in ("raise_now", "raise_next_year"):
+            # A rule version: the county's part raised from this month, or from next year.
+            params = ledger.rules_on(date(2020, 4, 1)).parameters
+            raised = params.model_copy(update={"basic_pension": params.basic_pension.model_copy(
+                update={"county_fen": params.basic_pension.county_fen + 100 * (n + 1)})})
+            ledger.publish_rules(date(2020, 4, 1) if what == "raise_now" else date(2021, 1, 1),
+                                 raised, what, actor="admin")
         elif what == "overpay":
             ledger.assess_overpayment(id_number=idn, amount_fen=3_000, months=["2020-03"],
                                       reason="paid in error", value_date=date(2020, 4, 4),

@@ -193,7 +193,7 @@ def test_funding_refuses_a_pensioner_changed_since_the_draft(ledger: Ledger,
         actor=OPERATOR)
     before = ledger.recorder.max_notification_id()
     e2e = next(e for e, line in batch.lines.items() if line.id_number == idn)
-    with pytest.raises(Refused, match=f"1 pensioner.*changed since the draft.*{e2e} "
+    with pytest.raises(Refused, match=f"1 line.*no longer owed.*since the draft.*{e2e} "
                        r"\(new payee or bank details\).*draft the month again"):
         run.fund(ledger, batch.id, value_date=date(2020, 4, 10), actor=FINANCE)
     assert ledger.recorder.max_notification_id() == before  # nothing written
@@ -266,6 +266,27 @@ def test_funding_refuses_a_batch_drafted_before_a_rule_version(ledger: Ledger) -
     assert again.sequence == 2
     assert [line.basic_fen for line in again.lines.values()] == [
         line.basic_fen + 500 for line in batch.lines.values()]
+
+
+def test_funding_pays_a_batch_as_drafted_when_a_rule_version_takes_effect_later(
+        ledger: Ledger) -> None:
+    """A rule version published since the draft, in force only after the month (next year's
+    raise), changes no line: the batch is funded as drafted and approved."""
+    treasury(ledger)
+    transitional(ledger, 1)
+    contributor(ledger, 2)
+    batch = draft(ledger, "2020-04")
+    run.approve(ledger, batch.id, batch.manifest_sha256, APPROVER)
+    params: Parameters = ledger.rules_on(date(2020, 4, 1)).parameters
+    raised = params.model_copy(update={"basic_pension": params.basic_pension.model_copy(
+        update={"county_fen": params.basic_pension.county_fen + 500})})
+    ledger.publish_rules(date(2021, 1, 1), raised, "next year's county raise", actor="admin")
+
+    run.fund(ledger, batch.id, value_date=date(2020, 4, 10), actor=FINANCE)
+
+    for line in batch.lines.values():
+        paid = pension_events(ledger, line.id_number)
+        assert [(e.months, e.amount_fen) for e in paid] == [(line.months, line.amount_fen)]
 
 
 def test_a_batch_is_paid_once_month_after_month_through_the_fast_path(
