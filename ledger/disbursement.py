@@ -250,6 +250,7 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
         payments = _Payments(ledger, batch, value_date, actor, rules_version)
         payments.add_all(line_states(ledger, batch_id), progress)
         one_off_events = payments.pay_one_offs()
+        payments.refuse_lines_no_longer_owed()
         assert payments.count == batch.line_count and payments.total_fen == batch.total_fen
         try:
             ledger.recorder.insert_events_bulk(  # type: ignore[attr-defined]
@@ -311,6 +312,9 @@ class _Payments:
             self._add_chunk(chunk)
             if progress:
                 progress(len(chunk))
+
+    def refuse_lines_no_longer_owed(self) -> None:
+        """After every line is added: refuse the batch whole if any is no longer owed."""
         if self.no_longer_owed:
             count = len(self.no_longer_owed)
             listed = "; ".join(self.no_longer_owed[:MAX_LISTED_CHANGED])
@@ -427,9 +431,10 @@ class _Payments:
         return True
 
     def pay_one_offs(self) -> list[Any]:
-        """OneOffPaid for each one-off line, through the participant aggregate (its version
-        checked against the draft's), with the participant's register rows and one-off
-        rows after it. Returns the domain events (their stored form is in self.stored)."""
+        """OneOffPaid for each one-off line still owed as drafted (the same amount, payable
+        now, to the same payee and account), through the participant aggregate, with the
+        participant's register rows and one-off rows after it. Returns the domain events
+        (their stored form is in self.stored)."""
         events: list[Any] = []
         for pid, lines in self.one_off_lines.items():
             if str(pid) in self.seen:
@@ -441,12 +446,11 @@ class _Payments:
             except AggregateNotFoundError:
                 raise Refused("batch", f"{lines[0]['end_to_end_id']}: no such participant"
                               ) from None
-            for line in lines:
-                drafted = line.get("register_version", 0)
-                if p.version != drafted:
-                    raise Refused("batch", f"{line['end_to_end_id']}: the participant changed "
-                                  f"since the draft (version {p.version}, drafted at "
-                                  f"{drafted}); cancel the batch and draft the month again")
+            owed = [(line, _one_off_owed(p, line)) for line in lines]
+            self.no_longer_owed += [f"{line['end_to_end_id']} ({why})" for line, why in owed
+                                    if why]
+            if any(why for _, why in owed):
+                continue
             for line in lines:
                 p.pay_one_off(kind=line["kind"], batch_id=self.batch.id,
                               end_to_end_id=line["end_to_end_id"],
@@ -518,6 +522,22 @@ def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
         rows = q.fetch(columns + f"WHERE participant_id IN ({marks})",
                        [UUID(t).hex for t in pid_texts])
     return {str(pid if isinstance(pid, UUID) else UUID(pid)): facts for pid, facts in rows}
+
+
+def _one_off_owed(p: Participant, line: dict[str, Any]) -> str:
+    """Why a one-off line is no longer owed as drafted; "" if it is."""
+    kind = line["kind"]
+    payable = p.payables.get(kind)
+    if payable is None or payable.paid_by is not None or payable.hold is not None:
+        return f"no {kind} is owed and payable now"
+    if payable.amount_fen != line["amount_fen"]:
+        return f"the {kind} owed is now {payable.amount_fen} fen"
+    account = payable.payee_account
+    if account is None or (payable.payee, account.account_name, account.account_number,
+                           account.bank_code) != (line["payee_name"], line["account_name"],
+                                                  line["account_number"], line["bank_code"]):
+        return "new payee or bank details"
+    return ""
 
 
 def _payees_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, bytes]:

@@ -198,7 +198,7 @@ def test_a_one_off_without_an_account_stays_owed_and_a_changed_one_refuses_fundi
     # A change after the draft: the line no longer says what is owed, to whom.
     ledger.change_payee(id_number=dead, kind="funeral_grant", payee="王小六",
                         payee_account=account(9), actor=OPERATOR)
-    with pytest.raises(Refused, match="changed since the draft"):
+    with pytest.raises(Refused, match="since the draft.*new payee or bank details"):
         run.fund(ledger, june.id, value_date=first_day("2020-06"), actor=FINANCE)
     assert disbursement.get_batch(ledger, june.id).state == "approved"
     assert ledger.participant(dead).payables["funeral_grant"].paid_by is None
@@ -206,3 +206,22 @@ def test_a_one_off_without_an_account_stays_owed_and_a_changed_one_refuses_fundi
     again = draft(ledger, "2020-06", file_format="domestic")
     assert again.sequence == 2
     assert one_off_lines(again)["funeral_grant"].account_number == account(9).account_number
+
+
+def test_a_one_off_still_owed_as_drafted_is_paid_whatever_else_changed(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """Year-end interest credited between the draft and the funding moves the deceased's
+    account to a new version; the grant is still owed, to the same heir: it is paid."""
+    dead = a_grant_owed(ledger, tmp_path, HEIR)
+    may = draft(ledger, "2020-05", file_format="domestic")
+    line = one_off_lines(may)["funeral_grant"]
+    run.approve(ledger, may.id, may.manifest_sha256, APPROVER)
+    ledger.credit_interest(year=2019, today=date(2020, 5, 6), actor=FINANCE)
+    assert ledger.participant(dead).version > line.register_version
+
+    run.fund(ledger, may.id, value_date=first_day("2020-05"), actor=FINANCE)
+
+    grant = ledger.participant(dead).payables["funeral_grant"]
+    assert grant.paid_by == line.end_to_end_id
+    assert ledger.queries.one_off_rows(pid(dead)) == [
+        ("funeral_grant", GRANT_FEN, line.end_to_end_id, None)]
