@@ -28,6 +28,7 @@ from tests.test_payout_support import (
     OPERATOR,
     account,
     contributor,
+    county_raise,
     draft,
     pid,
     transitional,
@@ -72,11 +73,8 @@ def change(ledger: Ledger, idn: str, what: str, n: int) -> None:
             ledger.change_bank_details(id_number=idn, bank=account(n + 1), actor=OPERATOR)
         elif what in ("raise_now", "raise_next_year"):
             # A rule version: the county's part raised from this month, or from next year.
-            params = ledger.rules_on(date(2020, 4, 1)).parameters
-            raised = params.model_copy(update={"basic_pension": params.basic_pension.model_copy(
-                update={"county_fen": params.basic_pension.county_fen + 100 * (n + 1)})})
-            ledger.publish_rules(date(2020, 4, 1) if what == "raise_now" else date(2021, 1, 1),
-                                 raised, what, actor="admin")
+            county_raise(ledger, date(2020, 4, 1) if what == "raise_now" else date(2021, 1, 1),
+                         100 * (n + 1), what)
         elif what == "overpay":
             ledger.assess_overpayment(id_number=idn, amount_fen=3_000, months=["2020-03"],
                                       reason="paid in error", value_date=date(2020, 4, 4),

@@ -30,7 +30,7 @@ from ledger.payout import (
     load_facts,
     payee_json,
 )
-from ledger.rules import Parameters, RuleVersion, sample_county
+from ledger.rules import RuleVersion, sample_county
 from ledger.store import PydanticMapper, unseal
 from payout_engine import run
 from tests.conftest import examples
@@ -40,6 +40,7 @@ from tests.test_payout_support import (
     FINANCE,
     OPERATOR,
     contributor,
+    county_raise,
     draft,
     pay,
     pension_events,
@@ -255,10 +256,7 @@ def test_funding_refuses_a_batch_drafted_before_a_rule_version(ledger: Ledger) -
     transitional(ledger, 1)
     batch = draft(ledger, "2020-04")
     run.approve(ledger, batch.id, batch.manifest_sha256, APPROVER)
-    params: Parameters = ledger.rules_on(date(2020, 4, 1)).parameters
-    raised = params.model_copy(update={"basic_pension": params.basic_pension.model_copy(
-        update={"county_fen": params.basic_pension.county_fen + 500})})
-    ledger.publish_rules(date(2020, 4, 1), raised, "county raise", actor="admin")
+    county_raise(ledger, date(2020, 4, 1), 500, "county raise")
     with pytest.raises(Refused, match="rule set version.*draft the month again"):
         run.fund(ledger, batch.id, value_date=date(2020, 4, 10), actor=FINANCE)
     run.cancel(ledger, batch.id, "rules changed", OPERATOR)
@@ -277,10 +275,7 @@ def test_funding_pays_a_batch_as_drafted_when_a_rule_version_takes_effect_later(
     contributor(ledger, 2)
     batch = draft(ledger, "2020-04")
     run.approve(ledger, batch.id, batch.manifest_sha256, APPROVER)
-    params: Parameters = ledger.rules_on(date(2020, 4, 1)).parameters
-    raised = params.model_copy(update={"basic_pension": params.basic_pension.model_copy(
-        update={"county_fen": params.basic_pension.county_fen + 500})})
-    ledger.publish_rules(date(2021, 1, 1), raised, "next year's county raise", actor="admin")
+    county_raise(ledger, date(2021, 1, 1), 500, "next year's county raise")
 
     run.fund(ledger, batch.id, value_date=date(2020, 4, 10), actor=FINANCE)
 
