@@ -52,6 +52,7 @@ from ledger.payout import (
 from ledger.postings import guarded_deltas
 from ledger.rules import Parameters, RuleVersion, sample_county
 from ledger.store import (
+    MAX_EVENTS_OF_IDS,
     OneOffRow,
     PensionerRow,
     RegisterRow,
@@ -252,12 +253,13 @@ class Ledger(Application[UUID]):
         one query, not a thousand."""
         to_domain = self.mapper.to_domain_event
         out: list[Participant] = []
-        for pid, stored in self.queries.events_of(pids).items():
-            if not stored:
-                raise NotFound("participant", str(pid))
-            p = project_events(None, map(to_domain, stored))
-            assert isinstance(p, Participant) and p.id == pid, pid
-            out.append(p)
+        for i in range(0, len(pids), MAX_EVENTS_OF_IDS):
+            for pid, stored in self.queries.events_of(pids[i:i + MAX_EVENTS_OF_IDS]).items():
+                if not stored:
+                    raise NotFound("participant", str(pid))
+                p = project_events(None, map(to_domain, stored))
+                assert isinstance(p, Participant) and p.id == pid, pid
+                out.append(p)
         return out
 
     def fund(self) -> Fund:

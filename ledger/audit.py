@@ -9,6 +9,7 @@ was altered, removed or slipped in.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -165,6 +166,7 @@ def balances_known_at(ledger: Any, known_at: datetime, as_of: date | None = None
 
 CENTENARIAN_AGE = 100  # still paid at this age: the survival check (生存认证) to look at first
 MAX_LISTED = 1_000     # anomalies listed per kind (all are counted)
+AUDIT_READ_CHUNK = 1_000  # participants whose events are read per query
 
 
 def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
@@ -254,13 +256,12 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
                 "id_number": member.id_number, "name": member.name, "year": year,
                 "identity_group": member.identity_group_on(year_end)})
     a_year_ago = _a_year_before(on)
-    for pid in gone:
+    for pid, events in _events_of_each(ledger, gone):
         # The events read once: the aggregate is their replay, the assessments among them.
-        events = list(ledger.events.get(pid))
         p: Any = None
         for e in events:
             p = e.mutate(p)
-        assert p is not None and p.id == participant_id(p.id_number)
+        assert p is not None and p.id == pid == participant_id(p.id_number)
         unpaid = {kind: payable.amount_fen for kind, payable in sorted(p.payables.items())
                   if payable.paid_by is None and payable.amount_fen}
         account_fen = 0 if p.closed else p.balance_fen
@@ -329,6 +330,15 @@ def _income_at_month_ends(ledger: Any, on: date) -> list[tuple[date, int]]:
 # Leaving the scheme for these refunds the account (DOMAIN.md: loss of nationality, double
 # enrolment with the employee scheme); a transfer out moves it, a death is inherited.
 REFUND_REASONS = ("emigration", "employee_scheme", "double_enrolment")
+
+
+def _events_of_each(ledger: Any, pids: list[UUID]) -> Iterator[tuple[UUID, list[Any]]]:
+    """Each participant's domain events, read a chunk of participants per query (a
+    province's dead are counted in hundreds of thousands)."""
+    to_domain = ledger.mapper.to_domain_event
+    for i in range(0, len(pids), AUDIT_READ_CHUNK):
+        for pid, stored in ledger.queries.events_of(pids[i:i + AUDIT_READ_CHUNK]).items():
+            yield pid, [to_domain(s) for s in stored]
 
 
 def _a_year_before(on: date) -> date:

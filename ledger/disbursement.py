@@ -666,11 +666,15 @@ def _book(ledger: Ledger, batch: PayoutBatch, a: BatchAnswers,
         batch.fail(list(a.failed), a.value_date, file_sha256, actor)
     if a.returned:
         batch.returned(list(a.returned), a.value_date, file_sha256, actor)
+    # The participants whose payments came back, read together (a province's file may
+    # fail thousands).
+    unread = list(dict.fromkeys(
+        pid for o in [*a.failed, *a.returned]
+        if (pid := batch.lines[o.end_to_end_id].participant_id) not in participants))
+    participants.update((p.id, p) for p in ledger.participants_of(unread))
     for outcome, after in [(o, False) for o in a.failed] + [(o, True) for o in a.returned]:
         line = batch.lines[outcome.end_to_end_id]
-        p = participants.get(line.participant_id)
-        if p is None:
-            p = participants[line.participant_id] = ledger.repository.get(line.participant_id)
+        p = participants[line.participant_id]
         if line.kind != MONTHLY_PENSION:
             # The aggregate holds it on AC01/AC04/MD07...; the register row follows.
             p.reverse_one_off(kind=line.kind, end_to_end_id=line.end_to_end_id,

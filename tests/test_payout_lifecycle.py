@@ -5,12 +5,15 @@ bank file by file (the same file twice books nothing; a bad file is refused whol
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
 from ledger import disbursement
+from ledger.aggregates.participant import Participant
 from ledger.aggregates.payout_batch import PayoutBatch
 from ledger.application import Ledger
 from ledger.errors import Refused
@@ -217,14 +220,14 @@ def test_a_return_file_naming_two_batches_is_booked_whole_or_not_at_all(
 
     # Booking fails when it comes to May's payment (after April's is booked, if each
     # batch had its own transaction).
-    get = three.repository.get
+    read = three.participants_of
 
-    def failing_get(aggregate_id: object, *args: object, **kwargs: object) -> object:
-        if aggregate_id == l_may.participant_id:
+    def failing_read(pids: Sequence[UUID]) -> list[Participant]:
+        if l_may.participant_id in pids:
             raise _DiskGone
-        return get(aggregate_id, *args, **kwargs)  # type: ignore[arg-type]
+        return read(pids)
 
-    monkeypatch.setattr(three.repository, "get", failing_get)
+    monkeypatch.setattr(three, "participants_of", failing_read)
     with pytest.raises(_DiskGone):
         returns_import.import_returns(three, path, actor=BANK, config=CONFIG)
     monkeypatch.undo()
