@@ -47,9 +47,9 @@ class BatchLine(Immutable):
     account_name: str = ""  # the account holder (户名) when not the payee (姓名)
     kind: str = MONTHLY_PENSION
     # The pensioner's version in the register the line was computed from: funding pays the
-    # line only if the pensioner is still at that version (nothing changed since the draft),
-    # so it checks versions instead of computing again. 0: unknown (a line drafted before
-    # versions were recorded), which funding refuses.
+    # line of a pensioner still at that version without computing again, and works out again
+    # only the lines of those changed since. 0: unknown (a line drafted before versions were
+    # recorded), which funding refuses.
     register_version: int = 0
 
 
