@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from ledger.application import Ledger
-from ledger.cli import app, audit_app, guarded, settings_of
+from ledger.cli import app, audit_app, guarded, register_demo_payout, settings_of
 from payout_engine.commands import register as register_payout
 from payout_engine.commands import register_audit
+from payout_engine.demo import DemoPayouts
 
 
 def _ledger(ctx: typer.Context) -> Ledger:
@@ -18,6 +19,7 @@ def _ledger(ctx: typer.Context) -> Ledger:
 
 register_payout(app, _ledger)
 register_audit(audit_app, _ledger)
+register_demo_payout(DemoPayouts)
 
 
 @app.command("relay")

@@ -1495,6 +1495,17 @@ def _anomaly_row(kind: str, a: dict[str, Any]) -> tuple[str, str]:
 
 # ---- demo -------------------------------------------------------------------------------
 
+# The payout engine's monthly run for the demo's pension year, given by the composition root
+# (entrypoints/cli.py, register_demo_payout): ledger/ does not import the payout engine.
+# Without it the demo tells the pension year without the bank.
+_demo_payout: Callable[[Ledger, Path], Any] | None = None
+
+
+def register_demo_payout(factory: Callable[[Ledger, Path], Any]) -> None:
+    global _demo_payout
+    _demo_payout = factory
+
+
 @app.command()
 @guarded
 def demo(ctx: typer.Context,
@@ -1513,10 +1524,11 @@ def demo(ctx: typer.Context,
     demo_module.check_participants(participants)  # before --fresh deletes anything
     if fresh:
         demo_module.delete_sqlite(st.url)
-    result = demo_module.run_demo(st.ledger(), participants=participants,
-                                  workdir=demo_module.workdir_for(st.url),
-                                  console=err_console() if st.json else out_console(),
-                                  unmask=st.unmask)
+    workdir = demo_module.workdir_for(st.url)
+    result = demo_module.run_demo(
+        st.ledger(), participants=participants, workdir=workdir,
+        console=err_console() if st.json else out_console(), unmask=st.unmask,
+        payout=None if _demo_payout is None else _demo_payout(st.ledger(), workdir))
     if st.json:
         sys.stdout.write(dump_json(redact(result.as_dict(), st.unmask)) + "\n")
     if not result.reconciled or not result.audit["ok"]:

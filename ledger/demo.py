@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -132,6 +132,32 @@ class DemoResult:
                               "what": b.what} for b in self.bookings]}
 
 
+@dataclass(frozen=True)
+class PaidMonth:
+    """One month paid through the payout engine, as the demo tells it."""
+
+    period: str
+    payments: int
+    total_fen: int
+    failed: int
+    failed_fen: int
+    files: list[str]
+    manifest_sha256: str
+    reasons: list[str]            # last month compared with this one, by reason
+    maker_checker_refusal: str    # the drafter's own approval, refused
+    state: str
+    held: int                     # pensioners held until their account is corrected
+    death_checks: int             # pensions suspended for a death check (MD07)
+
+
+class MonthlyRun(Protocol):
+    """The payout engine's monthly run, as the demo drives it (payout_engine/demo.py; the
+    composition root supplies it, since ledger/ does not import the payout engine)."""
+
+    def pay_month(self, period: str, *, today: date,
+                  bank_fails: dict[str, str]) -> PaidMonth: ...
+
+
 def bank_interest_fen(balance_fen: int, account: str) -> int:
     return balance_fen * BANK_RATE_BP[account] // 10_000
 
@@ -145,6 +171,8 @@ class Demo:
     bookings: list[Booking] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     section_no: int = 0
+    # The monthly payout run; without it the pension year is told without the bank.
+    payout: MonthlyRun | None = None
 
     # ---- presentation -------------------------------------------------------------------
 
@@ -210,8 +238,11 @@ class Demo:
         pension_year = years[-1] + 1
         pensioners = self.pensions(county, pension_year)
         self.fund_the_pensions(pensioners, pension_year)
-        self.suspension(county, pension_year)
-        self.deaths(county, pension_year)
+        if self.payout is None:
+            self.suspension(county, pension_year)
+            self.deaths(county, pension_year)
+        else:
+            self.paid_months(county, pension_year, self.payout)
         self.safety(county, years, pension_year)
         self.fixed_deposit(pension_year)   # last year's deposit matures in December
         self.show_statement(county)
@@ -488,6 +519,10 @@ class Demo:
             self.treasury(fen, level, "basic_pension", date(year, 1, 8), f"TRS-{year}-BP-{level}")
         self.say("Basic-pension money from the treasury: " + ", ".join(
             f"{lvl} {format_yuan(fen)}" for lvl, fen in by_level.items()) + " yuan.")
+        if self.payout is not None:
+            self.say("Each month's funding appropriates that month's batch from the fiscal "
+                     "special account to the expenditure account.")
+            return
         plan = monthly * 12 + self.rules(year).funeral_grant_fen
         self.ledger.appropriate(amount_fen=plan, value_date=date(year, 1, 10),
                                 reference=f"APR-{year}-01", actor=FINANCE)
@@ -495,6 +530,66 @@ class Demo:
         self.book(EXPENDITURE, plan, f"appropriation {year}")
         self.say(f"Spending plan appropriated to the expenditure account: {format_yuan(plan)} "
                  f"yuan ({len(pensioners)} pensions for 12 months and one funeral grant).")
+
+    def paid_months(self, county: County, year: int, payout: MonthlyRun) -> None:
+        """The first half of the pension year, paid month by month through the agent bank,
+        with what happens to pensioners between the runs."""
+        self.section(f"The monthly payout run, {year}-01 to {year}-06: drafted, approved by "
+                     "a second person, funded, sent to the bank, answered")
+        first, suspended = county.cast.elderly[0], county.cast.elderly[1]
+        dead = county.cast.near_pension[0]
+        self.month(payout, f"{year}-01", date(year, 1, 4), {})
+        self.month(payout, f"{year}-02", date(year, 2, 3), {first: "AC04"})
+        self.ledger.change_bank_details(id_number=first, bank=BankAccount(
+            account_name="领取人新账户", account_number="6222000088880001", bank_code="102"),
+            actor=OPERATOR)
+        self.say(f"  {self.masked(first)} opens a new account (bank details changed): the hold "
+                 "is lifted, and the next run pays the failed month again (失败帐重发).")
+        self.ledger.suspend(id_number=suspended, reason_code="no_proof_of_life",
+                            from_month=f"{year}-03", actor=OPERATOR)
+        self.say(f"  {self.masked(suspended)}: no proof of life in the verification cycle; "
+                 f"suspended from {year}-03.")
+        self.month(payout, f"{year}-03", date(year, 3, 3), {})
+        # The pensioner who died on 10 February, not yet reported: the bank finds the
+        # holder dead and sends April's payment back.
+        self.month(payout, f"{year}-04", date(year, 4, 2), {dead: "MD07"})
+        self.deaths(county, year)
+        r = self.ledger.resume(id_number=suspended, from_month=f"{year}-06", actor=OPERATOR)
+        arrears = r["result"]["arrears_months"]
+        self.say(f"  {self.masked(suspended)}: proof of life given; resumed from {year}-06, "
+                 f"{len(arrears)} months owed in arrears (补发): {', '.join(arrears)}.")
+        self.month(payout, f"{year}-05", date(year, 5, 25), {})
+        self.month(payout, f"{year}-06", date(year, 6, 12), {})
+
+    def month(self, payout: MonthlyRun, period: str, today: date,
+              bank_fails: dict[str, str]) -> None:
+        paid = payout.pay_month(period, today=today, bank_fails=bank_fails)
+        self.book(FISCAL, -paid.total_fen, f"payout {period}")
+        if paid.failed_fen:
+            self.book(EXPENDITURE, paid.failed_fen, f"payout {period}: sent back by the bank")
+        if len(self.bookings_of("payout ")) == 1:
+            self.refusals.append(f"the drafter approving their own batch: "
+                                 f"{paid.maker_checker_refusal}")
+            self.say(f"  [green]✓ refused[/] {OPERATOR} approving the batch {OPERATOR} "
+                     f"drafted\n    [red]{escape(paid.maker_checker_refusal)}[/]")
+            self.say(f"  {APPROVER} approves manifest {paid.manifest_sha256[:16]}...; "
+                     f"{FINANCE} funds it; the bank's file (报盘, 0600): "
+                     f"{escape(', '.join(paid.files))}")
+        answered = f"{paid.payments - paid.failed} paid"
+        if paid.failed:
+            answered += (f", {paid.failed} sent back ({format_yuan(paid.failed_fen)} yuan "
+                         "back in the expenditure account)")
+        if paid.held:
+            answered += f"; {paid.held} held until the account is corrected"
+        if paid.death_checks:
+            answered += f"; {paid.death_checks} pension suspended for a death check"
+        changes = "; ".join(paid.reasons) or "no change"
+        self.say(f"  {period}: {paid.payments} payments, {format_yuan(paid.total_fen)} yuan "
+                 f"(against last month: {escape(changes)}); bank: {answered}; batch "
+                 f"{paid.state}.")
+
+    def bookings_of(self, prefix: str) -> list[Booking]:
+        return [b for b in self.bookings if b.what.startswith(prefix) and b.account == FISCAL]
 
     def suspension(self, county: County, year: int) -> None:
         self.section("Suspension and resumption")
@@ -516,13 +611,18 @@ class Demo:
         p = self.ledger.participant(who)
         assert p.pension is not None
         monthly = p.pension.basic.total_fen() + p.pension.account_pension_fen
-        months = [f"{year}-03", f"{year}-04", f"{year}-05"]
+        if self.payout is None:
+            months = [f"{year}-03", f"{year}-04", f"{year}-05"]
+        else:  # what the monthly runs paid after the month of death and the bank kept
+            months = sorted(m for m in p.paid_months if m > f"{year}-02")
+            assert months, "the story pays the dead pensioner after the death"
         over = monthly * len(months)
         self.ledger.assess_overpayment(id_number=who, amount_fen=over, months=months,
                                        reason="pension paid after death (冒领)",
                                        value_date=date(year, 5, 6), actor=OPERATOR)
         self.say(f"{self.masked(who)} died {year}-02-10, reported {year}-05-06: "
-                 f"{len(months)} months paid after death, {format_yuan(over)} yuan overpaid.")
+                 f"{len(months)} month{'s' if len(months) > 1 else ''} paid after death "
+                 f"({', '.join(months)}), {format_yuan(over)} yuan overpaid.")
         spouse = BankAccount(account_name="继承人(配偶)", account_number="6222000099990001",
                              bank_code="102")
         owed = died.get("result", {}).get("owed_at_death")
@@ -692,6 +792,7 @@ class Demo:
 
 def run_demo(ledger: Ledger, *, participants: int = 2000, workdir: Path,
              console: Console, unmask: bool = False,
-             years: tuple[int, ...] = DEFAULT_YEARS) -> DemoResult:
+             years: tuple[int, ...] = DEFAULT_YEARS,
+             payout: MonthlyRun | None = None) -> DemoResult:
     """Run the whole scenario on an empty ledger and return what was booked and found."""
-    return Demo(ledger, console, workdir, unmask).run(participants, years)
+    return Demo(ledger, console, workdir, unmask, payout=payout).run(participants, years)

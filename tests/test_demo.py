@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,16 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from entrypoints.cli import app
+from ledger.aggregates.fund import Fund
 from ledger.aggregates.participant import Participant
 from ledger.application import Ledger
-from ledger.cli import app
 from ledger.money import parse_yuan
 from ledger.postings import GUARDED_ACCOUNTS, postings_for
 from ledger.resident_id import normalise
 from ledger.rules import sample_county
 from ledger.synthetic import make_county
+from payout_engine.run import batches_between
 from tests.conftest import require_postgres
 
 ENV = {"LEDGER_DATABASE_URL": None, "CIPHER_KEY": None}
@@ -91,10 +94,10 @@ def test_demo_end_to_end_reconciles(tmp_path: Path) -> None:
     assert csv_fen + corrected == contributions_in_store(str(db)) > 0
 
     assert result["audit"]["ok"] is True and result["audit"]["events"] > 0
-    # The demo's county has no shared accounts and no one of 100. It pays no monthly
-    # pension through the bank, so nothing is paid after a death, and the months owed at
-    # the death are the heirs' payable; its deaths are in its last year, not a year before
-    # the audit (test_audit_anomalies.py and test_owed_at_death.py find each kind). Some
+    # The demo's county has no shared accounts and no one of 100. The month paid after a
+    # death is assessed as an overpayment, and the months up to it were paid; its deaths
+    # are in its last year, not a year before the audit (test_audit_anomalies.py and
+    # test_owed_at_death.py find each kind). Some
     # hardship-group members have no line in the last contribution file: nothing was paid
     # on their behalf, and the audit finds exactly those.
     folder = Path(result["csv_dir"])
@@ -112,10 +115,30 @@ def test_demo_end_to_end_reconciles(tmp_path: Path) -> None:
         "hardship_without_on_behalf": len(missed), "deposit_not_withdrawn": 0,
         "income_not_swept": 0}
     refusals = "\n".join(result["refusals"])
+    assert "drafted this batch and may not approve it (maker-checker)" in refusals
     assert "the law forbids moving money expenditure -> income" in refusals
     assert "below zero" in refusals
     assert "separation of duties" in refusals
     assert "more than 2 decimal places" in refusals
+
+    # The pension year's first six months went through the bank: each batch drafted, approved
+    # by another person, funded, written as the bank's file (0600) and answered in full.
+    ledger = Ledger(str(db), cipher_key="")
+    try:
+        batches = batches_between(ledger, f"{last + 1}-01", f"{last + 1}-12")
+        assert [(b.period, b.state) for b in batches] == [
+            (f"{last + 1}-{m:02d}", "closed") for m in range(1, 7)]
+        paid = [e for e in ledger.events.get(ledger.fund().id)
+                if isinstance(e, Fund.Transferred) and e.reference.startswith("PAYOUT-")]
+        assert sum(e.amount_fen for e in paid) == sum(b.total_fen for b in batches)
+        sent_back = [b for b in result["bookings"] if "sent back by the bank" in b["what"]]
+        assert len(sent_back) == 2  # an account closed (AC04), a holder dead (MD07)
+    finally:
+        ledger.close()
+    files = sorted((Path(result["csv_dir"]) / "bank").rglob("PO-*.txt"))
+    assert len(files) == 6 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    # March; April's payment came back (MD07).
+    assert re.search(r"1\s+month\s+paid\s+after\s+death", narrative), narrative
 
     # No full resident ID or bank account number reaches the screen.
     with (Path(result["csv_dir"]) / "participants.csv").open(encoding="utf-8") as f:
@@ -180,3 +203,23 @@ def test_synthetic_county_is_valid_and_deterministic() -> None:
         assert rows and all(c.tier_fen in tiers and 0 <= c.amount_fen <= c.tier_fen
                             and c.value_date.year == year for c in rows)
         assert len({c.receipt_no for c in rows}) == len(rows)
+
+
+def test_the_ledger_alone_tells_the_pension_year_without_the_bank(tmp_path: Path) -> None:
+    """ledger/ runs without the payout engine (it never imports it): the demo's story then
+    appropriates the year's pensions at once and reconciles all the same."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from ledger.demo import run_demo as run_ledger_demo
+
+    ledger = Ledger(str(tmp_path / "alone.db"), cipher_key="")
+    try:
+        result = run_ledger_demo(ledger, participants=20, workdir=tmp_path / "county",
+                                 console=Console(file=StringIO()), payout=None)
+    finally:
+        ledger.close()
+    assert result.reconciled and result.audit["ok"]
+    assert not any(b.what.startswith("payout ") for b in result.bookings)
+    assert any(b.what.startswith("appropriation ") for b in result.bookings)
