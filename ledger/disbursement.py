@@ -24,6 +24,7 @@ from eventsourcing.domain import datetime_now_with_tzinfo
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import get_topic
 
+from ledger import resident_id
 from ledger.aggregates.base import Immutable
 from ledger.aggregates.command_receipt import CommandReceipt
 from ledger.aggregates.participant import Participant, parse_month
@@ -407,7 +408,7 @@ class _Payments:
         else:
             why = ""
         if why:
-            self.no_longer_owed.append(f"{e2e} ({why})")
+            self.no_longer_owed.append(_named(line, why))
             return True
         # One line per pensioner: each is paid at the version after the one read.
         assert pid_text not in self.seen, f"{pid_text} has two lines"
@@ -447,8 +448,7 @@ class _Payments:
                 raise Refused("batch", f"{lines[0]['end_to_end_id']}: no such participant"
                               ) from None
             owed = [(line, _one_off_owed(p, line)) for line in lines]
-            self.no_longer_owed += [f"{line['end_to_end_id']} ({why})" for line, why in owed
-                                    if why]
+            self.no_longer_owed += [_named(line, why) for line, why in owed if why]
             if any(why for _, why in owed):
                 continue
             for line in lines:
@@ -522,6 +522,11 @@ def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
         rows = q.fetch(columns + f"WHERE participant_id IN ({marks})",
                        [UUID(t).hex for t in pid_texts])
     return {str(pid if isinstance(pid, UUID) else UUID(pid)): facts for pid, facts in rows}
+
+
+def _named(line: dict[str, Any], why: str) -> str:
+    """A line no longer owed, as the refusal lists it: the payment, whose (masked), why."""
+    return f"{line['end_to_end_id']} ({resident_id.mask(line['id_number'])}: {why})"
 
 
 def _one_off_owed(p: Participant, line: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ and funding, which no longer computes again, still refuses a batch that is no lo
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from ledger.payout import (
     load_facts,
     payee_json,
 )
+from ledger.resident_id import mask
 from ledger.rules import RuleVersion, sample_county
 from ledger.store import PydanticMapper, unseal
 from payout_engine import run
@@ -195,7 +197,8 @@ def test_funding_refuses_a_pensioner_changed_since_the_draft(ledger: Ledger,
     before = ledger.recorder.max_notification_id()
     e2e = next(e for e, line in batch.lines.items() if line.id_number == idn)
     with pytest.raises(Refused, match=f"1 line.*no longer owed.*since the draft.*{e2e} "
-                       r"\(new payee or bank details\).*draft the month again"):
+                       rf"\({re.escape(mask(idn))}: new payee or bank details\)"
+                       ".*draft the month again"):
         run.fund(ledger, batch.id, value_date=date(2020, 4, 10), actor=FINANCE)
     assert ledger.recorder.max_notification_id() == before  # nothing written
     assert ledger.queries.paid_month_count(pid(idn)) == 0
@@ -243,7 +246,8 @@ def test_funding_refuses_a_pensioner_who_died_since_the_draft(ledger: Ledger) ->
                    actor=OPERATOR)
     before = ledger.recorder.max_notification_id()
     e2e = next(e for e, line in batch.lines.items() if line.id_number == idn)
-    with pytest.raises(Refused, match=f"{e2e} \\(now deceased: owed nothing for 2020-04\\)"):
+    with pytest.raises(Refused, match=f"{e2e} \\({re.escape(mask(idn))}: now deceased: "
+                       "owed nothing for 2020-04\\)"):
         run.fund(ledger, batch.id, value_date=date(2020, 4, 10), actor=FINANCE)
     assert ledger.recorder.max_notification_id() == before
     run.cancel(ledger, batch.id, "a death since the draft", OPERATOR)
