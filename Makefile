@@ -41,7 +41,8 @@ soak: $(STAMP)
 		tests/test_properties_ledger.py tests/test_bulk_store.py tests/test_payout_property.py \
 		tests/test_payout_fast_paths.py tests/test_projections_property.py \
 		tests/test_bankfiles_pain001.py tests/test_read_ahead.py \
-		tests/test_contribution_reversal.py tests/test_interest_reversal.py
+		tests/test_contribution_reversal.py tests/test_interest_reversal.py \
+		tests/test_payout_changed_since_draft.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .hypothesis
