@@ -116,6 +116,31 @@ def test_rebuild_switches_under_a_following_runner(ledger: Ledger) -> None:
     assert Views(ledger).balances()["accounts"]["1001"] == 10 * 50000
 
 
+def test_a_follower_resolves_again_when_a_switch_drops_its_generation_between_reads(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild may switch a view, and drop the generation it replaced, between the
+    follower's read of the registrations and its read of their positions: the follower
+    then finds no position for what it follows. It resolves its targets again, as for any
+    batch that moved under it; it does not stop."""
+    enrol(ledger, A)
+    runner = ProjectionRunner(ledger)
+    positions = runner.store.positions
+    dropped = []
+
+    def dropped_once(names: list[str]) -> dict[str, int | None]:
+        found = positions(names)
+        followed = [n for n in names if n.endswith(":participants:g1")]
+        if followed and not dropped:  # the positions of the generations followed
+            dropped.append(followed[0])
+            return dict.fromkeys(found)
+        return found
+
+    monkeypatch.setattr(runner.store, "positions", dropped_once)
+    runner.run_until_caught_up()
+    assert dropped and runner.conflicts == 1
+    assert Views(ledger).positions()["participants"]["behind"] == 0
+
+
 def test_a_view_of_another_version_is_refused_until_rebuilt(ledger: Ledger) -> None:
     enrol(ledger, A)
     ProjectionRunner(ledger).run_until_caught_up()

@@ -221,7 +221,12 @@ class ProjectionRunner:
 
     def step(self) -> tuple[int, bool]:
         """Read and project one window, on this thread: (notifications read, committed?)."""
-        targets = self.targets()
+        try:
+            targets = self.targets()
+        except StaleTarget:
+            self._forget()
+            self.conflicts += 1
+            return 0, False
         if not targets:
             return 0, True
         start = min(t.position for t in targets)
@@ -304,6 +309,10 @@ class ProjectionRunner:
         positions = self.store.positions([t.tracking for t in targets])
         for t in targets:
             position = positions[t.tracking]
+            if position is None and not self.building:
+                # A rebuild switched the view and dropped this generation between the two
+                # reads: resolve again (a follower must not die of it).
+                raise StaleTarget(t.view.name)
             if position is None:  # its generation was dropped by a rebuild that took over
                 raise Refused("view", f"{t.tracking} is no longer being built (another "
                               "rebuild took it over)")
