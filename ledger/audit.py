@@ -10,7 +10,7 @@ was altered, removed or slipped in.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -197,14 +197,17 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
       being booked, or left at the demand rate;
     - income_not_swept: a month ending in the year before `on` at whose end the income
       account held money: the law wants it swept to the fiscal special account monthly
-      (read from the balances view, brought up to date first).
+      (read from the balances view, brought up to date first);
+    - payment_held: a pensioner whose payment the bank failed (a closed or wrong account)
+      and who is still held on `on` with PAYMENT_HELD_MONTHS or more months owed: the bank
+      details were never corrected, so the failed money is never sent again (失败帐重发).
 
     The registers written with the events are read (every pensioner; every participant who
     died, left, or is in a hardship group); those who died or left are replayed (their
     payments, assessments and settlements are events)."""
     from ledger import resident_id
     from ledger.aggregates.participant import Participant, participant_id
-    from ledger.payout import owed_at_death
+    from ledger.payout import months_owed, owed_at_death
 
     year = on.year - 1 if year is None else year
     assert 1900 < year < 3000, year
@@ -229,6 +232,12 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
             continue
         if f.bank is not None:
             accounts.setdefault((f.bank.bank_code, f.bank.account_number), []).append(f)
+        if f.status == "pensioner" and f.payment_hold is not None:
+            # What the hold keeps back: the months owed if it were lifted now.
+            held = months_owed(replace(f, payment_hold=None), on.strftime("%Y-%m"))
+            if len(held) >= PAYMENT_HELD_MONTHS:
+                add("payment_held", {"id_number": f.id_number, "name": f.name,
+                                     "hold": f.payment_hold, "months": held})
         age = resident_id.age_on(f.birth_date, on)
         if f.status == "pensioner" and age >= CENTENARIAN_AGE:
             add("centenarian", {"id_number": f.id_number, "name": f.name, "age": age,
@@ -310,7 +319,8 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
 
 ANOMALY_KINDS = ("paid_after_death", "owed_at_death", "shared_account", "centenarian",
                  "dead_account_open", "refund_not_made", "hardship_without_on_behalf",
-                 "deposit_not_withdrawn", "income_not_swept")
+                 "deposit_not_withdrawn", "income_not_swept", "payment_held")
+PAYMENT_HELD_MONTHS = 2  # the failed month and the next run's, held
 MONTHS_SWEPT_CHECKED = 12
 
 

@@ -1490,6 +1490,9 @@ def _anomaly_row(kind: str, a: dict[str, Any]) -> tuple[str, str]:
                      f"{format_yuan(a['unpaid_fen'])} yuan not paid")
     if kind == "hardship_without_on_behalf":
         return who, f"{a['identity_group']}: nothing booked for {a['year']}"
+    if kind == "payment_held":
+        return who, (f"held after the bank's {a['hold']}; {len(a['months'])} months not sent "
+                     f"({a['months'][0]} to {a['months'][-1]}): correct the bank details")
     return who, f"aged {a['age']}, still paid"
 
 

@@ -179,3 +179,26 @@ def test_income_left_unswept_at_a_months_end_is_found(ledger: Ledger) -> None:
         "2024-03"]
     # Twelve month ends are looked at: by the next spring, March 2024 is past them.
     assert anomalies(ledger, date(2025, 4, 1))["counts"]["income_not_swept"] == 0
+
+
+def test_a_payment_held_since_the_bank_failed_it_is_found_until_the_details_change(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """The bank fails April's payment (AC04, the account closed); May's run holds it. By
+    the end of May two months are owed and not sent: the audit lists them. New bank details
+    lift the hold, and the next run pays both."""
+    treasury(ledger)
+    held, other = transitional(ledger, 1), transitional(ledger, 2)
+    pay(ledger, "2020-04", tmp_path, failures={held: "AC04"})
+    assert anomalies(ledger, date(2020, 4, 25))["counts"]["payment_held"] == 0  # 1 month
+    pay(ledger, "2020-05", tmp_path)
+    found = anomalies(ledger, date(2020, 5, 25))
+    assert found["anomalies"]["payment_held"] == [
+        {"id_number": held, "name": "领取人1", "hold": "AC04",
+         "months": ["2020-04", "2020-05"]}]
+    assert found["counts"] == {**NONE, "payment_held": 1}
+
+    ledger.change_bank_details(id_number=held, bank=account(7), actor=OPERATOR)
+    assert anomalies(ledger, date(2020, 5, 25))["counts"]["payment_held"] == 0
+    pay(ledger, "2020-06", tmp_path)
+    assert anomalies(ledger, date(2020, 6, 25))["counts"] == NONE
+    assert other != held

@@ -113,7 +113,7 @@ def test_demo_end_to_end_reconciles(tmp_path: Path) -> None:
         "paid_after_death": 0, "owed_at_death": 0, "shared_account": 0, "centenarian": 0,
         "dead_account_open": 0, "refund_not_made": 0,
         "hardship_without_on_behalf": len(missed), "deposit_not_withdrawn": 0,
-        "income_not_swept": 0}
+        "income_not_swept": 0, "payment_held": 0}
     refusals = "\n".join(result["refusals"])
     assert "drafted this batch and may not approve it (maker-checker)" in refusals
     assert "the law forbids moving money expenditure -> income" in refusals
