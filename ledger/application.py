@@ -149,6 +149,9 @@ class Ledger(Application[UUID]):
                                   Participant.CollectiveSubsidyCredited)]
         pensioners = [self.pensioner_row(f) for a in aggregates
                       if isinstance(a, Participant) and (f := facts_of(a)) is not None]
+        # A pension revoked leaves the register the payout run reads.
+        pensioners_removed = [e.originator_id for e in pending
+                              if isinstance(e, Participant.PensionRevoked)]
         paid_add = [(e.originator_id, m, e.end_to_end_id) for e in pending
                     if isinstance(e, Participant.PensionPaid) for m in e.months]
         paid_add += [(e.originator_id, m, OWED_AT_DEATH) for e in pending
@@ -159,7 +162,8 @@ class Ledger(Application[UUID]):
                     and any(isinstance(e, ONE_OFF_EVENTS) for e in a.pending_events)
                     for row in self.one_off_rows(a)]
         self.save(*aggregates, fund_deltas=guarded_deltas(pending), register=register,
-                  receipts=receipts, pensioners=pensioners, paid_months_add=paid_add,
+                  receipts=receipts, pensioners=pensioners,
+                  pensioners_removed=pensioners_removed, paid_months_add=paid_add,
                   paid_months_remove=paid_remove, one_offs=one_offs)
 
     def one_off_rows(self, p: Participant) -> list[OneOffRow]:
@@ -641,6 +645,13 @@ class Ledger(Application[UUID]):
         return self._command(command, key,
                              {"id_number": resident_id.normalise(id_number), **payload},
                              body, actor)
+
+    def revoke_pension(self, *, id_number: str, reason: str, actor: str,
+                       idempotency_key: str | None = None) -> dict[str, Any]:
+        """Undo a pension approved in error, before anything was paid on it."""
+        return self._participant_step(
+            "pension-revoke", id_number, actor, idempotency_key, {"reason": reason},
+            lambda p: p.revoke_pension(reason=reason, actor=actor))
 
     def suspend(self, *, id_number: str, reason_code: str, from_month: str, actor: str,
                 idempotency_key: str | None = None) -> dict[str, Any]:

@@ -919,6 +919,20 @@ def pensioner_approve(ctx: typer.Context, id_number: IdOpt, json_out: JsonFlag =
     print_result(st, result, "pension approved")
 
 
+@pensioner_app.command("revoke")
+@guarded
+def pensioner_revoke(ctx: typer.Context, id_number: IdOpt,
+                     reason: Annotated[str, typer.Option(
+                         "--reason", help="Why the approval was wrong (1-200 characters).")],
+                     json_out: JsonFlag = False) -> None:
+    """Revoke a pension approved in error, before anything was paid on it; then apply and
+    approve again."""
+    st = settings_of(ctx, json_out)
+    result = st.ledger().revoke_pension(id_number=id_number, reason=reason, actor=st.actor,
+                                        idempotency_key=st.key)
+    print_result(st, result, "pension approval revoked")
+
+
 @pensioner_app.command("suspend")
 @guarded
 def pensioner_suspend(ctx: typer.Context, id_number: IdOpt,

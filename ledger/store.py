@@ -157,6 +157,7 @@ class RideAlong:
     register_versions: Sequence[RegisterVersion] = ()
     receipts: Sequence[tuple[str, UUID]] = ()
     pensioners: Sequence[PensionerRow] = ()
+    pensioners_removed: Sequence[UUID] = ()  # pensions revoked
     paid_months_add: Sequence[tuple[UUID, str, str]] = ()
     paid_months_remove: Sequence[tuple[UUID, str]] = ()
     one_offs: Sequence[OneOffRow] = ()
@@ -441,6 +442,9 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 c.execute("INSERT INTO pensioner_register VALUES (?,?,?) ON CONFLICT"
                           "(participant_id) DO UPDATE SET facts=excluded.facts, "
                           "payee=excluded.payee", (r.participant_id.hex, r.facts, r.payee))
+        if ride.pensioners_removed:
+            c.executemany("DELETE FROM pensioner_register WHERE participant_id=?",
+                          [(pid.hex,) for pid in ride.pensioners_removed])
         if ride.paid_months_remove:
             c.executemany("DELETE FROM paid_months WHERE participant_id=? AND month=?",
                           [(pid.hex, m) for pid, m in ride.paid_months_remove])
@@ -657,6 +661,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                              "WHERE r.participant_id = v.id").format(s=s),
                          ([r.participant_id for r in facts_only], [r.facts for r in facts_only]))
             assert curs.rowcount == len(facts_only), (curs.rowcount, len(facts_only))
+        if ride.pensioners_removed:
+            curs.execute(SQL("DELETE FROM {s}.pensioner_register WHERE participant_id = "
+                             "ANY(%b::uuid[])").format(s=s), (list(ride.pensioners_removed),))
         if ride.paid_months_remove:
             removed = ride.paid_months_remove
             curs.execute(SQL("DELETE FROM {s}.paid_months AS p USING unnest(%b::uuid[], "

@@ -56,6 +56,8 @@ commands = st.one_of(
     st.tuples(st.just("deposit"), small, when, st.sampled_from([3, 12]),
               st.none() | when, st.integers(0, 5_000)),
     st.tuples(st.just("pension"), st.integers(0, 1), st.booleans(), st.booleans()),
+    # An approval made in error, revoked (refused once a month was paid or if suspended).
+    st.tuples(st.just("revoke"), st.integers(0, 1)),
     st.tuples(st.just("death"), who, when, st.integers(0, 30_000),
               st.sampled_from(["offset_account", "family"]), st.booleans()),
     # A fine for fraud on what was overpaid and not fined yet, part of it paid.
@@ -125,6 +127,9 @@ def run(ledger: Ledger, runner: ProjectionRunner, counter: list[int],
                            from_month="2016-05", actor=op)
             if resume:
                 ledger.resume(id_number=idn, from_month="2016-08", actor=op)
+    elif name == "revoke":
+        ledger.revoke_pension(id_number=PEOPLE[args[0]], reason="wrong start month",
+                              actor=boss)
     elif name == "death":
         idn, on, overpaid, channel, settle = PEOPLE[args[0]], *args[1:]
         ledger.decease(id_number=idn, date_of_death=on, reported_on=on, actor=op)

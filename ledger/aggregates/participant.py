@@ -384,6 +384,16 @@ class Participant(Aggregate):
             p.pension = self
             p.pension_application = None
 
+    class PensionRevoked(Aggregate.Event):
+        """A pension approved in error, undone before anything was paid on it: the
+        participant is enrolled again, and may apply again."""
+
+        reason: str
+
+        def apply(self, p: Any) -> None:
+            p.status = "enrolled"
+            p.pension = None
+
     class Suspended(Aggregate.Event):
         reason_code: str
         from_month: str
@@ -898,6 +908,23 @@ class Participant(Aggregate):
             account_pension_fen=params.account_pension_fen(balance_fen),
             contribution_years=years, transitional=self._transitional(params),
             rule_version=rules.label, actor=actor)
+
+    def revoke_pension(self, *, reason: str, actor: str) -> None:
+        """Undo an approval made in error (the wrong start month, contribution years or
+        components), while nothing has been paid on it; then apply and approve again.
+        Once a month is paid, the approval stands and what was paid wrongly is corrected as
+        an overpayment or arrears."""
+        if self.pension is None or self.status != "pensioner":
+            raise Refused("participant", f"participant is {self.status}; only an approved "
+                          "pension being paid is revoked")
+        if not reason.strip() or len(reason) > MAX_REASON_CHARS:
+            raise InvalidInput("reason", f"must say why, in 1 to {MAX_REASON_CHARS} characters")
+        if self.paid_months:
+            paid = sorted(self.paid_months)
+            raise Refused("participant", f"{len(paid)} month(s) were paid on this approval "
+                          f"({paid[0]} to {paid[-1]}); it stands, and what was paid wrongly is "
+                          "corrected as an overpayment or arrears")
+        self.trigger_event(self.PensionRevoked, reason=reason.strip(), actor=actor)
 
     def suspend(self, reason_code: str, from_month: str, actor: str) -> None:
         if reason_code not in SUSPEND_REASONS:

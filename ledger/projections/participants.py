@@ -69,7 +69,8 @@ PAYMENTS = TableSpec("proj_pension_payments", (
 
 # Events that change a participant's row after enrolment, by topic.
 HEADER_EVENTS = frozenset(PARTICIPANT + kind for kind in (
-    "IdentityGroupChanged", "BankDetailsChanged", "PensionApproved", "Suspended", "Resumed",
+    "IdentityGroupChanged", "BankDetailsChanged", "PensionApproved", "PensionRevoked",
+    "Suspended", "Resumed",
     "Died", "Terminated", "BalanceSettled", "OverpaymentAssessed", "OverpaymentRecovered",
     "PensionPaid", "PensionPaymentReversed", "PensionOwedAtDeath"))
 PAID = PARTICIPANT + "PensionPaid"
@@ -245,6 +246,10 @@ class ParticipantsView(View):
             p.pension = pension_json(e)
             year, month = e["start_month"].split("-")
             p.pension_from = date(int(year), int(month), 1)
+        elif kind == "PensionRevoked":
+            p.status = "enrolled"
+            p.pension = None
+            p.pension_from = None
         elif kind == "Suspended":
             p.status = "suspended"
             p.suspended_from = e["from_month"]
