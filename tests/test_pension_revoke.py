@@ -12,7 +12,7 @@ import pytest
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, LedgerError, Refused
 from ledger.projections import ProjectionRunner, Views
-from tests.helpers import refused
+from tests.helpers import make_id, refused
 from tests.test_payout_support import (
     APPROVER,
     OPERATOR,
@@ -91,3 +91,19 @@ def test_only_a_pension_being_paid_is_revoked(ledger: Ledger) -> None:
         ledger.revoke_pension(id_number=idn, reason="again", actor=APPROVER)
     assert ledger.participant(idn).status == "enrolled"
     assert date(2020, 4, 1)  # the dates above are months of 2020
+
+
+def test_pensioner_revoke_on_the_command_line(tmp_path: Path) -> None:
+    from tests.helpers import ledger_file
+    from tests.test_cli import ok
+    from tests.test_cli import refused as refused_cli
+
+    idn = make_id(1, born=date(1950, 3, 15))
+    db = ledger_file(tmp_path, lambda ledger: transitional(ledger, 1))
+    assert refused_cli(db, "pensioner", "revoke", "--id", idn, "--reason", "",
+                       actor=APPROVER).startswith("pension-ledger: invalid input: reason:")
+    result = ok(db, "pensioner", "revoke", "--id", idn, "--reason", "wrong start month",
+                actor=APPROVER)
+    assert result["participant_id"] == str(pid(idn))
+    assert "participant is enrolled" in refused_cli(
+        db, "pensioner", "revoke", "--id", idn, "--reason", "again", actor=APPROVER)
