@@ -36,7 +36,6 @@ class DemoPayouts:
     ledger: Ledger
     folder: Path
     config: PayoutConfig | None = None
-
     months_paid: int = 0
 
     def __post_init__(self) -> None:
@@ -78,6 +77,7 @@ class DemoPayouts:
         for name in result.files:
             answer = out / f"{name}.ret"
             answer.write_bytes(write_domestic_return((out / name).read_bytes(), fails))
+            answer.chmod(0o600)  # the bank's answer names the payees too
             summary = returns_import.import_returns(ledger, answer, actor=BANK,
                                                     config=self.config)
             held += len(summary.get("held", []))

@@ -135,8 +135,9 @@ def test_demo_end_to_end_reconciles(tmp_path: Path) -> None:
         assert len(sent_back) == 2  # an account closed (AC04), a holder dead (MD07)
     finally:
         ledger.close()
-    files = sorted((Path(result["csv_dir"]) / "bank").rglob("PO-*.txt"))
-    assert len(files) == 6 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    files = sorted((Path(result["csv_dir"]) / "bank").rglob("PO-*"))
+    assert len(files) == 12 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    assert len([f for f in files if f.suffix == ".ret"]) == 6  # the bank's answers
     # March; April's payment came back (MD07).
     assert re.search(r"1\s+month\s+paid\s+after\s+death", narrative), narrative
 
