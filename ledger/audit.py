@@ -9,7 +9,6 @@ was altered, removed or slipped in.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -265,7 +264,7 @@ def anomalies(ledger: Any, on: date, year: int | None = None) -> dict[str, Any]:
                 "id_number": member.id_number, "name": member.name, "year": year,
                 "identity_group": member.identity_group_on(year_end)})
     a_year_ago = _a_year_before(on)
-    for pid, events in _events_of_each(ledger, gone):
+    for pid, events in ledger.participant_events(gone, AUDIT_READ_CHUNK):
         # The events read once: the aggregate is their replay, the assessments among them.
         p: Any = None
         for e in events:
@@ -340,15 +339,6 @@ def _income_at_month_ends(ledger: Any, on: date) -> list[tuple[date, int]]:
 # Leaving the scheme for these refunds the account (DOMAIN.md: loss of nationality, double
 # enrolment with the employee scheme); a transfer out moves it, a death is inherited.
 REFUND_REASONS = ("emigration", "employee_scheme", "double_enrolment")
-
-
-def _events_of_each(ledger: Any, pids: list[UUID]) -> Iterator[tuple[UUID, list[Any]]]:
-    """Each participant's domain events, read a chunk of participants per query (a
-    province's dead are counted in hundreds of thousands)."""
-    to_domain = ledger.mapper.to_domain_event
-    for i in range(0, len(pids), AUDIT_READ_CHUNK):
-        for pid, stored in ledger.queries.events_of(pids[i:i + AUDIT_READ_CHUNK]).items():
-            yield pid, [to_domain(s) for s in stored]
 
 
 def _a_year_before(on: date) -> date:

@@ -27,7 +27,7 @@ from eventsourcing.utils import get_topic
 from ledger import resident_id
 from ledger.aggregates.base import Immutable
 from ledger.aggregates.command_receipt import CommandReceipt
-from ledger.aggregates.participant import Participant, parse_month
+from ledger.aggregates.participant import Participant
 from ledger.aggregates.payout_batch import (
     MAX_LINES_PER_EVENT,
     MONTHLY_PENSION,
@@ -331,10 +331,11 @@ class _Payments:
         if changed:
             # Who is to be paid now, for those changed since the draft (personal data,
             # otherwise not read by funding).
-            payees = _payees_of(self.ledger, [line["participant_id"] for line in changed])
+            payees = _register_column(self.ledger, "payee",
+                                      [line["participant_id"] for line in changed])
             for line in changed:
                 pid_text = line["participant_id"]
-                assert self._add(line, current[pid_text], payees[pid_text])
+                assert self._add(line, current[pid_text], bytes(payees[pid_text]))
 
     def _still_owed(self, line: dict[str, Any], facts_text: str, payee: bytes | None) -> str:
         """Why the pensioner is no longer owed exactly what the line pays, to the account it
@@ -345,12 +346,7 @@ class _Payments:
         f = load_facts(UUID(line["participant_id"]), facts_text,
                        _NO_PAYEE if payee is None else self.ledger.open_personal(payee))
         if self.due_for is None:
-            ruleset = self.ledger.ruleset()
-            y, m = parse_month(self.batch.period, "period")
-            deduction = ruleset.in_force(date(y, m, 1), "period").parameters \
-                .overpayment_max_deduction_percent
-            self.due_for = DueCalculator(self.batch.period,
-                                         lambda on: ruleset.in_force(on, "period"), deduction)
+            self.due_for = DueCalculator.under(self.ledger.ruleset(), self.batch.period)
         due = self.due_for(f)
         if due is None or due.amount_fen <= 0:
             hold = f", held: {f.payment_hold}" if f.payment_hold else ""
@@ -512,7 +508,18 @@ def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
         bounds: tuple[Any, Any] = ((UUID(first), UUID(last)) if q.is_postgres
                                    else (UUID(first).hex, UUID(last).hex))
         rows = q.fetch(columns + "WHERE participant_id >= ? AND participant_id <= ?", bounds)
-    elif q.is_postgres:
+    else:
+        return _register_column(ledger, "facts", pid_texts)
+    return {str(pid if isinstance(pid, UUID) else UUID(pid)): facts for pid, facts in rows}
+
+
+def _register_column(ledger: Ledger, column: str, pid_texts: list[str]) -> dict[str, Any]:
+    """One column of the pensioner register by participant id text, for a list of ids
+    read in one query."""
+    assert column in ("facts", "payee") and 0 < len(pid_texts) <= REGISTER_CHUNK
+    q = ledger.queries
+    columns = f"SELECT participant_id, {column} FROM {{p}}pensioner_register "
+    if q.is_postgres:
         # One text parameter the server parses: psycopg would dump a list of 10,000 UUIDs
         # element by element in Python.
         rows = q.fetch(columns + "WHERE participant_id = ANY(?::uuid[])",
@@ -521,7 +528,7 @@ def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
         marks = ",".join("?" * len(pid_texts))
         rows = q.fetch(columns + f"WHERE participant_id IN ({marks})",
                        [UUID(t).hex for t in pid_texts])
-    return {str(pid if isinstance(pid, UUID) else UUID(pid)): facts for pid, facts in rows}
+    return {str(pid if isinstance(pid, UUID) else UUID(pid)): value for pid, value in rows}
 
 
 def _named(line: dict[str, Any], why: str) -> str:
@@ -543,22 +550,6 @@ def _one_off_owed(p: Participant, line: dict[str, Any]) -> str:
                                                   line["account_number"], line["bank_code"]):
         return "new payee or bank details"
     return ""
-
-
-def _payees_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, bytes]:
-    """Pensioner-register payees by participant id text, read in one query."""
-    assert 0 < len(pid_texts) <= REGISTER_CHUNK
-    q = ledger.queries
-    if q.is_postgres:
-        rows = q.fetch("SELECT participant_id, payee FROM {p}pensioner_register "
-                       "WHERE participant_id = ANY(?::uuid[])",
-                       ("{" + ",".join(pid_texts) + "}",))
-    else:
-        marks = ",".join("?" * len(pid_texts))
-        rows = q.fetch(f"SELECT participant_id, payee FROM pensioner_register "
-                       f"WHERE participant_id IN ({marks})", [UUID(t).hex for t in pid_texts])
-    return {str(pid if isinstance(pid, UUID) else UUID(pid)): bytes(payee)
-            for pid, payee in rows}
 
 
 def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> str:

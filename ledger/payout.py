@@ -26,6 +26,7 @@ from ledger.aggregates.participant import (
     months_between,
     parse_month,
 )
+from ledger.aggregates.ruleset import RuleSet
 from ledger.rules import RuleVersion
 
 MAX_MONTHS_OWED = 600  # a limit on everything: fifty years of arrears
@@ -192,6 +193,22 @@ class DueCalculator:
         self.max_deduction_percent = max_deduction_percent
         self._spans: dict[tuple[str, str], tuple[str, ...]] = {}
         self._basic: dict[tuple[str, date, int], tuple[int, str]] = {}
+
+    @classmethod
+    def under(cls, ruleset: RuleSet, period: str) -> DueCalculator:
+        """The run's calculation for `period` under `ruleset`: each month's rules those in
+        force on its first day (remembered), the deduction limit the payout month's."""
+        seen: dict[date, RuleVersion] = {}
+
+        def rules_on(on: date) -> RuleVersion:
+            found = seen.get(on)
+            if found is None:
+                found = seen[on] = ruleset.in_force(on, "period")
+            return found
+
+        y, m = parse_month(period, "period")
+        return cls(period, rules_on,
+                   rules_on(date(y, m, 1)).parameters.overpayment_max_deduction_percent)
 
     def __call__(self, f: PensionerFacts) -> Due | None:
         if f.status != "pensioner" or f.payment_hold is not None or self.period < f.start_month:

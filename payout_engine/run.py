@@ -30,7 +30,6 @@ from ledger.aggregates.payout_batch import (
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, Refused
 from ledger.payout import DueCalculator, PensionerFacts, next_month
-from ledger.rules import RuleVersion
 from payout_engine import drafted_files
 from payout_engine.bankfiles import InvalidInstruction, PaymentInstruction, build_manifest
 from payout_engine.comparison import Comparison, LineSummary
@@ -187,20 +186,6 @@ def _previous(ledger: Ledger, period: str) -> PayoutBatch | None:
     return None if info is None else disbursement.get_batch(ledger, info.id, lines=False)
 
 
-class _RulesOn:
-    """The rule version in force on a day, remembered (asked once per pensioner-month)."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ruleset = ledger.ruleset()
-        self.seen: dict[date, RuleVersion] = {}
-
-    def __call__(self, on: date) -> RuleVersion:
-        found = self.seen.get(on)
-        if found is None:
-            found = self.seen[on] = self.ruleset.in_force(on, "period")
-        return found
-
-
 @contextmanager
 def bulk_work() -> Iterator[None]:
     """No cyclic garbage collection while a million objects are made: each collection
@@ -320,12 +305,9 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
 def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
              progress: Progress | None, timings: RunTimings
              ) -> tuple[list[BatchLine], list[PaymentInstruction], list[dict[str, str]]]:
-    rules_on = _RulesOn(ledger)
-    y, m = parse_month(period, "period")
-    # The deduction limit in force in the payout month. Funding pays the lines as drafted
-    # (it checks register and rule-set versions, it does not compute again).
-    max_deduction = rules_on(date(y, m, 1)).parameters.overpayment_max_deduction_percent
-    due_for = DueCalculator(period, rules_on, max_deduction)
+    # Funding works out again, by the same calculation, only the lines of pensioners changed
+    # since (or all of them after a new rule version).
+    due_for = DueCalculator.under(ledger.ruleset(), period)
     lines: list[BatchLine] = []
     payments: list[PaymentInstruction] = []
     excluded: list[dict[str, str]] = []
