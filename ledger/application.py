@@ -696,7 +696,8 @@ class Ledger(Application[UUID]):
         to the bank cannot grow: the months are then left owed and `audit anomalies`
         lists them."""
         ruleset = self.ruleset()  # read once: due_for asks for every month owed
-        owed = owed_at_death(p, lambda on: ruleset.in_force(on, "period"))
+        owed = owed_at_death(p, lambda on: ruleset.in_force(on, "period"),
+                             len(ruleset.versions))
         if owed is None:
             return None
         sent = p.payables.get(OWED_AT_DEATH)
@@ -707,7 +708,8 @@ class Ledger(Application[UUID]):
                        pooled_account_fen=owed.pooled_account_fen,
                        deduction_fen=owed.deduction_fen, amount_fen=owed.amount_fen,
                        rule_versions=list(owed.rule_versions), value_date=value_date,
-                       actor=actor)
+                       actor=actor, basic_by_month=dict(owed.basic_by_month),
+                       rerated_fen=dict(owed.rerated_fen), rated_version=owed.rated_version)
         return owed
 
     def terminate(self, *, id_number: str, reason_code: str, effective_date: date, actor: str,

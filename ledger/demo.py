@@ -62,6 +62,7 @@ DEPOSIT_SHARE_PERCENT = 30
 DEPOSIT_RATE = Decimal("0.0175")
 MAX_COLLECTIVE_PER_YEAR = 8
 COLLECTIVE_FEN = 5000
+DEMO_RAISE_FEN = 500  # the county's back-dated raise of its part of the basic pension
 
 
 def check_participants(n: int) -> None:
@@ -550,6 +551,7 @@ class Demo:
         self.say(f"  {self.masked(suspended)}: no proof of life in the verification cycle; "
                  f"suspended from {year}-03.")
         self.month(payout, f"{year}-03", date(year, 3, 3), {})
+        self.back_dated_raise(year)
         # The pensioner who died on 10 February, not yet reported: the bank finds the
         # holder dead and sends April's payment back.
         self.month(payout, f"{year}-04", date(year, 4, 2), {dead: "MD07"})
@@ -560,6 +562,21 @@ class Demo:
                  f"{len(arrears)} months owed in arrears (补发): {', '.join(arrears)}.")
         self.month(payout, f"{year}-05", date(year, 5, 25), {})
         self.month(payout, f"{year}-06", date(year, 6, 12), {})
+
+    def back_dated_raise(self, year: int) -> None:
+        """A raise announced in the spring and back-dated to January, as most are: the
+        next run tops up every month already paid (调待补发)."""
+        params = self.rules(year)
+        bp = params.basic_pension
+        raised = params.model_copy(update={"basic_pension": bp.model_copy(
+            update={"county_fen": bp.county_fen + DEMO_RAISE_FEN})})
+        self.ledger.publish_rules(date(year, 1, 1), raised,
+                                  f"county part raised by {format_yuan(DEMO_RAISE_FEN)} yuan "
+                                  f"from {year}-01, announced in {year}-03", actor=ADMIN)
+        self.say(f"  The county raises its part of the basic pension by "
+                 f"{format_yuan(DEMO_RAISE_FEN)} yuan a month, announced in March and "
+                 f"back-dated to January: the next run tops up every month already paid "
+                 "(调待补发).")
 
     def month(self, payout: MonthlyRun, period: str, today: date,
               bank_fails: dict[str, str], first: bool = False) -> None:

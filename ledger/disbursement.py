@@ -39,6 +39,7 @@ from ledger.application import MAX_ATTEMPTS, Ledger, register_row
 from ledger.errors import ConcurrencyConflict, NotFound, Refused
 from ledger.payout import (
     DueCalculator,
+    basic_paid_after,
     compact_months,
     facts_json,
     facts_of,
@@ -69,7 +70,8 @@ CHECK_EVERY = 1000  # payments between checks of the fast encoding against the m
 # are the same for the whole batch.
 PAID_VARYING = frozenset({"batch_id", "end_to_end_id", "months", "basic_fen",
                           "account_by_source_fen", "pooled_account_fen", "deduction_fen",
-                          "amount_fen", "rule_version"})
+                          "amount_fen", "rule_version", "basic_by_month", "rerated_fen",
+                          "rated_version"})
 _NO_PAYEE = orjson.dumps({"name": "", "id_number": "", "bank": None})
 
 
@@ -360,9 +362,10 @@ class _Payments:
         # The amounts, not the rule versions' labels: a version published since with the
         # same figures for these months changes nothing paid.
         owed = (list(due.months), due.basic_fen, due.pooled_account_fen, due.deduction_fen,
-                due.amount_fen)
+                due.amount_fen, due.basic_by_month, due.rerated_fen)
         drafted = (line["months"], line["basic_fen"], line["pooled_account_fen"],
-                   line["deduction_fen"], line["amount_fen"])
+                   line["deduction_fen"], line["amount_fen"], line.get("basic_by_month", {}),
+                   line.get("rerated_fen", {}))
         if owed != drafted:
             return (f"now owed {due.amount_fen} fen for {', '.join(due.months)}; the line "
                     f"pays {line['amount_fen']} fen for {', '.join(line['months'])}")
@@ -469,7 +472,11 @@ class _Payments:
                   "account_by_source_fen": line["account_by_source_fen"],
                   "pooled_account_fen": line["pooled_account_fen"],
                   "deduction_fen": line["deduction_fen"], "amount_fen": line["amount_fen"],
-                  "rule_version": ";".join(line["rule_versions"])}
+                  "rule_version": ";".join(line["rule_versions"]),
+                  # A line drafted before these were kept has none of them.
+                  "basic_by_month": line.get("basic_by_month", {}),
+                  "rerated_fen": line.get("rerated_fen", {}),
+                  "rated_version": line.get("rated_version", 0)}
         if self.template is None or check or not self.fast:
             event = Participant.PensionPaid(
                 originator_id=pid, originator_version=version, timestamp=self.now,
@@ -564,11 +571,23 @@ def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> s
     assert overpayment >= 0
     months: list[str] = line["months"]
     through = d["paid_through"]
+    runs: list[list[Any]] = d.get("basic_paid", [])
+    rerated: dict[str, int] = line.get("rerated_fen", {})
+    by_month: dict[str, int] = line.get("basic_by_month", {})
+    rated = line.get("rated_version", 0) or d.get("rated_version", 0)
     if (through is not None and not d["paid_after"] and not d["forfeited_after"]
-            and len(months) == 1 and months[0] == next_month(through)):
-        # The usual month: the next one after everything settled.
+            and len(months) == 1 and months[0] == next_month(through) and not rerated
+            and (not runs or runs[-1][1] < months[0])):
+        # The usual month: the next one after everything settled, its basic pension
+        # continuing the last run of months paid the same, or starting one.
+        m, fen = months[0], line["basic_fen"]
+        if runs and runs[-1][2] == fen and next_month(runs[-1][1]) == m:
+            runs = [*runs[:-1], [runs[-1][0], m, fen]]
+        else:
+            runs = [*runs, [m, m, fen]]
         d.update(version=version, sources_fen=sources, overpayment_fen=overpayment,
-                 paid_through=months[0])
+                 paid_through=m)
+        d["basic_paid"], d["rated_version"] = runs, rated
         return orjson.dumps(d).decode()
     paid = set(d["paid_after"]) | set(months)
     forfeited = set(d["forfeited_after"])
@@ -582,6 +601,8 @@ def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> s
     d.update(version=version, sources_fen=sources, overpayment_fen=overpayment,
              paid_through=compact["paid_through"], paid_after=sorted(compact["paid_after"]),
              forfeited_after=sorted(compact["forfeited_after"]))
+    d["basic_paid"] = basic_paid_after(runs, months, line["basic_fen"], by_month, rerated)
+    d["rated_version"] = rated
     return orjson.dumps(d).decode()
 
 
@@ -603,7 +624,11 @@ def _facts_after_validated(pid: UUID, facts_text: str, line: dict[str, Any],
         compact = compact_months(f.start_month, paid, set(f.forfeited_after))
     return facts_json(dataclasses.replace(
         f, version=version, sources_fen=sources,
-        overpayment_fen=f.overpayment_fen - line["deduction_fen"], **compact))
+        overpayment_fen=f.overpayment_fen - line["deduction_fen"], **compact,
+        basic_paid=basic_paid_after(f.basic_paid, line["months"], line["basic_fen"],
+                                    line.get("basic_by_month", {}),
+                                    line.get("rerated_fen", {})),
+        rated_version=line.get("rated_version", 0) or f.rated_version))
 
 
 @dataclass(frozen=True)
@@ -684,6 +709,7 @@ def _book(ledger: Ledger, batch: PayoutBatch, a: BatchAnswers,
                         pooled_account_fen=line.pooled_account_fen,
                         deduction_fen=line.deduction_fen, amount_fen=line.amount_fen,
                         reason_code=outcome.reason_code, after_settlement=after,
+                        basic_by_month=line.basic_by_month, rerated_fen=line.rerated_fen,
                         actor=actor)
     for outcome in [*a.failed, *a.returned]:
         # A dead pensioner's month sent back by the bank (an account closed at death: MD07)

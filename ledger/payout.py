@@ -11,7 +11,7 @@ empty, then paid by the pooled fund.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -21,6 +21,7 @@ import orjson
 from ledger.aggregates.participant import (
     BankAccount,
     Participant,
+    add_basic_paid,
     basic_pension_components,
     draw_by_source,
     months_between,
@@ -30,6 +31,7 @@ from ledger.aggregates.ruleset import RuleSet
 from ledger.rules import RuleVersion
 
 MAX_MONTHS_OWED = 600  # a limit on everything: fifty years of arrears
+MAX_LOWERED_IDS = 20  # pensioners named when a run finds months paid above the rules
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,11 @@ class PensionerFacts:
     id_number: str
     township: str
     village: str
+    # The basic pension paid by month, as runs of months paid the same ((first, last,
+    # fen), in order; a raise or a birthday starts a new run), and the rule-set version as
+    # of which every month paid is paid in full (0: check them all).
+    basic_paid: tuple[tuple[str, str, int], ...] = ()
+    rated_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,12 @@ class Due:
     deduction_fen: int
     amount_fen: int
     rule_versions: tuple[str, ...]
+    # The basic pension by owed month when more than one is owed (else {}); top-ups of
+    # months paid before, by month (in basic_fen); the rule-set version as of which every
+    # month paid will be paid in full once this is.
+    basic_by_month: dict[str, int] = field(default_factory=dict)
+    rerated_fen: dict[str, int] = field(default_factory=dict)
+    rated_version: int = 0
 
     @property
     def gross_fen(self) -> int:
@@ -85,7 +98,38 @@ def facts_of(p: Participant) -> PensionerFacts | None:
         account_pension_fen=p.pension.account_pension_fen, sources_fen=dict(p.sources),
         **compact_months(p.pension.start_month, set(p.paid_months), p.forfeited_months),
         payment_hold=p.payment_hold, overpayment_fen=p.overpayment_fen, bank=p.bank,
-        name=p.name, id_number=p.id_number, township=p.township, village=p.village)
+        name=p.name, id_number=p.id_number, township=p.township, village=p.village,
+        basic_paid=month_runs(p.basic_paid), rated_version=p.rated_version)
+
+
+def month_runs(by_month: dict[str, int]) -> tuple[tuple[str, str, int], ...]:
+    """Months and amounts as runs of consecutive months with the same amount."""
+    runs: list[tuple[str, str, int]] = []
+    for m in sorted(by_month):
+        fen = by_month[m]
+        if runs and runs[-1][2] == fen and next_month(runs[-1][1]) == m:
+            runs[-1] = (runs[-1][0], m, fen)
+        else:
+            runs.append((m, m, fen))
+    return tuple(runs)
+
+
+def runs_by_month(runs: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """month_runs undone."""
+    out: dict[str, int] = {}
+    for first, last, fen in runs:
+        for m in months_between(first, next_month(last)):
+            out[m] = fen
+    return out
+
+
+def basic_paid_after(runs: Sequence[Sequence[Any]], months: Sequence[str], basic_fen: int,
+                     basic_by_month: dict[str, int], rerated_fen: dict[str, int]
+                     ) -> tuple[tuple[str, str, int], ...]:
+    """The runs after a payment (Participant.PensionPaid's apply, on the register's form)."""
+    by_month = runs_by_month(runs)
+    add_basic_paid(by_month, months, basic_fen, basic_by_month, rerated_fen, 1)
+    return month_runs(by_month)
 
 
 def next_month(month: str) -> str:
@@ -115,7 +159,8 @@ def months_owed(f: PensionerFacts, period: str) -> list[str]:
     return [m for m in months if m not in f.paid_after and m not in f.forfeited_after]
 
 
-def owed_at_death(p: Participant, rules_on: Callable[[date], RuleVersion]) -> Due | None:
+def owed_at_death(p: Participant, rules_on: Callable[[date], RuleVersion],
+                  ruleset_version: int = 0) -> Due | None:
     """What a dead pensioner was owed and never paid: the months from the start of the
     pension through the month of death (payment stops from the month after), by the same
     rules as the monthly run, as if they were still a pensioner being paid. Months of a
@@ -134,7 +179,7 @@ def owed_at_death(p: Participant, rules_on: Callable[[date], RuleVersion]) -> Du
     y, m = parse_month(period, "period")
     max_deduction = rules_on(date(y, m, 1)).parameters.overpayment_max_deduction_percent
     alive = replace(f, status="pensioner", payment_hold=None)
-    return due_for(alive, period, rules_on, max_deduction)
+    return due_for(alive, period, rules_on, max_deduction, ruleset_version)
 
 
 def previous_month(month: str) -> str:
@@ -143,24 +188,61 @@ def previous_month(month: str) -> str:
 
 
 def due_for(f: PensionerFacts, period: str, rules_on: Callable[[date], RuleVersion],
-            max_deduction_percent: int) -> Due | None:
-    months = months_owed(f, period)
-    if not months:
+            max_deduction_percent: int, ruleset_version: int = 0) -> Due | None:
+    """What f is owed for `period`: every month owed, each at the basic pension of the rule
+    version in force that month (less any basic already paid for it: a month whose payment
+    came back after a top-up), and the top-ups of months paid before whose basic pension a
+    rule version published since has raised (调待补发). ruleset_version: the rule set's
+    version, recorded as the one every month paid is rated by once this is paid."""
+    if f.status != "pensioner" or f.payment_hold is not None or period < f.start_month:
         return None
-    basic = 0
-    versions: list[str] = []
-    for m in months:
+    months = months_owed(f, period)
+    paid = runs_by_month(f.basic_paid)
+    labels: dict[str, str] = {}
+
+    def basic_of(m: str) -> int:
         y, mo = parse_month(m, "period")
         rules = rules_on(date(y, mo, 1))
-        basic += basic_pension_components(rules.parameters, f.birth_date, m,
-                                          f.contribution_years).total_fen()
-        if rules.label not in versions:
-            versions.append(rules.label)
-    return _due(f, months, basic, versions, max_deduction_percent)
+        labels[m] = rules.label
+        return basic_pension_components(rules.parameters, f.birth_date, m,
+                                        f.contribution_years).total_fen()
+
+    by_month = {m: basic_of(m) - paid.get(m, 0) for m in months}
+    owed = set(months)
+    rerated = {m: diff for m, fen in sorted(paid.items())
+               if m <= period and m not in owed and (diff := basic_of(m) - fen)}
+    return _due(f, months, by_month, rerated, labels, max_deduction_percent,
+                ruleset_version)
 
 
-def _due(f: PensionerFacts, months: Sequence[str], basic: int, versions: Sequence[str],
-         max_deduction_percent: int) -> Due:
+def _due(f: PensionerFacts, months: Sequence[str], by_month: dict[str, int],
+         rerated: dict[str, int], labels: dict[str, str], max_deduction_percent: int,
+         ruleset_version: int) -> Due | None:
+    """The Due of the months owed (their basic pension by month) and the top-ups found.
+    Top-ups whose sum is below zero (a version that lowered the basic pension of months
+    already paid) are neither paid nor recovered here: the months stay rated as they were,
+    and the difference is the office's to assess as an overpayment."""
+    rated = ruleset_version
+    if sum(rerated.values()) < 0:
+        rerated, rated = {}, f.rated_version
+    if not months and not rerated:
+        return None
+    # The rule versions used: the months owed's, in order, then the top-ups'.
+    versions: list[str] = []
+    for m in [*months, *rerated]:
+        if labels[m] not in versions:
+            versions.append(labels[m])
+    return _assemble(f, months, sum(by_month.values()), versions,
+                     dict(by_month) if len(months) > 1 else {}, rerated, rated,
+                     max_deduction_percent)
+
+
+def _assemble(f: PensionerFacts, months: Sequence[str], owed_basic_fen: int,
+              versions: list[str], by_month: dict[str, int], rerated: dict[str, int],
+              rated: int, max_deduction_percent: int) -> Due:
+    """The Due's money: the account part for the months owed (drawn from the account while
+    it holds it, then the pool's), and the overpayment deduction within its limit."""
+    basic = owed_basic_fen + sum(rerated.values())
     account_due = f.account_pension_fen * len(months)
     balance = sum(f.sources_fen.values())
     drawn = min(account_due, balance)
@@ -172,7 +254,8 @@ def _due(f: PensionerFacts, months: Sequence[str], basic: int, versions: Sequenc
     assert amount > 0 or gross == 0
     return Due(participant_id=f.participant_id, months=tuple(months), basic_fen=basic,
                account_by_source_fen=by_source, pooled_account_fen=pooled,
-               deduction_fen=deduction, amount_fen=amount, rule_versions=tuple(versions))
+               deduction_fen=deduction, amount_fen=amount, rule_versions=tuple(versions),
+               basic_by_month=by_month, rerated_fen=rerated, rated_version=rated)
 
 
 class DueCalculator:
@@ -185,14 +268,24 @@ class DueCalculator:
     MAX_REMEMBERED = 1_000_000  # entries per table; forgotten all at once past it
 
     def __init__(self, period: str, rules_on: Callable[[date], RuleVersion],
-                 max_deduction_percent: int) -> None:
+                 max_deduction_percent: int, *, versions: Sequence[RuleVersion] = (),
+                 ruleset_version: int = 0) -> None:
         parse_month(period, "period")
         self.period = period
         self.stop = next_month(period)
         self.rules_on = rules_on
         self.max_deduction_percent = max_deduction_percent
+        # The published versions (to know which months a version published after a
+        # pensioner's rating can change); without them every month paid is checked.
+        self.versions = tuple(versions)
+        self.ruleset_version = ruleset_version
         self._spans: dict[tuple[str, str], tuple[str, ...]] = {}
         self._basic: dict[tuple[str, date, int], tuple[int, str]] = {}
+        self._check_from: dict[int, str | None] = {}
+        # Pensioners whose months paid hold more basic pension than the rules now give (a
+        # version lowered it), which no run recovers: how many, how much, a few ids.
+        self.lowered_count = self.lowered_fen = 0
+        self.lowered_ids: list[str] = []
 
     @classmethod
     def under(cls, ruleset: RuleSet, period: str) -> DueCalculator:
@@ -208,7 +301,8 @@ class DueCalculator:
 
         y, m = parse_month(period, "period")
         return cls(period, rules_on,
-                   rules_on(date(y, m, 1)).parameters.overpayment_max_deduction_percent)
+                   rules_on(date(y, m, 1)).parameters.overpayment_max_deduction_percent,
+                   versions=ruleset.versions, ruleset_version=len(ruleset.versions))
 
     def __call__(self, f: PensionerFacts) -> Due | None:
         if f.status != "pensioner" or f.payment_hold is not None or self.period < f.start_month:
@@ -217,25 +311,84 @@ class DueCalculator:
         months: Sequence[str] = span
         if f.paid_after or f.forfeited_after:
             months = [m for m in span if m not in f.paid_after and m not in f.forfeited_after]
-        if not months:
+        runs = f.basic_paid
+        since = self._first_changed(f.rated_version)
+        rerated: dict[str, int] = {}
+        rerated_labels: list[str] = []
+        if since is not None and runs and runs[-1][1] >= since:
+            rerated, rerated_labels = self._rerated(f, months, since)
+        rated = self.ruleset_version
+        if (net := sum(rerated.values())) < 0:
+            rerated, rerated_labels, rated = {}, [], f.rated_version
+            self.lowered_count += 1
+            self.lowered_fen += -net
+            if len(self.lowered_ids) < MAX_LOWERED_IDS:
+                self.lowered_ids.append(f.participant_id)
+        if not months and not rerated:
             return None
+        # A month owed with basic pension already paid for it: one whose payment came back
+        # after a top-up (rare).
+        paid = runs_by_month(runs) if runs and months and runs[-1][1] >= months[0] else None
         basic = 0
         versions: list[str] = []
+        by_month: dict[str, int] = {}
         for m in months:
-            key = (m, f.birth_date, f.contribution_years)
-            known = self._basic.get(key)
-            if known is None:
-                if len(self._basic) >= self.MAX_REMEMBERED:
-                    self._basic.clear()
-                y, mo = parse_month(m, "period")
-                rules = self.rules_on(date(y, mo, 1))
-                known = self._basic[key] = (basic_pension_components(
-                    rules.parameters, f.birth_date, m, f.contribution_years).total_fen(),
-                    rules.label)
-            basic += known[0]
-            if known[1] not in versions:
-                versions.append(known[1])
-        return _due(f, months, basic, versions, self.max_deduction_percent)
+            fen, label = self._basic_of(m, f)
+            if paid is not None:
+                fen -= paid.get(m, 0)
+            basic += fen
+            if len(months) > 1:
+                by_month[m] = fen
+            if label not in versions:
+                versions.append(label)
+        for label in rerated_labels:
+            if label not in versions:
+                versions.append(label)
+        return _assemble(f, months, basic, versions, by_month, rerated, rated,
+                         self.max_deduction_percent)
+
+    def _basic_of(self, m: str, f: PensionerFacts) -> tuple[int, str]:
+        key = (m, f.birth_date, f.contribution_years)
+        known = self._basic.get(key)
+        if known is None:
+            if len(self._basic) >= self.MAX_REMEMBERED:
+                self._basic.clear()
+            y, mo = parse_month(m, "period")
+            rules = self.rules_on(date(y, mo, 1))
+            known = self._basic[key] = (basic_pension_components(
+                rules.parameters, f.birth_date, m, f.contribution_years).total_fen(),
+                rules.label)
+        return known
+
+    def _first_changed(self, rated_version: int) -> str | None:
+        """The first month whose rules a version published after rated_version can change
+        (a month before every such version's effective date keeps the version it had);
+        None if none was published since. Without the versions: every month."""
+        if not self.versions:
+            return ""
+        if rated_version not in self._check_from:
+            later = [v.effective_from for v in self.versions if v.version > rated_version]
+            self._check_from[rated_version] = (min(later).strftime("%Y-%m") if later
+                                               else None)
+        return self._check_from[rated_version]
+
+    def _rerated(self, f: PensionerFacts, months: Sequence[str], since: str
+                 ) -> tuple[dict[str, int], list[str]]:
+        """Top-ups of months paid from `since` through the period, and their versions."""
+        owed = set(months)
+        rerated: dict[str, int] = {}
+        labels: list[str] = []
+        for first, last, fen in f.basic_paid:
+            if last < since:
+                continue
+            for m in months_between(max(first, since), next_month(min(last, self.period))):
+                if m in owed:
+                    continue
+                now, label = self._basic_of(m, f)
+                if now != fen:
+                    rerated[m] = now - fen
+                    labels.append(label)
+        return dict(sorted(rerated.items())), labels
 
     def _span(self, start_month: str, paid_through: str | None) -> tuple[str, ...]:
         """Every month from the first not settled through the period (months_owed's
@@ -263,6 +416,7 @@ def facts_json(f: PensionerFacts) -> str:
         "forfeited_after": sorted(f.forfeited_after),
         "payment_hold": f.payment_hold, "overpayment_fen": f.overpayment_fen,
         "township": f.township, "village": f.village,
+        "basic_paid": f.basic_paid, "rated_version": f.rated_version,
     }).decode()
 
 
@@ -287,7 +441,10 @@ def load_facts(participant_id: UUID | str, facts: str, payee: bytes) -> Pensione
         "payment_hold": d["payment_hold"], "overpayment_fen": d["overpayment_fen"],
         "bank": BankAccount.model_validate(who["bank"]) if who["bank"] else None,
         "name": who["name"], "id_number": who["id_number"], "township": d["township"],
-        "village": d["village"]}
+        "village": d["village"],
+        # Facts written before these were kept: no basic paid known, every month checked.
+        "basic_paid": tuple(tuple(r) for r in d.get("basic_paid", ())),
+        "rated_version": d.get("rated_version", 0)}
     # The frozen dataclass's __init__ sets its 20 fields one object.__setattr__ at a time:
     # a third of reading a million pensioners. The values are the fields, so set them at
     # once (the instance stays frozen).

@@ -117,6 +117,12 @@ def _print(ctx: typer.Context, json_out: bool, payload: dict[str, Any], title: s
             t.add_row(escape(r["reason"]), f"{r['headcount']:+d}", str(r["payments"]),
                       format_yuan(r["amount_fen"]))
         console.print(t)
+    above = (shown.get("comparison") or {}).get("paid_above_the_rules") or {}
+    if above.get("pensioners"):
+        # A rule version lowered months already paid: not recovered by the run.
+        console.print(f"Paid above the rules as they now stand: {above['pensioners']} "
+                      f"pensioner(s), {format_yuan(above['amount_fen'])} yuan, not recovered "
+                      "by the run (assess it: pensioner overpayment)")
     for key, heading in (("batches", "Booked"), ("held", "Held until bank details change"),
                          ("death_checks", "Suspended for a death check"),
                          ("failed_payments", "Failed or returned payments"),

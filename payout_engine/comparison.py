@@ -13,6 +13,8 @@ paid last month and not now:
 paid in both months with another amount (the first that applies):
   arrears_paid / arrears_ended   more or fewer months than last time
   deduction_started / deduction_ended / deduction_changed   overpayment recovery
+  rerated_paid / rerated_ended   top-ups of months paid before, after a rule version
+                     raised their basic pension (调待补发), paid now / paid last month
   rule_change        another rule version (the basic pension table changed)
   age_extra          same rules, another basic pension (an age extra began)
   other
@@ -46,11 +48,13 @@ class LineSummary:
     deduction_fen: int
     pooled_fen: int
     rule_versions: tuple[str, ...]
+    rerated_fen: int = 0
 
     @classmethod
     def of(cls, line: BatchLine) -> LineSummary:
         return cls(line.amount_fen, len(line.months), line.basic_fen, line.deduction_fen,
-                   line.pooled_account_fen, tuple(line.rule_versions))
+                   line.pooled_account_fen, tuple(line.rule_versions),
+                   sum(line.rerated_fen.values()))
 
     @classmethod
     def of_stored(cls, line: dict[str, Any]) -> tuple[UUID, LineSummary]:
@@ -58,7 +62,8 @@ class LineSummary:
         read back without a model per line."""
         return UUID(line["participant_id"]), cls(
             line["amount_fen"], len(line["months"]), line["basic_fen"], line["deduction_fen"],
-            line["pooled_account_fen"], tuple(line["rule_versions"]))
+            line["pooled_account_fen"], tuple(line["rule_versions"]),
+            sum(line.get("rerated_fen", {}).values()))
 
 
 @dataclass
@@ -86,6 +91,14 @@ class Comparison:
         self._prev_pooled = sum(s.pooled_fen for s in self._prev.values())
         self._count = self._total = self._pooled = 0
         self._tallies: dict[str, _Tally] = {}
+        self._lowered: dict[str, Any] = {"pensioners": 0, "amount_fen": 0,
+                                         "participant_ids": []}
+
+    def lowered(self, pensioners: int, amount_fen: int, participant_ids: list[str]) -> None:
+        """Pensioners whose months paid hold more basic pension than the rules now give (a
+        version lowered it): not recovered by the run, listed for the office to assess."""
+        self._lowered = {"pensioners": pensioners, "amount_fen": amount_fen,
+                         "participant_ids": participant_ids[:MAX_SAMPLES]}
 
     def one_off(self, line: BatchLine) -> None:
         """A one-off payment in this run: paid once, so never a change from last month."""
@@ -168,10 +181,13 @@ class Comparison:
                        "change_fen": amount_change},
             "from_pool": {"previous_fen": self._prev_pooled, "current_fen": self._pooled},
             "reasons": reasons,
+            "paid_above_the_rules": self._lowered,
         }
 
 
 def _changed(before: LineSummary, now: LineSummary) -> str:
+    if now.rerated_fen != before.rerated_fen:
+        return "rerated_paid" if now.rerated_fen > before.rerated_fen else "rerated_ended"
     if now.months != before.months:
         return "arrears_paid" if now.months > before.months else "arrears_ended"
     if now.deduction_fen != before.deduction_fen:

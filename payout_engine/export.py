@@ -49,12 +49,17 @@ ONE_OFF_REMITTANCE = {"funeral_grant": "丧葬补助金", "inheritance": "个人
                       "refund": "个人账户退还", "pension_owed_at_death": "应发未发养老金"}
 
 
-def remittance(period: str, months: list[str], kind: str = MONTHLY_PENSION) -> str:
+def remittance(period: str, months: list[str], kind: str = MONTHLY_PENSION,
+               rerated: bool = False) -> str:
+    """rerated: the payment tops up months paid before (调待补发: a raise back-dated)."""
     if kind != MONTHLY_PENSION:
         return f"{ONE_OFF_REMITTANCE[kind]} {period}"
+    topped_up = " 含调待补发" if rerated else ""
+    if not months:
+        return f"养老金调待补发 {period}"
     if len(months) == 1:
-        return f"养老金 {period}"
-    return f"养老金 {period} 含补发{len(months) - 1}个月"
+        return f"养老金 {period}{topped_up}"
+    return f"养老金 {period} 含补发{len(months) - 1}个月{topped_up}"
 
 
 def instruction(period: str, line: BatchLine) -> PaymentInstruction:
@@ -65,7 +70,7 @@ def instruction(period: str, line: BatchLine) -> PaymentInstruction:
         end_to_end_id=line.end_to_end_id, payout_month=period, payee_name=line.payee_name,
         account_number=line.account_number, bank_code=line.bank_code,
         amount_fen=line.amount_fen, id_number=line.id_number, account_name=name,
-        remittance_info=remittance(period, line.months, line.kind))
+        remittance_info=remittance(period, line.months, line.kind, bool(line.rerated_fen)))
 
 
 def instruction_of(period: str, line: dict[str, Any]) -> PaymentInstruction:
@@ -80,7 +85,8 @@ def instruction_of(period: str, line: dict[str, Any]) -> PaymentInstruction:
         id_number=line["id_number"],
         account_name=line.get("account_name", "") or line["payee_name"],
         remittance_info=remittance(period, line["months"],
-                                   line.get("kind", MONTHLY_PENSION)))
+                                   line.get("kind", MONTHLY_PENSION),
+                                   bool(line.get("rerated_fen"))))
 
 
 def bank_files(*, period: str, sequence: int, file_format: str, created_at: datetime,

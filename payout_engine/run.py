@@ -337,7 +337,8 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
                 payee_name=f.name, account_number=f.bank.account_number,
                 bank_code=f.bank.bank_code, id_number=f.id_number,
                 account_name=f.bank.account_name, kind=MONTHLY_PENSION,
-                register_version=f.version)
+                register_version=f.version, basic_by_month=due.basic_by_month,
+                rerated_fen=due.rerated_fen, rated_version=due.rated_version)
             try:
                 payment = instruction(period, line)
             except InvalidInstruction as e:
@@ -354,6 +355,7 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
         t_compute += time.perf_counter() - t
     if progress is not None:
         progress(n % PROGRESS_EVERY)
+    comparison.lowered(due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
     timings.add("compute", t_compute)
     return lines, payments, excluded
 

@@ -6,6 +6,7 @@ refunds and inheritance treat sources differently.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -117,6 +118,40 @@ def parse_month(text: str, field: str) -> tuple[int, int]:
     return year, month
 
 
+def basic_by_month_of(months: Sequence[str], basic_fen: int, basic_by_month: dict[str, int],
+                      rerated_fen: dict[str, int]) -> dict[str, int]:
+    """The basic pension a payment paid for each of its own months: basic_by_month when
+    given, else all of it (less the top-ups) for its one month. A payment of several months
+    stored without basic_by_month (before it was recorded) is split evenly, the remainder
+    on the last month."""
+    owed = basic_fen - sum(rerated_fen.values())
+    if basic_by_month:
+        assert sorted(basic_by_month) == sorted(months), (basic_by_month, months)
+        assert sum(basic_by_month.values()) == owed, (basic_by_month, owed)
+        return dict(basic_by_month)
+    if not months:
+        assert owed == 0, (months, owed)
+        return {}
+    share, rest = divmod(owed, len(months))
+    out = dict.fromkeys(months, share)
+    out[months[-1]] += rest
+    return out
+
+
+def add_basic_paid(basic_paid: dict[str, int], months: Sequence[str], basic_fen: int,
+                   basic_by_month: dict[str, int], rerated_fen: dict[str, int],
+                   sign: int) -> None:
+    """Add (sign 1) or take back (sign -1) a payment's basic pension, month by month."""
+    parts = basic_by_month_of(months, basic_fen, basic_by_month, rerated_fen)
+    for m, fen in [*parts.items(), *rerated_fen.items()]:
+        total = basic_paid.get(m, 0) + sign * fen
+        assert total >= 0, (m, total)
+        if total:
+            basic_paid[m] = total
+        else:
+            basic_paid.pop(m, None)
+
+
 def basic_pension_components(params: Parameters, born: date, start_month: str,
                              contribution_years: int) -> BasicPensionComponents:
     bp = params.basic_pension
@@ -170,6 +205,8 @@ class Participant(Aggregate):
         closed: bool
         paid_months: dict[str, str]
         forfeited_months: set[str]
+        basic_paid: dict[str, int]
+        rated_version: int
         payment_hold: str | None
         payables: dict[str, Payable]
         funeral_grant_fen: int | None
@@ -218,6 +255,11 @@ class Participant(Aggregate):
             p.closed = False
             p.paid_months = {}
             p.forfeited_months = set()
+            # The basic pension paid for each month (its own month's payment plus any
+            # top-ups since), and the rule-set version as of which every month paid is
+            # known to be paid in full (0: unknown, every month is checked).
+            p.basic_paid = {}
+            p.rated_version = 0
             p.payment_hold = None
             p.payables = {}
             p.funeral_grant_fen = None
@@ -570,6 +612,13 @@ class Participant(Aggregate):
         deduction_fen: int           # overpayment recovered from this payment
         amount_fen: int              # what the bank pays out
         rule_version: str
+        # The basic pension by month when the payment covers several (else all of
+        # basic_fen less the top-ups is its one month's); top-ups of months paid before,
+        # after a rule version raised their basic pension (included in basic_fen); and the
+        # rule-set version as of which every month paid is now paid in full.
+        basic_by_month: dict[str, int] = {}
+        rerated_fen: dict[str, int] = {}
+        rated_version: int = 0
 
         def apply(self, p: Any) -> None:
             for m in self.months:
@@ -580,6 +629,10 @@ class Participant(Aggregate):
                     self.book(p, src, -amt, "pension")
             p.overpayment_fen -= self.deduction_fen
             assert p.overpayment_fen >= 0
+            add_basic_paid(p.basic_paid, self.months, self.basic_fen, self.basic_by_month,
+                           self.rerated_fen, 1)
+            if self.rated_version:
+                p.rated_version = self.rated_version
 
     class PensionOwedAtDeath(MoneyEvent):
         """Months of pension a pensioner was owed when they died (payment stops only from
@@ -594,6 +647,9 @@ class Participant(Aggregate):
         deduction_fen: int
         amount_fen: int              # what the heirs are owed
         rule_versions: list[str]
+        basic_by_month: dict[str, int] = {}   # as PensionPaid's
+        rerated_fen: dict[str, int] = {}
+        rated_version: int = 0
 
         def apply(self, p: Any) -> None:
             for m in self.months:
@@ -604,6 +660,10 @@ class Participant(Aggregate):
                     self.book(p, src, -amt, "pension")
             p.overpayment_fen -= self.deduction_fen
             assert p.overpayment_fen >= 0
+            add_basic_paid(p.basic_paid, self.months, self.basic_fen, self.basic_by_month,
+                           self.rerated_fen, 1)
+            if self.rated_version:
+                p.rated_version = self.rated_version
             old = p.payables.get(OWED_AT_DEATH)
             if old is None:
                 p.payables[OWED_AT_DEATH] = Payable(kind=OWED_AT_DEATH,
@@ -626,11 +686,19 @@ class Participant(Aggregate):
         amount_fen: int
         reason_code: str
         after_settlement: bool
+        basic_by_month: dict[str, int] = {}   # the reversed payment's
+        rerated_fen: dict[str, int] = {}
 
         def apply(self, p: Any) -> None:
             for m in self.months:
                 assert p.paid_months.get(m) == self.end_to_end_id, m
                 del p.paid_months[m]
+            add_basic_paid(p.basic_paid, self.months, self.basic_fen, self.basic_by_month,
+                           self.rerated_fen, -1)
+            if self.rerated_fen:
+                # Top-ups came back: which months are short is known (basic_paid), not
+                # since which version; every month is checked again.
+                p.rated_version = 0
             for src, amt in sorted(self.account_by_source_fen.items()):
                 if amt:
                     self.book(p, src, amt, "pension_reversed")
@@ -969,18 +1037,22 @@ class Participant(Aggregate):
     def owe_at_death(self, *, months: list[str], basic_fen: int,
                      account_by_source_fen: dict[str, int], pooled_account_fen: int,
                      deduction_fen: int, amount_fen: int, rule_versions: list[str],
-                     value_date: date, actor: str) -> None:
+                     value_date: date, actor: str, basic_by_month: dict[str, int] | None = None,
+                     rerated_fen: dict[str, int] | None = None, rated_version: int = 0) -> None:
         """Settle the months owed at death into the heirs' payable (the amounts come from
         ledger.payout.owed_at_death, by the same rules as the monthly run)."""
         if self.status != "deceased" or self.date_of_death is None or self.pension is None:
             raise Refused("participant", "pension owed at death needs a pensioner's "
                           "recorded death")
         death_month = self.date_of_death.strftime("%Y-%m")
-        if not months or any(m > death_month or m < self.pension.start_month
-                             or m in self.paid_months or m in self.forfeited_months
-                             for m in months):
+        rerated_fen = rerated_fen or {}
+        if not (months or rerated_fen) or any(
+                m > death_month or m < self.pension.start_month
+                or m in self.paid_months or m in self.forfeited_months for m in months):
             raise Refused("months", f"must be months from {self.pension.start_month} to the "
                           f"month of death ({death_month}) neither paid nor forfeited")
+        if any(m not in self.paid_months for m in rerated_fen):
+            raise Refused("rerated_fen", "tops up only months already paid")
         drawn = sum(account_by_source_fen.values())
         if any(self.sources.get(s, 0) < a for s, a in account_by_source_fen.items()):
             raise Refused("account_by_source_fen", "draws more than the account holds")
@@ -996,7 +1068,8 @@ class Participant(Aggregate):
                            account_by_source_fen=account_by_source_fen,
                            pooled_account_fen=pooled_account_fen, deduction_fen=deduction_fen,
                            amount_fen=amount_fen, rule_versions=rule_versions,
-                           value_date=value_date, actor=actor)
+                           basic_by_month=basic_by_month or {}, rerated_fen=rerated_fen,
+                           rated_version=rated_version, value_date=value_date, actor=actor)
 
     def terminate(self, reason_code: str, effective_date: date, actor: str) -> None:
         if reason_code not in TERMINATE_REASONS:

@@ -51,6 +51,12 @@ class BatchLine(Immutable):
     # only the lines of those changed since. 0: unknown (a line drafted before versions were
     # recorded), which funding refuses.
     register_version: int = 0
+    # ledger.payout.Due's: the basic pension by month when several are paid, the top-ups
+    # of months paid before (in basic_fen), the rule-set version every month paid is then
+    # rated by.
+    basic_by_month: dict[str, int] = {}
+    rerated_fen: dict[str, int] = {}
+    rated_version: int = 0
 
 
 class Outcome(Immutable):
