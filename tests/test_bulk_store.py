@@ -11,7 +11,7 @@ from unittest import mock
 import orjson
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ledger import store
@@ -19,6 +19,7 @@ from ledger.aggregates.participant import CHANNELS, participant_id
 from ledger.application import Ledger
 from ledger.audit import verify_chain
 from ledger.bulk import (
+    RECEIPT_MARK,
     _ContributionMapper,
     _Line,
     _Money,
@@ -219,6 +220,9 @@ class _MapperOnly:
        channel=st.sampled_from(CHANNELS), tier_fen=st.sampled_from([10000, 20000, 50000]),
        on_behalf=st.sampled_from([0, 3000, 10000]), back=st.booleans(),
        actor=st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=12))
+# An actor named as the mark the receipt number is spliced at: every line the validated way.
+@example(receipts=["0", "00"], channel="bank", tier_fen=10000, on_behalf=0, back=False,
+         actor=RECEIPT_MARK)
 def test_a_spliced_receipt_number_makes_the_mappers_bytes(
         receipts: list[str], channel: str, tier_fen: int, on_behalf: int, back: bool,
         actor: str) -> None:
