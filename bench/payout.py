@@ -2,7 +2,7 @@
 register to an approved, funded batch and its exported pain.001 files.
 
     .venv/bin/python -m bench.payout [--pensioners 1000000] [--runs 3] [--profile]
-        [--keep | --reuse SCHEMA]
+        [--keep | --reuse SCHEMA] [--raise-before-last]
 
 Set-up (not timed): a fresh schema in the PostgreSQL database `test` (dropped after). The
 pensioners are written straight to the event store with their register rows, the way
@@ -17,6 +17,8 @@ previous month of N payments): run_month (read the register, compute what each i
 make the files and their manifest, compare with last month, draft the batch's events),
 approve, fund (appropriation + one PensionPaid per pensioner, one transaction), export
 (the files made again from the batch and written, 0600, with the manifest).
+With --raise-before-last, a raise of the county's part back-dated to the first month is
+published before the last: that month also tops up every month paid before it.
 Baselines, measured after each month in the same run (not part of its time): the raw
 PostgreSQL read of every pensioner-register row as run_month reads them (pages of 10,000 by
 id, binary, nothing decoded), and a raw binary COPY of the events funding stored into a bare
@@ -281,6 +283,7 @@ def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
     batch = run.run_month(ledger, period, actor="operator", config=config,
                           today=date(2026, 12, 1), timings=timings)
     done("run_month", t)
+    drafted_lines = list(batch.lines.values())
     parts.update({f"run_month.{k}": v for k, v in timings.parts.items()})
     t = now()
     batch, _ = run.approve(ledger, batch.id, batch.manifest_sha256, "approver")
@@ -312,9 +315,21 @@ def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
                 "total / (raw read + raw COPY)": total / (read_s + copy_s)},
             "load_average": [load_before, os.getloadavg()[0]],
             "payments": batch.line_count, "total_fen": batch.total_fen,
+            "topped_up": sum(1 for line in drafted_lines if line.rerated_fen),
             "files": len(result.files),
             "bytes": sum((out_dir / f).stat().st_size for f in result.files),
             "manifest_sha256": result.manifest_sha256}
+
+
+def raise_back_dated(ledger: Ledger, since: str) -> None:
+    """A rule version raising the county's part by 5 yuan from `since`, published now."""
+    on = date(int(since[:4]), int(since[5:]), 1)
+    params = ledger.rules_on(on).parameters
+    bp = params.basic_pension
+    ledger.publish_rules(on, params.model_copy(update={"basic_pension": bp.model_copy(
+        update={"county_fen": bp.county_fen + 500})}), f"county raise from {since}",
+        actor="admin")
+    print(f"  a raise back-dated to {since} published", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -327,6 +342,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="keep the schema afterwards (to measure more months on it: --reuse)")
     ap.add_argument("--reuse", metavar="SCHEMA",
                     help="no set-up: run the next months on a schema kept by --keep")
+    ap.add_argument("--raise-before-last", action="store_true",
+                    help="before the last month, publish a raise of the county's part "
+                         "back-dated to the first month: that month tops up every month "
+                         "paid before it (调待补发)")
     args = ap.parse_args(argv)
     if not 1 <= args.pensioners <= MAX_PENSIONERS:
         ap.error(f"--pensioners must be 1..{MAX_PENSIONERS}")
@@ -355,6 +374,8 @@ def main(argv: list[str] | None = None) -> None:
             for k in range(first, first + args.runs):
                 period = f"2026-{k:02d}"
                 last = k == first + args.runs - 1
+                if last and args.raise_before_last and k > first:
+                    raise_back_dated(ledger, f"2026-{first:02d}")
                 profiler = cProfile.Profile() if args.profile and last else None
                 if profiler:
                     profiler.enable()
@@ -380,7 +401,8 @@ def main(argv: list[str] | None = None) -> None:
                  for b in results[0]["baselines"]}
     ratios = {k: round(statistics.median(r["ratios"][k] for r in results), 2)
               for k in results[0]["ratios"]}
-    report = {"pensioners": args.pensioners, "runs": results, "median_s": medians,
+    report = {"pensioners": args.pensioners, "raise_before_last": args.raise_before_last,
+              "runs": results, "median_s": medians,
               "baselines_median": baselines, "ratios_median": ratios, "setup_s": setup_s,
               "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                           "cpus": os.cpu_count()}}

@@ -561,7 +561,8 @@ def _one_off_owed(p: Participant, line: dict[str, Any]) -> str:
 
 def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> str:
     """The register facts after the line is paid, as ledger.payout.facts_json writes them
-    (the stored JSON's keys keep their order; only the paid fields change)."""
+    (the stored JSON's keys keep their order; only the paid fields change). `facts` is the
+    caller's own parse of the stored JSON, and may be changed."""
     d = dict(facts)
     sources = dict(d["sources_fen"])
     for src, amt in line["account_by_source_fen"].items():
@@ -571,23 +572,23 @@ def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> s
     assert overpayment >= 0
     months: list[str] = line["months"]
     through = d["paid_through"]
+    # Facts and lines written before these were kept have none of them.
     runs: list[list[Any]] = d.get("basic_paid", [])
     rerated: dict[str, int] = line.get("rerated_fen", {})
-    by_month: dict[str, int] = line.get("basic_by_month", {})
     rated = line.get("rated_version", 0) or d.get("rated_version", 0)
     if (through is not None and not d["paid_after"] and not d["forfeited_after"]
             and len(months) == 1 and months[0] == next_month(through) and not rerated
             and (not runs or runs[-1][1] < months[0])):
         # The usual month: the next one after everything settled, its basic pension
-        # continuing the last run of months paid the same, or starting one.
+        # continuing the last run of months paid the same (the month before), or starting
+        # one. `facts` is the caller's own parse, so its runs are changed in place.
         m, fen = months[0], line["basic_fen"]
-        if runs and runs[-1][2] == fen and next_month(runs[-1][1]) == m:
-            runs = [*runs[:-1], [runs[-1][0], m, fen]]
+        if runs and runs[-1][2] == fen and runs[-1][1] == through:
+            runs[-1][1] = m
         else:
-            runs = [*runs, [m, m, fen]]
+            runs.append([m, m, fen])
         d.update(version=version, sources_fen=sources, overpayment_fen=overpayment,
-                 paid_through=m)
-        d["basic_paid"], d["rated_version"] = runs, rated
+                 paid_through=m, basic_paid=runs, rated_version=rated)
         return orjson.dumps(d).decode()
     paid = set(d["paid_after"]) | set(months)
     forfeited = set(d["forfeited_after"])
@@ -601,7 +602,8 @@ def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> s
     d.update(version=version, sources_fen=sources, overpayment_fen=overpayment,
              paid_through=compact["paid_through"], paid_after=sorted(compact["paid_after"]),
              forfeited_after=sorted(compact["forfeited_after"]))
-    d["basic_paid"] = basic_paid_after(runs, months, line["basic_fen"], by_month, rerated)
+    d["basic_paid"] = basic_paid_after(runs, months, line["basic_fen"],
+                                       line.get("basic_by_month", {}), rerated)
     d["rated_version"] = rated
     return orjson.dumps(d).decode()
 

@@ -22,6 +22,7 @@ from ledger.aggregates.participant import (
     BankAccount,
     Participant,
     add_basic_paid,
+    basic_by_month_of,
     basic_pension_components,
     draw_by_source,
     months_between,
@@ -62,7 +63,7 @@ class PensionerFacts:
     # The basic pension paid by month, as runs of months paid the same ((first, last,
     # fen), in order; a raise or a birthday starts a new run), and the rule-set version as
     # of which every month paid is paid in full (0: check them all).
-    basic_paid: tuple[tuple[str, str, int], ...] = ()
+    basic_paid: list[list[Any]] = field(default_factory=list)  # [[first, last, fen], ...]
     rated_version: int = 0
 
 
@@ -102,16 +103,17 @@ def facts_of(p: Participant) -> PensionerFacts | None:
         basic_paid=month_runs(p.basic_paid), rated_version=p.rated_version)
 
 
-def month_runs(by_month: dict[str, int]) -> tuple[tuple[str, str, int], ...]:
-    """Months and amounts as runs of consecutive months with the same amount."""
-    runs: list[tuple[str, str, int]] = []
+def month_runs(by_month: dict[str, int]) -> list[list[Any]]:
+    """Months and amounts as runs of consecutive months with the same amount:
+    [[first, last, fen], ...] (lists, as the register's JSON reads back)."""
+    runs: list[list[Any]] = []
     for m in sorted(by_month):
         fen = by_month[m]
         if runs and runs[-1][2] == fen and next_month(runs[-1][1]) == m:
-            runs[-1] = (runs[-1][0], m, fen)
+            runs[-1] = [runs[-1][0], m, fen]
         else:
-            runs.append((m, m, fen))
-    return tuple(runs)
+            runs.append([m, m, fen])
+    return runs
 
 
 def runs_by_month(runs: Sequence[Sequence[Any]]) -> dict[str, int]:
@@ -125,8 +127,22 @@ def runs_by_month(runs: Sequence[Sequence[Any]]) -> dict[str, int]:
 
 def basic_paid_after(runs: Sequence[Sequence[Any]], months: Sequence[str], basic_fen: int,
                      basic_by_month: dict[str, int], rerated_fen: dict[str, int]
-                     ) -> tuple[tuple[str, str, int], ...]:
+                     ) -> list[list[Any]]:
     """The runs after a payment (Participant.PensionPaid's apply, on the register's form)."""
+    if not rerated_fen and months and (not runs or runs[-1][1] < months[0]):
+        # Months after every month paid before, no top-up (a first payment, arrears):
+        # appended, merged into runs as month_runs would.
+        parts = basic_by_month_of(months, basic_fen, basic_by_month, rerated_fen)
+        out = [list(r) for r in runs]
+        for m in sorted(parts):
+            fen = parts[m]
+            if not fen:
+                continue
+            if out and out[-1][2] == fen and next_month(out[-1][1]) == m:
+                out[-1][1] = m
+            else:
+                out.append([m, m, fen])
+        return out
     by_month = runs_by_month(runs)
     add_basic_paid(by_month, months, basic_fen, basic_by_month, rerated_fen, 1)
     return month_runs(by_month)
@@ -312,18 +328,20 @@ class DueCalculator:
         if f.paid_after or f.forfeited_after:
             months = [m for m in span if m not in f.paid_after and m not in f.forfeited_after]
         runs = f.basic_paid
-        since = self._first_changed(f.rated_version)
         rerated: dict[str, int] = {}
         rerated_labels: list[str] = []
-        if since is not None and runs and runs[-1][1] >= since:
-            rerated, rerated_labels = self._rerated(f, months, since)
         rated = self.ruleset_version
-        if (net := sum(rerated.values())) < 0:
-            rerated, rerated_labels, rated = {}, [], f.rated_version
-            self.lowered_count += 1
-            self.lowered_fen += -net
-            if len(self.lowered_ids) < MAX_LOWERED_IDS:
-                self.lowered_ids.append(f.participant_id)
+        # Rated under every version published: nothing to compare (one look-up).
+        if runs and (f.rated_version != rated or not self.versions):
+            since = self._first_changed(f.rated_version)
+            if since is not None and runs[-1][1] >= since:
+                rerated, rerated_labels = self._rerated(f, months, since)
+            if rerated and (net := sum(rerated.values())) < 0:
+                rerated, rerated_labels, rated = {}, [], f.rated_version
+                self.lowered_count += 1
+                self.lowered_fen += -net
+                if len(self.lowered_ids) < MAX_LOWERED_IDS:
+                    self.lowered_ids.append(f.participant_id)
         if not months and not rerated:
             return None
         # A month owed with basic pension already paid for it: one whose payment came back
@@ -332,8 +350,10 @@ class DueCalculator:
         basic = 0
         versions: list[str] = []
         by_month: dict[str, int] = {}
+        remembered = self._basic
         for m in months:
-            fen, label = self._basic_of(m, f)
+            known = remembered.get((m, f.birth_date, f.contribution_years))
+            fen, label = known if known is not None else self._basic_of(m, f)
             if paid is not None:
                 fen -= paid.get(m, 0)
             basic += fen
@@ -443,7 +463,7 @@ def load_facts(participant_id: UUID | str, facts: str, payee: bytes) -> Pensione
         "name": who["name"], "id_number": who["id_number"], "township": d["township"],
         "village": d["village"],
         # Facts written before these were kept: no basic paid known, every month checked.
-        "basic_paid": tuple(tuple(r) for r in d.get("basic_paid", ())),
+        "basic_paid": d.get("basic_paid", []),
         "rated_version": d.get("rated_version", 0)}
     # The frozen dataclass's __init__ sets its 20 fields one object.__setattr__ at a time:
     # a third of reading a million pensioners. The values are the fields, so set them at
