@@ -18,6 +18,7 @@ from uuid import UUID
 
 import orjson
 
+from ledger import jsonbytes
 from ledger.aggregates.participant import (
     BankAccount,
     Participant,
@@ -441,8 +442,8 @@ def facts_json(f: PensionerFacts) -> str:
 
 
 def payee_json(f: PensionerFacts) -> bytes:
-    return orjson.dumps({"name": f.name, "id_number": f.id_number,
-                         "bank": f.bank.model_dump() if f.bank else None})
+    return jsonbytes.dumps({"name": f.name, "id_number": f.id_number,
+                            "bank": f.bank.model_dump() if f.bank else None})
 
 
 _FACT_FIELDS = tuple(f.name for f in fields(PensionerFacts))

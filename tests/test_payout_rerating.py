@@ -62,12 +62,18 @@ def reason(batch: PayoutBatch, name: str) -> dict[str, object]:
     return next(r for r in batch.comparison["reasons"] if r["reason"] == name)
 
 
-def test_a_raise_back_dated_over_months_paid_is_paid_with_the_next_month(
-        ledger: Ledger, tmp_path: Path) -> None:
+def paid_april_to_june(ledger: Ledger, tmp_path: Path) -> str:
+    """A pensioner from April 2020, paid April, May and June: their resident ID."""
     treasury(ledger)
-    a = transitional(ledger, 1)
+    idn = transitional(ledger, 1)
     for month in ("2020-04", "2020-05", "2020-06"):
         pay(ledger, month, tmp_path)
+    return idn
+
+
+def test_a_raise_back_dated_over_months_paid_is_paid_with_the_next_month(
+        ledger: Ledger, tmp_path: Path) -> None:
+    a = paid_april_to_june(ledger, tmp_path)
     county_raise(ledger, date(2020, 5, 1), RAISE, "county raise from May, announced in July")
 
     july, files = send(ledger, "2020-07", tmp_path, file_format="pain001")
@@ -143,10 +149,7 @@ def test_a_batch_drafted_before_a_back_dated_raise_is_not_funded(
 
 def test_a_version_lowering_months_paid_is_listed_not_recovered(
         ledger: Ledger, tmp_path: Path) -> None:
-    treasury(ledger)
-    a = transitional(ledger, 1)
-    for month in ("2020-04", "2020-05", "2020-06"):
-        pay(ledger, month, tmp_path)
+    a = paid_april_to_june(ledger, tmp_path)
     rated = participant(ledger, a).rated_version
     county_raise(ledger, date(2020, 5, 1), -300, "county part cut from May, in error")
 
@@ -163,10 +166,7 @@ def test_a_version_lowering_months_paid_is_listed_not_recovered(
 
 def test_a_pensioner_who_died_before_the_top_ups_were_paid_leaves_them_to_the_heirs(
         ledger: Ledger, tmp_path: Path) -> None:
-    treasury(ledger)
-    a = transitional(ledger, 1)
-    for month in ("2020-04", "2020-05", "2020-06"):
-        pay(ledger, month, tmp_path)
+    a = paid_april_to_june(ledger, tmp_path)
     county_raise(ledger, date(2020, 5, 1), RAISE, "county raise from May")
     result = ledger.decease(id_number=a, date_of_death=date(2020, 6, 20),
                             reported_on=date(2020, 7, 2), actor=OPERATOR)

@@ -23,7 +23,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import Cipher
 
-from ledger import resident_id
+from ledger import jsonbytes, resident_id
 from ledger.aggregates.participant import DEATH_CHECK_REASONS, HOLD_REASONS
 from ledger.postings import PARTICIPANT
 from ledger.projections.items import Item
@@ -128,7 +128,7 @@ assert tuple(c.name for c in PEOPLE.columns) == FIELDS
 
 
 def seal(cipher: Cipher | None, data: dict[str, str]) -> bytes:
-    plain = orjson.dumps(data)
+    plain = jsonbytes.dumps(data)  # a rebuild keeps a batch of them
     return cipher.encrypt(plain) if cipher else plain
 
 
