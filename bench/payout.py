@@ -325,11 +325,8 @@ def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
 def raise_back_dated(ledger: Ledger, since: str) -> None:
     """A rule version raising the county's part by 5 yuan from `since`, published now."""
     on = date(int(since[:4]), int(since[5:]), 1)
-    params = ledger.rules_on(on).parameters
-    bp = params.basic_pension
-    ledger.publish_rules(on, params.model_copy(update={"basic_pension": bp.model_copy(
-        update={"county_fen": bp.county_fen + 500})}), f"county raise from {since}",
-        actor="admin")
+    ledger.publish_rules(on, ledger.rules_on(on).parameters.county_part_raised(500),
+                         f"county raise from {since}", actor="admin")
     print(f"  a raise back-dated to {since} published", file=sys.stderr)
 
 

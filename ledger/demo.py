@@ -566,10 +566,7 @@ class Demo:
     def back_dated_raise(self, year: int) -> None:
         """A raise announced in the spring and back-dated to January, as most are: the
         next run tops up every month already paid (调待补发)."""
-        params = self.rules(year)
-        bp = params.basic_pension
-        raised = params.model_copy(update={"basic_pension": bp.model_copy(
-            update={"county_fen": bp.county_fen + DEMO_RAISE_FEN})})
+        raised = self.rules(year).county_part_raised(DEMO_RAISE_FEN)
         self.ledger.publish_rules(date(year, 1, 1), raised,
                                   f"county part raised by {format_yuan(DEMO_RAISE_FEN)} yuan "
                                   f"from {year}-01, announced in {year}-03", actor=ADMIN)

@@ -41,6 +41,7 @@ from ledger.payout import (
     DueCalculator,
     basic_paid_after,
     compact_months,
+    extend_runs,
     facts_json,
     facts_of,
     load_facts,
@@ -582,11 +583,8 @@ def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> s
         # The usual month: the next one after everything settled, its basic pension
         # continuing the last run of months paid the same (the month before), or starting
         # one. `facts` is the caller's own parse, so its runs are changed in place.
-        m, fen = months[0], line["basic_fen"]
-        if runs and runs[-1][2] == fen and runs[-1][1] == through:
-            runs[-1][1] = m
-        else:
-            runs.append([m, m, fen])
+        m = months[0]
+        extend_runs(runs, m, line["basic_fen"])
         d.update(version=version, sources_fen=sources, overpayment_fen=overpayment,
                  paid_through=m, basic_paid=runs, rated_version=rated)
         return orjson.dumps(d).decode()

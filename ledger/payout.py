@@ -109,12 +109,18 @@ def month_runs(by_month: dict[str, int]) -> list[list[Any]]:
     [[first, last, fen], ...] (lists, as the register's JSON reads back)."""
     runs: list[list[Any]] = []
     for m in sorted(by_month):
-        fen = by_month[m]
-        if runs and runs[-1][2] == fen and next_month(runs[-1][1]) == m:
-            runs[-1] = [runs[-1][0], m, fen]
-        else:
-            runs.append([m, m, fen])
+        extend_runs(runs, m, by_month[m])
     return runs
+
+
+def extend_runs(runs: list[list[Any]], month: str, fen: int) -> None:
+    """Add a month after every month in runs: the last run goes on if it ends the month
+    before with the same amount, else a run starts."""
+    assert not runs or runs[-1][1] < month, (runs[-1], month)
+    if runs and runs[-1][2] == fen and next_month(runs[-1][1]) == month:
+        runs[-1][1] = month
+    else:
+        runs.append([month, month, fen])
 
 
 def runs_by_month(runs: Sequence[Sequence[Any]]) -> dict[str, int]:
@@ -136,13 +142,8 @@ def basic_paid_after(runs: Sequence[Sequence[Any]], months: Sequence[str], basic
         parts = basic_by_month_of(months, basic_fen, basic_by_month, rerated_fen)
         out = [list(r) for r in runs]
         for m in sorted(parts):
-            fen = parts[m]
-            if not fen:
-                continue
-            if out and out[-1][2] == fen and next_month(out[-1][1]) == m:
-                out[-1][1] = m
-            else:
-                out.append([m, m, fen])
+            if parts[m]:
+                extend_runs(out, m, parts[m])
         return out
     by_month = runs_by_month(runs)
     add_basic_paid(by_month, months, basic_fen, basic_by_month, rerated_fen, 1)

@@ -68,9 +68,7 @@ def treasury(ledger: Ledger, amount_fen: int = 10**10) -> None:
 
 def county_raise(ledger: Ledger, effective_from: date, raise_fen: int, note: str) -> None:
     """Publish a rule version raising the county's part of the basic pension."""
-    params = ledger.rules_on(effective_from).parameters
-    raised = params.model_copy(update={"basic_pension": params.basic_pension.model_copy(
-        update={"county_fen": params.basic_pension.county_fen + raise_fen})})
+    raised = ledger.rules_on(effective_from).parameters.county_part_raised(raise_fen)
     ledger.publish_rules(effective_from, raised, note, actor="admin")
 
 

@@ -152,6 +152,14 @@ def add_basic_paid(basic_paid: dict[str, int], months: Sequence[str], basic_fen:
             basic_paid.pop(m, None)
 
 
+def _book_basic_paid(p: Any, e: Any) -> None:
+    """A payment's basic pension, month by month (PensionPaid, PensionOwedAtDeath), and the
+    rule-set version every month paid is then rated by, when the payment says."""
+    add_basic_paid(p.basic_paid, e.months, e.basic_fen, e.basic_by_month, e.rerated_fen, 1)
+    if e.rated_version:
+        p.rated_version = e.rated_version
+
+
 def basic_pension_components(params: Parameters, born: date, start_month: str,
                              contribution_years: int) -> BasicPensionComponents:
     bp = params.basic_pension
@@ -629,10 +637,7 @@ class Participant(Aggregate):
                     self.book(p, src, -amt, "pension")
             p.overpayment_fen -= self.deduction_fen
             assert p.overpayment_fen >= 0
-            add_basic_paid(p.basic_paid, self.months, self.basic_fen, self.basic_by_month,
-                           self.rerated_fen, 1)
-            if self.rated_version:
-                p.rated_version = self.rated_version
+            _book_basic_paid(p, self)
 
     class PensionOwedAtDeath(MoneyEvent):
         """Months of pension a pensioner was owed when they died (payment stops only from
@@ -660,10 +665,7 @@ class Participant(Aggregate):
                     self.book(p, src, -amt, "pension")
             p.overpayment_fen -= self.deduction_fen
             assert p.overpayment_fen >= 0
-            add_basic_paid(p.basic_paid, self.months, self.basic_fen, self.basic_by_month,
-                           self.rerated_fen, 1)
-            if self.rated_version:
-                p.rated_version = self.rated_version
+            _book_basic_paid(p, self)
             old = p.payables.get(OWED_AT_DEATH)
             if old is None:
                 p.payables[OWED_AT_DEATH] = Payable(kind=OWED_AT_DEATH,

@@ -136,6 +136,13 @@ class Parameters(Frozen):
             return sign * floor(a + Fraction(1, 2))
         return sign * ceil(a / 10) * 10
 
+    def county_part_raised(self, by_fen: int) -> Parameters:
+        """These parameters with the county's part of the basic pension raised (lowered,
+        if negative) by by_fen a month."""
+        bp = self.basic_pension
+        return self.model_copy(update={"basic_pension": bp.model_copy(
+            update={"county_fen": bp.county_fen + by_fen})})
+
     def account_pension_fen(self, balance_fen: int) -> int:
         """个人账户养老金: the account balance at the start of payment / 计发系数."""
         return self.round_fen(Fraction(balance_fen, self.account_divisor))
