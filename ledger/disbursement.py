@@ -46,6 +46,8 @@ from ledger.payout import (
     facts_of,
     load_facts,
     next_month,
+    pack_facts,
+    unpack_facts,
 )
 from ledger.postings import guarded_deltas
 from ledger.store import (
@@ -394,7 +396,7 @@ class _Payments:
         if facts_text is None:
             raise Refused("batch", f"{e2e}: the pensioner is not in the register as "
                           "drafted; cancel the batch and draft the month again")
-        facts: dict[str, Any] = orjson.loads(facts_text)
+        facts = unpack_facts(facts_text)
         drafted = line.get("register_version", 0)  # 0: drafted before versions were kept
         at: int = facts["version"]
         if at != drafted:
@@ -562,8 +564,8 @@ def _one_off_owed(p: Participant, line: dict[str, Any]) -> str:
 
 def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> str:
     """The register facts after the line is paid, as ledger.payout.facts_json writes them
-    (the stored JSON's keys keep their order; only the paid fields change). `facts` is the
-    caller's own parse of the stored JSON, and may be changed."""
+    (only the paid fields change). `facts` is the caller's own unpack_facts of the stored
+    text, and may be changed."""
     d = dict(facts)
     sources = dict(d["sources_fen"])
     for src, amt in line["account_by_source_fen"].items():
@@ -587,7 +589,7 @@ def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> s
         extend_runs(runs, m, line["basic_fen"])
         d.update(version=version, sources_fen=sources, overpayment_fen=overpayment,
                  paid_through=m, basic_paid=runs, rated_version=rated)
-        return orjson.dumps(d).decode()
+        return pack_facts(d)
     paid = set(d["paid_after"]) | set(months)
     forfeited = set(d["forfeited_after"])
     if d["paid_through"] is not None:
@@ -603,7 +605,7 @@ def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> s
     d["basic_paid"] = basic_paid_after(runs, months, line["basic_fen"],
                                        line.get("basic_by_month", {}), rerated)
     d["rated_version"] = rated
-    return orjson.dumps(d).decode()
+    return pack_facts(d)
 
 
 def _facts_after_validated(pid: UUID, facts_text: str, line: dict[str, Any],

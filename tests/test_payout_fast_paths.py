@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import disbursement
-from ledger.aggregates.participant import BankAccount, Participant, basic_pension_components
+from ledger.aggregates.participant import (
+    SOURCES,
+    BankAccount,
+    Participant,
+    basic_pension_components,
+)
 from ledger.aggregates.payout_batch import PayoutBatch
 from ledger.application import Ledger
 from ledger.errors import Refused
@@ -31,6 +37,7 @@ from ledger.payout import (
     load_facts,
     month_runs,
     payee_json,
+    unpack_facts,
 )
 from ledger.resident_id import mask
 from ledger.rules import RuleVersion, sample_county
@@ -102,6 +109,8 @@ def pensioner_facts(draw: st.DrawFn) -> PensionerFacts:
     sources = draw(st.dictionaries(st.sampled_from(["contribution", "subsidy_province",
                                                     "collective", "on_behalf"]),
                                    st.integers(0, 200_000), max_size=4))
+    # A participant's account always holds every source (Participant: dict.fromkeys).
+    sources = {**dict.fromkeys(SOURCES, 0), **sources}
     return PensionerFacts(
         participant_id=str(uuid4()), version=draw(st.integers(1, 500)),
         status=draw(st.sampled_from(["pensioner", "pensioner", "suspended", "deceased"])),
@@ -150,7 +159,7 @@ def test_facts_after_a_payment_are_what_the_facts_model_writes(f: PensionerFacts
                             "rerated_fen": due.rerated_fen,
                             "rated_version": due.rated_version}
     text = facts_json(f)
-    fast = disbursement._facts_after(__import__("orjson").loads(text), line, f.version + 1)
+    fast = disbursement._facts_after(unpack_facts(text), line, f.version + 1)
     slow = disbursement._facts_after_validated(UUID(f.participant_id), text, line,
                                                f.version + 1)
     assert fast == slow
@@ -163,6 +172,48 @@ def test_facts_read_back_are_the_facts_written(f: PensionerFacts) -> None:
     assert back == f and type(back) is PensionerFacts
     with pytest.raises(dataclasses.FrozenInstanceError):
         back.version = 1  # type: ignore[misc]
+
+
+def _as_object(text: str) -> str:
+    """The facts as they were stored before the array: one JSON object, keys in order."""
+    return orjson.dumps(unpack_facts(text)).decode()
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(pensioner_facts(), st.data())
+def test_facts_stored_as_an_object_read_and_paid_as_the_array(f: PensionerFacts,
+                                                              data: st.DataObject) -> None:
+    """A register written before the array keeps working: each row is read as it is, and
+    rewritten as an array by its next payment."""
+    text = facts_json(f)
+    old = _as_object(text)
+    assert old.startswith("{") and text.startswith("[") and len(text) < len(old)
+    assert load_facts(f.participant_id, old, payee_json(f)) == f
+    period = data.draw(st.sampled_from([m for m in MONTHS if m >= f.start_month]))
+    due = due_for(dataclasses.replace(f, status="pensioner", payment_hold=None), period,
+                  rules_on, 20)
+    if due is None:
+        return
+    line: dict[str, Any] = {"months": list(due.months), "basic_fen": due.basic_fen,
+                            "account_by_source_fen": due.account_by_source_fen,
+                            "deduction_fen": due.deduction_fen,
+                            "basic_by_month": due.basic_by_month,
+                            "rerated_fen": due.rerated_fen,
+                            "rated_version": due.rated_version}
+    pid = UUID(f.participant_id)
+    after = disbursement._facts_after(unpack_facts(old), line, f.version + 1)
+    assert after.startswith("[")
+    assert after == disbursement._facts_after_validated(pid, old, line, f.version + 1)
+    assert after == disbursement._facts_after(unpack_facts(text), line, f.version + 1)
+
+
+@settings(max_examples=examples(10), deadline=None)
+@given(pensioner_facts())
+def test_facts_of_an_unknown_format_are_refused(f: PensionerFacts) -> None:
+    text = facts_json(f)
+    for bad in ("[2" + text[2:], text[:-1] + ',0]'):
+        with pytest.raises(ValueError, match="unknown format"):
+            unpack_facts(bad)
 
 
 def _stored_equal_to_the_mapper(ledger: Ledger, ids: list[UUID], topic_end: str) -> int:
