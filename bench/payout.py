@@ -266,18 +266,27 @@ def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
     timings = run.RunTimings()
     load_before = os.getloadavg()[0]
 
-    def done(part: str, since: tuple[float, float]) -> None:
+    def done(part: str, since: tuple[float, float, float]) -> None:
         parts[part] = time.perf_counter() - since[0]
         parts[f"{part}.cpu"] = time.process_time() - since[1]
+        # The forked child that shares the work of run_month and fund (ledger.forked).
+        parts[f"{part}.child_cpu"] = children_cpu() - since[2]
         # The process's peak resident memory so far (a high-water mark: the step that
-        # raised it is the one where it first shows).
+        # raised it is the one where it first shows), and its children's.
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
         peaks[part] = round(peak_gb, 2)
+        peaks[f"{part}.child"] = round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 / 1024, 2)
         print(f"  {period} {part}: {parts[part]:.1f} s (cpu {parts[part + '.cpu']:.1f} s, "
-              f"peak memory so far {peak_gb:.2f} GB)", file=sys.stderr)
+              f"the child's {parts[part + '.child_cpu']:.1f} s; peak memory so far "
+              f"{peak_gb:.2f} GB, a child's {peaks[part + '.child']:.2f} GB)", file=sys.stderr)
 
-    def now() -> tuple[float, float]:
-        return time.perf_counter(), time.process_time()
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def now() -> tuple[float, float, float]:
+        return time.perf_counter(), time.process_time(), children_cpu()
 
     t0 = t = now()
     batch = run.run_month(ledger, period, actor="operator", config=config,

@@ -28,19 +28,11 @@ import functools
 import gc
 import hashlib
 import io
-import multiprocessing
 import os
-import pickle
-import queue
-import sqlite3
-import threading
-import traceback
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any, NamedTuple, Protocol, cast
 from uuid import NAMESPACE_URL, UUID
 
@@ -67,6 +59,7 @@ from ledger.errors import (
     NotFound,
     Refused,
 )
+from ledger.forked import Child, ChildFailed, OwnQueries, Post, can_fork, uuids_of
 from ledger.money import parse_yuan
 from ledger.postings import guarded_deltas
 from ledger.rules import RuleVersion
@@ -77,7 +70,6 @@ from ledger.store import (
     PydanticMapper,
     RegisterRow,
     RegisterYears,
-    StoreQueries,
     seal,
     unseal,
 )
@@ -89,7 +81,6 @@ CHUNK_LINES = 10_000                  # lines per register read and per progress
 PARALLEL_MIN_LINES = 20_000           # a contributions file this long is checked in 2 processes
 SHARES = 2                            # ... by participant: this process and a forked child
 CHILD_WAIT_S = 120.0                  # the longest the parent waits for word from the child
-CHILD_CONNECT_S = 10                  # the child's own database connection: connect timeout
 
 PARTICIPANT_COLUMNS = ("id_number", "name", "township", "village", "identity_group",
                        "enrol_date", "account_name", "account_number", "bank_code")
@@ -851,39 +842,28 @@ def share_of(id_text: str) -> int:
 
 
 def _in_two(ledger: Ledger, text: str) -> bool:
-    """Whether to check the file in two processes: a big file, a fork start method, and a
-    store a forked child can open a connection of its own to (not an in-memory SQLite)."""
+    """Whether to check the file in two processes: a big file, and a child can be forked
+    (ledger.forked.can_fork)."""
     if text.count("\n") < PARALLEL_MIN_LINES:    # lines, counted without parsing
         return False
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return False
-    if multiprocessing.current_process().daemon:
-        return False    # a daemonic process may not start children
-    datastore = cast(Any, ledger.recorder).datastore
-    return ledger.queries.is_postgres or not datastore.pool.is_sqlite_memory_mode
+    return can_fork(ledger)
 
 
-class CheckProcessFailed(RuntimeError):
+class CheckProcessFailed(ChildFailed):
     """The second process checking a big file died, failed or hung: nothing was imported."""
 
 
 def _check_in_two(ledger: Ledger, path: str, text: str, rules: _Rules,
                   mapper: _ContributionMapper, progress: Progress | None) -> list[_Checked]:
-    """Share 1 checked by a forked child, share 0 by this process meanwhile: the per-line
-    Python is the import's longest part, and threads gain nothing under the GIL. The child
-    inherits the file, the rules and the mapper (with its key) and reads the register over
-    a connection of its own: the parent's connections and pool are not fork-safe. It sends
-    each chunk's events as it goes, taken in between this process's own chunks, so that
-    neither waits for the other to pack or unpack them all at the end."""
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, name="bulk-check",
-                            args=(send, ledger, path, text, rules, mapper), daemon=True)
-    child.start()
-    theirs = _FromChild(receive, child, progress)
+    """Share 1 checked by a forked child (ledger.forked), share 0 by this process meanwhile.
+    The child inherits the file, the rules and the mapper (with its key) and reads the
+    register over a connection of its own. It sends each chunk's events as it goes, taken in
+    between this process's own chunks."""
+    child = Child("bulk-check", lambda post: _child(post, ledger, path, text, rules, mapper),
+                  what="the process checking half the file", nothing="nothing imported",
+                  error=CheckProcessFailed)
+    theirs = _FromChild(child, progress)
     try:
-        send.close()  # the child's end: closed here so that its death reads as end of file
-
         def between(lines: int) -> None:
             if progress:
                 progress(lines)
@@ -892,33 +872,14 @@ def _check_in_two(ledger: Ledger, path: str, text: str, rules: _Rules,
         mine = _check_lines(_Checked(), ledger.queries, path, text, 0, rules, mapper, between)
         theirs.take(wait=True)
     finally:
-        if not theirs.done:
-            child.kill()    # failed, or this process failed: its work is of no use
-        receive.close()
-        child.join(CHILD_WAIT_S)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        child.close(CHILD_WAIT_S)
     return [mine, theirs.checked]
 
 
-def _child(send: Connection, ledger: Ledger, path: str, text: str, rules: _Rules,
+def _child(post: Post, ledger: Ledger, path: str, text: str, rules: _Rules,
            mapper: _ContributionMapper) -> None:
-    """Check share 1; send ("rows", lines, events and receipts) for each chunk, then
-    ("checked", the rest), or the error."""
-    # Sent by a thread: the parent reads between its own chunks, and a chunk's rows are
-    # far more than a pipe holds; the check goes on meanwhile.
-    outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-
-    def sender() -> None:
-        while (data := outbox.get()) is not None:
-            send.send_bytes(data)
-
-    def post(message: tuple[Any, ...]) -> None:
-        outbox.put(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-
-    thread = threading.Thread(target=sender, name="bulk-check-sender", daemon=True)
-    thread.start()
+    """Check share 1; post ("rows", lines, events and receipts) for each chunk, then
+    ("checked", the rest)."""
     out = _Checked()
     sent = [0, 0]   # events and receipts sent
 
@@ -927,26 +888,16 @@ def _child(send: Connection, ledger: Ledger, path: str, text: str, rules: _Rules
         sent[:] = len(out.stored), len(out.receipts)
         post(("rows", lines, *_rows_packed(stored, receipts)))
 
+    queries = OwnQueries(ledger.queries)
     try:
-        queries = _OwnQueries(ledger.queries)
-        try:
-            _check_lines(out, queries, path, text, 1, rules, mapper, chunk_done)
-        finally:
-            queries.close()
-        years = out.register_years
-        post(("checked", out.problems, out.receipt_line, out.repeats, out.fund_deltas,
-              (out.lines, out.participants, out.events, out.amount_fen, out.on_behalf_fen),
-              b"".join([y.participant_id.bytes for y in years]),
-              [(y.from_version, y.version, y.contributed_years) for y in years]))
-    except LedgerError as e:
-        # Most LedgerErrors cannot be unpickled (their __init__ takes field and rule, their
-        # args hold the message): sent as class, args and attributes.
-        post(("refused", type(e), e.args, vars(e)))
-    except BaseException:
-        post(("failed", traceback.format_exc()))
-    outbox.put(None)
-    thread.join()
-    send.close()
+        _check_lines(out, queries, path, text, 1, rules, mapper, chunk_done)
+    finally:
+        queries.close()
+    years = out.register_years
+    post(("checked", out.problems, out.receipt_line, out.repeats, out.fund_deltas,
+          (out.lines, out.participants, out.events, out.amount_fen, out.on_behalf_fen),
+          b"".join([y.participant_id.bytes for y in years]),
+          [(y.from_version, y.version, y.contributed_years) for y in years]))
 
 
 RowsPacked = tuple[bytes, list[int], list[str], list[bytes], list[str], bytes]
@@ -964,11 +915,9 @@ def _rows_packed(stored: list[EventRow], receipts: list[tuple[str, UUID]]) -> Ro
 class _FromChild:
     """What the child sent, put back together: its share's _Checked."""
 
-    def __init__(self, receive: Connection, child: BaseProcess,
-                 progress: Progress | None) -> None:
-        self.receive, self.child, self.progress = receive, child, progress
+    def __init__(self, child: Child, progress: Progress | None) -> None:
+        self.child, self.progress = child, progress
         self.checked = _Checked()
-        self.done = False
         # One UUID per participant, shared by their events (the chain hasher compares ids
         # by identity), receipts and register row.
         self.ids: dict[bytes, UUID] = {}
@@ -976,21 +925,8 @@ class _FromChild:
     def take(self, *, wait: bool) -> None:
         """Take what the child has sent; with wait, until its last message (at most
         CHILD_WAIT_S between two)."""
-        while not self.done:
-            if not self.receive.poll(CHILD_WAIT_S if wait else 0):
-                if not wait:
-                    return
-                raise CheckProcessFailed(
-                    f"the process checking half the file (pid {self.child.pid}) gave no "
-                    f"answer in {CHILD_WAIT_S:.0f} s; nothing imported")
-            try:
-                message = self.receive.recv()
-            except (EOFError, OSError):
-                self.child.join(CHILD_WAIT_S)
-                raise CheckProcessFailed(
-                    f"the process checking half the file (pid {self.child.pid}) died (exit "
-                    f"code {self.child.exitcode}); nothing imported") from None
-            self._took(*message)
+        for kind, *body in self.child.messages(wait=wait, wait_s=CHILD_WAIT_S):
+            self._took(kind, *body)
 
     def _took(self, kind: str, *body: Any) -> None:
         c = self.checked
@@ -1000,59 +936,16 @@ class _FromChild:
             c.receipts += zip(receipt_nos, self._uuids(receipt_pids), strict=True)
             if self.progress:
                 self.progress(lines)
-        elif kind == "checked":
+        else:
+            assert kind == "checked", kind
             c.problems, c.receipt_line, c.repeats, c.fund_deltas, counts, pids, years = body
             c.lines, c.participants, c.events, c.amount_fen, c.on_behalf_fen = counts
             c.register_years = [RegisterYears(pid, old, new, text) for pid, (old, new, text)
                                 in zip(self._uuids(pids), years, strict=True)]
-            self.done = True
-        elif kind == "refused":
-            cls, args, attributes = body
-            error = cls.__new__(cls)
-            error.args = args
-            error.__dict__.update(attributes)
-            raise error
-        else:
-            raise CheckProcessFailed(f"the process checking half the file (pid "
-                                     f"{self.child.pid}) failed; nothing imported:\n{body[0]}")
+            self.child.finish()
 
     def _uuids(self, blob: bytes) -> list[UUID]:
-        ids, out = self.ids, []
-        for i in range(0, len(blob), 16):
-            key = blob[i:i + 16]
-            pid = ids.get(key)
-            if pid is None:
-                pid = ids[key] = UUID(bytes=key)
-            out.append(pid)
-        return out
-
-
-class _OwnQueries(StoreQueries):
-    """ledger.queries over a connection of this process's own: a forked child's. Only the
-    reads a check makes (fetch); the recorder is the parent's and is not used."""
-
-    def __init__(self, queries: StoreQueries) -> None:
-        self.is_postgres, self.prefix = queries.is_postgres, queries.prefix
-        pool = queries.recorder.datastore.pool
-        if self.is_postgres:
-            import psycopg
-
-            kwargs = {k: v for k, v in pool.kwargs.items() if k != "row_factory"}
-            self.conn: Any = psycopg.connect(pool.conninfo, autocommit=True,
-                                             connect_timeout=CHILD_CONNECT_S, **kwargs)
-        else:
-            self.conn = sqlite3.connect(pool.db_name, uri=True)
-
-    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        sql = sql.replace("{p}", self.prefix)
-        if self.is_postgres:
-            with self.conn.cursor() as curs:
-                curs.execute(sql.replace("?", "%b"), params)   # binary, as StoreQueries.fetch
-                return list(curs.fetchall())
-        return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
-
-    def close(self) -> None:
-        self.conn.close()
+        return uuids_of(blob, self.ids)
 
 
 @functools.lru_cache(maxsize=MAX_MEMO)

@@ -37,6 +37,7 @@ from ledger.aggregates.payout_batch import (
 )
 from ledger.application import MAX_ATTEMPTS, Ledger, register_row
 from ledger.errors import ConcurrencyConflict, NotFound, Refused
+from ledger.forked import Child, OwnQueries, Post, can_fork, uuids_of
 from ledger.payout import (
     DueCalculator,
     basic_paid_after,
@@ -56,6 +57,7 @@ from ledger.store import (
     PydanticMapper,
     RegisterRow,
     RegisterVersion,
+    StoreQueries,
     seal,
     unseal,
 )
@@ -69,6 +71,8 @@ REGISTER_CHUNK = 10_000  # pensioners per register read while funding
 MAX_BATCHES_PER_FILE = 100  # batches one bank file may answer for
 MAX_LISTED_CHANGED = 20  # lines named when funding refuses a batch no longer owed
 CHECK_EVERY = 1000  # payments between checks of the fast encoding against the mapper's
+FUND_IN_TWO_MIN_LINES = 100_000  # a batch this big is funded by two processes
+CHILD_WAIT_S = 120.0  # the longest funding waits for word from its child process
 # The PensionPaid fields taken from each line; the others (timestamp, actor, value_date)
 # are the same for the whole batch.
 PAID_VARYING = frozenset({"batch_id", "end_to_end_id", "months", "basic_fen",
@@ -254,7 +258,10 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
         money = [*fund_agg.collect_events(), *batch.collect_events()]
         stored = [ledger.mapper.to_stored_event(e) for e in money]
         payments = _Payments(ledger, batch, value_date, actor, rules_version)
-        payments.add_all(line_states(ledger, batch_id), progress)
+        if _in_two(ledger, batch):
+            payments.add_in_two(progress)
+        else:
+            payments.add_all(line_states(ledger, batch_id), progress)
         one_off_events = payments.pay_one_offs()
         payments.refuse_lines_no_longer_owed()
         assert payments.count == batch.line_count and payments.total_fen == batch.total_fen
@@ -268,6 +275,13 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
             continue  # someone wrote in between: read again and decide again
         return {"payments": payments.count, "total_fen": batch.total_fen}
     raise ConcurrencyConflict(MAX_ATTEMPTS)
+
+
+def _in_two(ledger: Ledger, batch: PayoutBatch) -> bool:
+    """Whether to fund the batch in two processes: big, in two LinesAdded events or more,
+    and a child can be forked (ledger.forked.can_fork)."""
+    return (batch.line_count >= FUND_IN_TWO_MIN_LINES and _chunks(batch.line_count) >= 2
+            and can_fork(ledger))
 
 
 class _Payments:
@@ -298,7 +312,7 @@ class _Payments:
         self.pensioners: list[PensionerRow] = []
         self.paid_add: list[tuple[UUID, str, str]] = []
         self.one_offs: list[OneOffRow] = []
-        self.one_off_lines: dict[UUID, list[dict[str, Any]]] = {}
+        self.one_off_lines: list[dict[str, Any]] = []  # in batch order
         self.count = 0
         self.total_fen = 0
         self.seen: set[str] = set()
@@ -319,6 +333,124 @@ class _Payments:
             if progress:
                 progress(len(chunk))
 
+    # What _add appends to, line by line: a share's results are these lists' slices.
+    _OUTPUTS = ("stored", "register_versions", "pensioners", "paid_add", "no_longer_owed",
+                "one_off_lines")
+
+    def add_in_two(self, progress: Progress | None) -> None:
+        """add_all shared with a forked child (ledger.forked): the batch's LinesAdded events
+        alternate between this process (even chunk numbers) and the child (odd), each chunk
+        paid by the same _add_chunk; the child reads its lines and register rows over a
+        connection of its own and sends back what it paid. The results are put together in
+        chunk order, so the stored events are those one process would store, in its order.
+        A child that dies, fails or hangs fails the funding, and nothing is stored."""
+        chunks = _chunks(self.batch.line_count)
+        assert MAX_LINES_PER_EVENT <= REGISTER_CHUNK and chunks >= 2
+        if self.due_for is None:  # made here: the child may not read the rule set
+            self.due_for = DueCalculator.under(self.ledger.ruleset(), self.batch.period)
+        child = Child("fund-share", lambda post: self._child_share(post, chunks),
+                      what="the process funding half the batch", nothing="nothing funded")
+        parts: dict[int, dict[str, list[Any]]] = {}
+        try:
+            def take(wait: bool) -> None:
+                for kind, *body in child.messages(wait=wait, wait_s=CHILD_WAIT_S):
+                    if kind == "done":
+                        child.finish()
+                        continue
+                    assert kind == "paid", kind
+                    chunk_no, line_count, count, total_fen, packed = body
+                    parts[chunk_no] = self._unpacked(packed)
+                    self.count += count
+                    self.total_fen += total_fen
+                    if progress:
+                        progress(line_count)
+
+            for chunk_no in range(0, chunks, 2):
+                before = self._marks()
+                lines = self._lines_of(chunk_no, None)
+                self._add_chunk(lines)
+                parts[chunk_no] = {name: getattr(self, name)[start:] for name, start
+                                   in zip(self._OUTPUTS, before, strict=True)}
+                if progress:
+                    progress(len(lines))
+                take(wait=False)
+            take(wait=True)
+        finally:
+            child.close(CHILD_WAIT_S)
+        assert sorted(parts) == list(range(chunks))
+        for name in self._OUTPUTS:
+            setattr(self, name, [x for chunk_no in range(chunks) for x in parts[chunk_no][name]])
+        self.seen.update(str(r.participant_id) for chunk_no in range(1, chunks, 2)
+                         for r in parts[chunk_no]["register_versions"])
+        # Each share holds one line per pensioner (_add); together, too.
+        assert len(self.seen) == len(self.register_versions), "a pensioner with two lines"
+
+    def _marks(self) -> tuple[int, ...]:
+        return tuple(len(getattr(self, name)) for name in self._OUTPUTS)
+
+    def _lines_of(self, chunk_no: int, queries: StoreQueries | None) -> list[dict[str, Any]]:
+        """The lines of one LinesAdded event (version 2 + chunk_no) as stored JSON, read
+        through the recorder, or through queries (a forked child's own connection)."""
+        version = 2 + chunk_no
+        if queries is None:
+            [stored] = self.ledger.recorder.select_events(self.batch.id, gt=version - 1,
+                                                          lte=version)
+            topic, state = stored.topic, stored.state
+        else:
+            table = self.ledger.recorder.events_table_name  # type: ignore[attr-defined]
+            [(topic, state)] = queries.fetch(
+                f"SELECT topic, state FROM {{p}}{table} WHERE originator_id = ? "
+                "AND originator_version = ?",
+                (self.batch.id if queries.is_postgres else self.batch.id.hex, version))
+        assert topic == LINES_TOPIC, topic
+        lines: list[dict[str, Any]] = orjson.loads(unseal(self.ledger.mapper,
+                                                          bytes(state)))["lines"]
+        return lines
+
+    def _child_share(self, post: Post, chunks: int) -> None:
+        """In the forked child: pay the odd chunks, posting each one's results."""
+        queries = OwnQueries(self.ledger.queries)
+        try:
+            for chunk_no in range(1, chunks, 2):
+                before, count, total_fen = self._marks(), self.count, self.total_fen
+                lines = self._lines_of(chunk_no, queries)
+                self._add_chunk(lines, queries)
+                post(("paid", chunk_no, len(lines), self.count - count,
+                      self.total_fen - total_fen, self._packed(before)))
+        finally:
+            queries.close()
+        post(("done",))
+
+    def _packed(self, before: tuple[int, ...]) -> tuple[Any, ...]:
+        """The results since `before`, by columns, participant ids as their 16 bytes."""
+        stored, versions, pensioners, paid, no_longer_owed, one_offs = (
+            getattr(self, name)[start:] for name, start in zip(self._OUTPUTS, before,
+                                                                strict=True))
+        assert all(s.topic == PAID_TOPIC for s in stored)
+        return (b"".join([s.originator_id.bytes for s in stored]),
+                [s.originator_version for s in stored], [s.state for s in stored],
+                b"".join([v.participant_id.bytes for v in versions]),
+                [(v.from_version, v.version) for v in versions],
+                b"".join([r.participant_id.bytes for r in pensioners]),
+                [r.facts for r in pensioners],
+                b"".join([pid.bytes for pid, _, _ in paid]),
+                [(month, e2e) for _, month, e2e in paid], no_longer_owed, one_offs)
+
+    def _unpacked(self, packed: tuple[Any, ...]) -> dict[str, list[Any]]:
+        (stored_ids, stored_versions, states, version_ids, versions, pensioner_ids, facts,
+         paid_ids, paid, no_longer_owed, one_offs) = packed
+        ids: dict[bytes, UUID] = {}
+        return {
+            "stored": [StoredEvent(pid, v, PAID_TOPIC, state) for pid, v, state in zip(
+                uuids_of(stored_ids, ids), stored_versions, states, strict=True)],
+            "register_versions": [RegisterVersion(pid, old, new) for pid, (old, new) in zip(
+                uuids_of(version_ids, ids), versions, strict=True)],
+            "pensioners": [PensionerRow(pid, text, None) for pid, text in zip(
+                uuids_of(pensioner_ids, ids), facts, strict=True)],
+            "paid_add": [(pid, month, e2e) for pid, (month, e2e) in zip(
+                uuids_of(paid_ids, ids), paid, strict=True)],
+            "no_longer_owed": no_longer_owed, "one_off_lines": one_offs}
+
     def refuse_lines_no_longer_owed(self) -> None:
         """After every line is added: refuse the batch whole if any is no longer owed."""
         if self.no_longer_owed:
@@ -329,14 +461,18 @@ class _Payments:
                           f"changes since the draft{self.rules_note}: {listed}{more}; cancel "
                           "the batch and draft the month again")
 
-    def _add_chunk(self, lines: list[dict[str, Any]]) -> None:
-        current = _facts_of(self.ledger, [line["participant_id"] for line in lines])
+    def _add_chunk(self, lines: list[dict[str, Any]], queries: StoreQueries | None = None
+                   ) -> None:
+        """Pay a chunk of lines, reading their register rows through queries (a forked
+        child's own; by default the ledger's)."""
+        queries = queries or self.ledger.queries
+        current = _facts_of(queries, [line["participant_id"] for line in lines])
         changed = [line for line in lines
                    if not self._add(line, current.get(line["participant_id"]))]
         if changed:
             # Who is to be paid now, for those changed since the draft (personal data,
             # otherwise not read by funding).
-            payees = _register_column(self.ledger, "payee",
+            payees = _register_column(queries, "payee",
                                       [line["participant_id"] for line in changed])
             for line in changed:
                 pid_text = line["participant_id"]
@@ -391,7 +527,7 @@ class _Payments:
             # Few a month: paid through the aggregate once every line is read.
             self.count += 1
             self.total_fen += line["amount_fen"]
-            self.one_off_lines.setdefault(UUID(pid_text), []).append(line)
+            self.one_off_lines.append(line)
             return True
         if facts_text is None:
             raise Refused("batch", f"{e2e}: the pensioner is not in the register as "
@@ -439,7 +575,10 @@ class _Payments:
         participant's register rows and one-off rows after it. Returns the domain events
         (their stored form is in self.stored)."""
         events: list[Any] = []
-        for pid, lines in self.one_off_lines.items():
+        by_participant: dict[UUID, list[dict[str, Any]]] = {}
+        for line in self.one_off_lines:
+            by_participant.setdefault(UUID(line["participant_id"]), []).append(line)
+        for pid, lines in by_participant.items():
             if str(pid) in self.seen:
                 # The run drafts no one-off beside a pension line (one version each).
                 raise Refused("batch", f"{lines[0]['end_to_end_id']}: a one-off beside a "
@@ -500,7 +639,7 @@ class _Payments:
         return StoredEvent(pid, version, PAID_TOPIC, seal(self.ledger.mapper, plain))
 
 
-def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
+def _facts_of(q: StoreQueries, pid_texts: list[str]) -> dict[str, str]:
     """Pensioner-register facts (JSON, with the version) by participant id text, read in
     one query; the payee is not read (funding writes no personal data).
 
@@ -510,7 +649,6 @@ def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
     are passed over. A chunk out of order (the one-off lines after the pensions) is read by
     its list of ids."""
     assert 0 < len(pid_texts) <= REGISTER_CHUNK
-    q = ledger.queries
     in_order = all(a < b for a, b in zip(pid_texts, pid_texts[1:], strict=False))
     columns = "SELECT participant_id, facts FROM {p}pensioner_register "
     if in_order:
@@ -519,15 +657,14 @@ def _facts_of(ledger: Ledger, pid_texts: list[str]) -> dict[str, str]:
                                    else (UUID(first).hex, UUID(last).hex))
         rows = q.fetch(columns + "WHERE participant_id >= ? AND participant_id <= ?", bounds)
     else:
-        return _register_column(ledger, "facts", pid_texts)
+        return _register_column(q, "facts", pid_texts)
     return {str(pid if isinstance(pid, UUID) else UUID(pid)): facts for pid, facts in rows}
 
 
-def _register_column(ledger: Ledger, column: str, pid_texts: list[str]) -> dict[str, Any]:
+def _register_column(q: StoreQueries, column: str, pid_texts: list[str]) -> dict[str, Any]:
     """One column of the pensioner register by participant id text, for a list of ids
     read in one query."""
     assert column in ("facts", "payee") and 0 < len(pid_texts) <= REGISTER_CHUNK
-    q = ledger.queries
     columns = f"SELECT participant_id, {column} FROM {{p}}pensioner_register "
     if q.is_postgres:
         # One text parameter the server parses: psycopg would dump a list of 10,000 UUIDs

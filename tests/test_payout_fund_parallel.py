@@ -1,0 +1,267 @@
+"""A big batch is funded by two processes (ledger.disbursement._Payments.add_in_two): this
+one pays the batch's even LinesAdded chunks and a forked child the odd ones. Funding in two
+stores exactly what funding in one process stores, in the same order; a child that dies,
+fails, hangs or refuses fails the funding whole, and nothing is stored."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from ledger import disbursement
+from ledger.aggregates import payout_batch
+from ledger.aggregates.participant import Participant
+from ledger.application import Ledger
+from ledger.errors import InvalidInput, Refused
+from ledger.forked import ChildFailed
+from ledger.resident_id import mask
+from payout_engine import run
+from tests.test_bulk_import import stored_count
+from tests.test_payout_rerating import register_is_a_replay
+from tests.test_payout_support import (
+    APPROVER,
+    FINANCE,
+    OPERATOR,
+    contributor,
+    draft,
+    first_day,
+    pid,
+    transitional,
+    treasury,
+)
+
+PERIOD = "2020-04"
+LINES_PER_CHUNK = 3
+
+
+@pytest.fixture
+def two_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Small batches funded in two processes, three lines a LinesAdded event. Returns a file
+    to which each chunk paid appends "process-id chunk-size"."""
+    monkeypatch.setattr(disbursement, "FUND_IN_TWO_MIN_LINES", 4)
+    monkeypatch.setattr(disbursement, "MAX_LINES_PER_EVENT", LINES_PER_CHUNK)
+    monkeypatch.setattr(payout_batch, "MAX_LINES_PER_EVENT", LINES_PER_CHUNK)
+    log = tmp_path / "chunks.log"
+    add_chunk = disbursement._Payments._add_chunk
+
+    def logged(self: Any, lines: list[dict[str, Any]], *args: Any) -> None:
+        add_chunk(self, lines, *args)
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {len(lines)}\n")
+
+    monkeypatch.setattr(disbursement._Payments, "_add_chunk", logged)
+    return log
+
+
+def pensioners(ledger: Ledger) -> list[str]:
+    """Ten pensioners, two of them with an individual account: 4 chunks of lines."""
+    treasury(ledger)
+    return ([transitional(ledger, n) for n in range(1, 9)]
+            + [contributor(ledger, 9, tier_fen=10000), contributor(ledger, 10)])
+
+
+def approved(ledger: Ledger) -> payout_batch.PayoutBatch:
+    batch = draft(ledger, PERIOD)
+    run.approve(ledger, batch.id, batch.manifest_sha256, APPROVER)
+    return batch
+
+
+def fund(ledger: Ledger, batch: payout_batch.PayoutBatch) -> dict[str, Any]:
+    return run.fund(ledger, batch.id, value_date=first_day(PERIOD), actor=FINANCE)
+
+
+def payments_in_order(ledger: Ledger) -> list[tuple[UUID, int, dict[str, Any]]]:
+    """Every PensionPaid in the notification log's order, without what differs between two
+    ledgers (the batch id, the time)."""
+    out = []
+    for n in ledger.recorder.select_notifications(start=1, limit=10_000):
+        if n.topic.endswith("PensionPaid"):
+            e = ledger.mapper.to_domain_event(n)
+            state = e.model_dump(mode="json", exclude={"timestamp", "batch_id"})
+            out.append((n.originator_id, n.originator_version, state))
+    return out
+
+
+def registers(ledger: Ledger) -> tuple[Any, ...]:
+    facts = [(row[0], row[1]) for row in ledger.queries.pensioner_rows(10_000)]
+    paid = ledger.queries.fetch("SELECT participant_id, month, end_to_end_id FROM "
+                                "{p}paid_months ORDER BY 1, 2")
+    return facts, sorted((str(p), m, e2e) for p, m, e2e in paid), ledger.fund_positions()
+
+
+def test_funding_in_two_stores_what_one_process_stores(
+        ledger: Ledger, twin: Ledger, two_processes: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    people = pensioners(ledger)
+    assert pensioners(twin) == people
+    batch = approved(ledger)
+    assert batch.line_count == 10 and len(batch.lines) == 10
+
+    assert fund(ledger, batch) == {"payments": 10, "total_fen": batch.total_fen}
+
+    chunks = [line.split() for line in two_processes.read_text().splitlines()]
+    # Chunks 0 and 2 (3 lines each) here, 1 and 3 (3 lines, then 1) in the child.
+    mine = [int(size) for process, size in chunks if process == str(os.getpid())]
+    theirs = [int(size) for process, size in chunks if process != str(os.getpid())]
+    assert mine == [3, 3] and sorted(theirs) == [1, 3]
+
+    monkeypatch.setattr(disbursement, "FUND_IN_TWO_MIN_LINES", 10**9)
+    two_processes.write_text("")
+    fund(twin, approved(twin))
+    assert {line.split()[0] for line in two_processes.read_text().splitlines()} == {
+        str(os.getpid())}
+
+    paid = payments_in_order(ledger)
+    assert len(paid) == 10
+    assert paid == payments_in_order(twin)
+    assert registers(ledger) == registers(twin)
+    for idn in people:
+        register_is_a_replay(ledger, idn)
+    assert disbursement.get_batch(ledger, batch.id, lines=False).state == "funded"
+
+
+def test_a_line_no_longer_owed_in_either_share_refuses_the_batch(
+        ledger: Ledger, two_processes: Path) -> None:
+    people = pensioners(ledger)
+    batch = approved(ledger)
+    order = [line.id_number for line in batch.lines.values()]
+    # The first line of chunk 1 (the child's) and of chunk 2 (this process's).
+    theirs, mine = order[LINES_PER_CHUNK], order[2 * LINES_PER_CHUNK]
+    for idn in (mine, theirs):
+        ledger.suspend(id_number=idn, reason_code="no_proof_of_life", from_month=PERIOD,
+                       actor=OPERATOR)
+    before = (stored_count(ledger), ledger.fund_positions())
+
+    with pytest.raises(Refused) as exc:
+        fund(ledger, batch)
+
+    message = str(exc.value)
+    assert "2 line(s) no longer owed" in message
+    # Listed in the batch's order, whichever process found them.
+    assert message.index(mask(theirs)) < message.index(mask(mine))
+    assert (stored_count(ledger), ledger.fund_positions()) == before
+    assert set(people) >= {mine, theirs}
+
+
+def boom() -> None:
+    raise RuntimeError("boom")
+
+
+def refuse() -> None:
+    raise InvalidInput("bank_code", "closed for the test")
+
+
+def in_the_child(monkeypatch: pytest.MonkeyPatch, act: Any) -> Any:
+    """act() in the child before it pays its first chunk; returns the original _add_chunk."""
+    parent = os.getpid()
+    add_chunk = disbursement._Payments._add_chunk
+
+    def acting(self: Any, *args: Any) -> None:
+        if os.getpid() != parent:
+            act()
+        add_chunk(self, *args)
+
+    monkeypatch.setattr(disbursement._Payments, "_add_chunk", acting)
+    return add_chunk
+
+
+@pytest.mark.parametrize(("act", "error", "message"), [
+    (lambda: os._exit(3), ChildFailed, "died (exit code 3); nothing funded"),
+    (boom, ChildFailed, "RuntimeError: boom"),
+    (refuse, InvalidInput, "bank_code: closed for the test"),
+], ids=["dies", "raises", "refuses"])
+def test_a_child_that_fails_fails_the_funding_and_stores_nothing(
+        ledger: Ledger, two_processes: Path, monkeypatch: pytest.MonkeyPatch, act: Any,
+        error: type[Exception], message: str) -> None:
+    pensioners(ledger)
+    batch = approved(ledger)
+    before = (stored_count(ledger), ledger.fund_positions(), registers(ledger))
+    add_chunk = in_the_child(monkeypatch, act)
+
+    with pytest.raises(error) as exc:
+        fund(ledger, batch)
+
+    assert message in str(exc.value)
+    if isinstance(exc.value, InvalidInput):  # re-raised as it was raised
+        assert (exc.value.field, exc.value.rule) == ("bank_code", "closed for the test")
+    assert (stored_count(ledger), ledger.fund_positions(), registers(ledger)) == before
+    assert disbursement.get_batch(ledger, batch.id, lines=False).state == "approved"
+    # The parent's connections are untouched by the child: funding again pays the batch.
+    monkeypatch.setattr(disbursement._Payments, "_add_chunk", add_chunk)
+    assert fund(ledger, batch)["payments"] == 10
+
+
+def test_a_child_that_hangs_is_given_up_on(
+        sqlite_ledger: Ledger, two_processes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pensioners(sqlite_ledger)
+    batch = approved(sqlite_ledger)
+    before = stored_count(sqlite_ledger)
+    monkeypatch.setattr(disbursement, "CHILD_WAIT_S", 1.0)
+    in_the_child(monkeypatch, lambda: time.sleep(60))
+
+    start = time.monotonic()
+    with pytest.raises(ChildFailed) as exc:
+        fund(sqlite_ledger, batch)
+
+    assert "the process funding half the batch" in str(exc.value)
+    assert "gave no answer in 1 s; nothing funded" in str(exc.value)
+    assert time.monotonic() - start < 30
+    assert stored_count(sqlite_ledger) == before
+
+
+def test_the_fast_encoding_is_checked_in_the_child_too(
+        sqlite_ledger: Ledger, two_processes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's payments are made the validated way for its first line and compared:
+    a wrong fast encoding there fails the funding."""
+    pensioners(sqlite_ledger)
+    batch = approved(sqlite_ledger)
+    before = stored_count(sqlite_ledger)
+    parent = os.getpid()
+    facts_after = disbursement._facts_after
+
+    def wrong(*args: Any) -> str:
+        text = facts_after(*args)
+        return text + " " if os.getpid() != parent else text
+
+    monkeypatch.setattr(disbursement, "_facts_after", wrong)
+    with pytest.raises(ChildFailed) as exc:
+        fund(sqlite_ledger, batch)
+    assert "facts after payment differ" in str(exc.value)
+    assert stored_count(sqlite_ledger) == before
+
+
+def test_small_batches_and_in_memory_stores_are_funded_in_one_process(
+        sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(disbursement, "FUND_IN_TWO_MIN_LINES", 20_001)
+    memory = Ledger(":memory:", cipher_key="")
+    try:
+        def batch_of(lines: int) -> Any:
+            return type("Batch", (), {"line_count": lines})()
+
+        assert disbursement._in_two(sqlite_ledger, batch_of(20_001))
+        assert not disbursement._in_two(sqlite_ledger, batch_of(20_000))
+        assert not disbursement._in_two(memory, batch_of(10**6))
+        # One LinesAdded event: nothing to share.
+        monkeypatch.setattr(disbursement, "FUND_IN_TWO_MIN_LINES", 2)
+        assert not disbursement._in_two(sqlite_ledger, batch_of(
+            disbursement.MAX_LINES_PER_EVENT))
+    finally:
+        memory.close()
+
+
+def test_payments_of_the_child_are_the_participants_events(
+        sqlite_ledger: Ledger, two_processes: Path) -> None:
+    people = pensioners(sqlite_ledger)
+    batch = approved(sqlite_ledger)
+    fund(sqlite_ledger, batch)
+    for idn in people:
+        events = sqlite_ledger.events.get(pid(idn))
+        [paid] = [e for e in events if isinstance(e, Participant.PensionPaid)]
+        assert paid.batch_id == batch.id and paid.months == [PERIOD]
+        assert paid.value_date == date(2020, 4, 1)
