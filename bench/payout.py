@@ -2,7 +2,7 @@
 register to an approved, funded batch and its exported pain.001 files.
 
     .venv/bin/python -m bench.payout [--pensioners 1000000] [--runs 3] [--profile]
-        [--keep | --reuse SCHEMA] [--raise-before-last]
+        [--keep | --reuse SCHEMA] [--raise-before-last] [--one-process]
 
 Set-up (not timed): a fresh schema in the PostgreSQL database `test` (dropped after). The
 pensioners are written straight to the event store with their register rows, the way
@@ -27,8 +27,10 @@ to bench/out/payout-<time>.json.
 
 Each part is reported as wall seconds, as this process's CPU seconds ("<part>.cpu":
 user + system of the benchmark process, not PostgreSQL's): on a shared machine the CPU
-figure moves less with the load), and with the process's peak resident memory so far. The
-load average is recorded before and after each run.
+figure moves less with the load), as the CPU seconds of the child funding forks to share
+its work ("<part>.child_cpu", decision #35; --one-process funds without it), and with
+the process's peak resident memory so far (and the largest child's, which counts the pages it
+shares with this process). The load average is recorded before and after each run.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ import orjson
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from ledger import resident_id
+from ledger import disbursement, resident_id
 from ledger.aggregates.participant import BankAccount, Participant, participant_id
 from ledger.application import Ledger, register_row
 from ledger.payout import facts_of
@@ -269,7 +271,7 @@ def one_month(ledger: Ledger, period: str, out_dir: Path, config: PayoutConfig
     def done(part: str, since: tuple[float, float, float]) -> None:
         parts[part] = time.perf_counter() - since[0]
         parts[f"{part}.cpu"] = time.process_time() - since[1]
-        # The forked child that shares the work of run_month and fund (ledger.forked).
+        # The forked child that shares funding's work (ledger.forked).
         parts[f"{part}.child_cpu"] = children_cpu() - since[2]
         # The process's peak resident memory so far (a high-water mark: the step that
         # raised it is the one where it first shows), and its children's.
@@ -353,7 +355,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="before the last month, publish a raise of the county's part "
                          "back-dated to the first month: that month tops up every month "
                          "paid before it (调待补发)")
+    ap.add_argument("--one-process", action="store_true",
+                    help="fund without its forked child (decision #35), to compare")
     args = ap.parse_args(argv)
+    if args.one_process:
+        disbursement.FUND_IN_TWO_MIN_LINES = 10**12
     if not 1 <= args.pensioners <= MAX_PENSIONERS:
         ap.error(f"--pensioners must be 1..{MAX_PENSIONERS}")
     if not 1 <= args.runs <= 9:
@@ -409,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     ratios = {k: round(statistics.median(r["ratios"][k] for r in results), 2)
               for k in results[0]["ratios"]}
     report = {"pensioners": args.pensioners, "raise_before_last": args.raise_before_last,
+              "one_process": args.one_process,
               "runs": results, "median_s": medians,
               "baselines_median": baselines, "ratios_median": ratios, "setup_s": setup_s,
               "machine": {"python": sys.version.split()[0], "platform": platform.platform(),

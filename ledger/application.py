@@ -192,14 +192,9 @@ class Ledger(Application[UUID]):
         payee = self._seal_personal(payee_json(f)) if with_payee else None
         return PensionerRow(UUID(f.participant_id), facts_json(f), payee)
 
-    def pensioners(self, chunk_size: int = 10_000, *, start: UUID | None = None,
-                   stop: UUID | None = None, queries: StoreQueries | None = None
-                   ) -> Iterator[PensionerFacts]:
-        """Every pensioner as the register knows them, in participant id order: those from
-        start (included) to stop (excluded), by default all; read through queries (a forked
-        child's own connection), by default the ledger's."""
-        rows = (queries or self.queries).pensioner_rows(chunk_size, start=start, stop=stop)
-        for pid, facts, payee in rows:
+    def pensioners(self, chunk_size: int = 10_000) -> Iterator[PensionerFacts]:
+        """Every pensioner as the register knows them, in participant id order."""
+        for pid, facts, payee in self.queries.pensioner_rows(chunk_size):
             yield load_facts(pid, facts, self.open_personal(payee))
 
     def _seal_personal(self, data: bytes) -> bytes:

@@ -1039,42 +1039,29 @@ class StoreQueries:
                           "FROM {p}event_chain WHERE block_no > ? ORDER BY block_no LIMIT ?",
                           (after_block, limit))
 
-    def pensioner_rows(self, chunk_size: int = 10_000, *, start: UUID | None = None,
-                       stop: UUID | None = None) -> Iterator[tuple[UUID, str, bytes]]:
-        """(participant id, facts JSON, payee bytes), in id order, a chunk at a time, of the
-        ids from start (included) to stop (excluded), by default all. On PostgreSQL the next
-        chunk is fetched while the caller works on this one."""
+    def pensioner_rows(self, chunk_size: int = 10_000) -> Iterator[tuple[UUID, str, bytes]]:
+        """(participant id, facts JSON, payee bytes), in id order, a chunk at a time. On
+        PostgreSQL the next chunk is fetched while the caller works on this one."""
         assert 0 < chunk_size <= 100_000
-        assert start is None or stop is None or start < stop
-        pages = self._pensioner_pages(chunk_size, start, stop)
+        pages = self._pensioner_pages(chunk_size)
         for rows in read_ahead(pages) if self.is_postgres else pages:
             for pid, facts, payee in rows:
                 yield self._uuid(pid), facts, bytes(payee)
 
-    def _pensioner_pages(self, chunk_size: int, start: UUID | None, stop: UUID | None
-                         ) -> Iterator[list[tuple[Any, ...]]]:
-        below = "" if stop is None else "AND participant_id < ? "
-        until = () if stop is None else (self._id(stop),)
+    def _pensioner_pages(self, chunk_size: int) -> Iterator[list[tuple[Any, ...]]]:
         after: Any = None
         while True:
             if after is None:
-                # The first page takes the start itself.
                 rows = self.fetch("SELECT participant_id, facts, payee FROM {p}pensioner_register "
-                                  "WHERE participant_id >= ? " + below +
-                                  "ORDER BY participant_id LIMIT ?",
-                                  (self._id(start or UUID(int=0)), *until, chunk_size))
+                                  "ORDER BY participant_id LIMIT ?", (chunk_size,))
             else:
                 rows = self.fetch("SELECT participant_id, facts, payee FROM {p}pensioner_register "
-                                  "WHERE participant_id > ? " + below +
-                                  "ORDER BY participant_id LIMIT ?",
-                                  (after, *until, chunk_size))
+                                  "WHERE participant_id > ? ORDER BY participant_id LIMIT ?",
+                                  (after, chunk_size))
             if not rows:
                 return
             yield rows
             after = rows[-1][0]
-
-    def pensioner_count(self) -> int:
-        return int(self.fetch("SELECT COUNT(*) FROM {p}pensioner_register")[0][0])
 
     def paid_month_count(self, participant_id: UUID) -> int:
         rows = self.fetch("SELECT COUNT(*) FROM {p}paid_months WHERE participant_id = ?",

@@ -66,19 +66,6 @@ class LineSummary:
             sum(line.get("rerated_fen", {}).values()))
 
 
-@dataclass(frozen=True)
-class ComparisonShare:
-    """What a copy of a Comparison was fed (Comparison.share): its counts and tallies by
-    reason (headcount, payments, amount, samples), and last month's lines it took, as
-    participant ids of 16 bytes."""
-
-    count: int
-    total_fen: int
-    pooled_fen: int
-    tallies: dict[str, tuple[int, int, int, list[str]]]
-    taken: bytes
-
-
 @dataclass
 class _Tally:
     headcount: int = 0
@@ -106,8 +93,6 @@ class Comparison:
         self._tallies: dict[str, _Tally] = {}
         self._lowered: dict[str, Any] = {"pensioners": 0, "amount_fen": 0,
                                          "participant_ids": []}
-        # Last month's lines taken by paid() and not_paid(), for a share's copy (share()).
-        self._taken: list[UUID] = []
 
     def lowered(self, pensioners: int, amount_fen: int, participant_ids: list[str]) -> None:
         """Pensioners whose months paid hold more basic pension than the rules now give (a
@@ -135,8 +120,6 @@ class Comparison:
         self._total += line.amount_fen
         self._pooled += line.pooled_account_fen
         before = self._prev.pop(line.participant_id, None)
-        if before is not None:
-            self._taken.append(line.participant_id)
         if before is None:
             if self.previous is None:
                 reason = "no_previous_batch"
@@ -162,7 +145,6 @@ class Comparison:
         before = self._prev.pop(pid, None)
         if before is None:
             return
-        self._taken.append(pid)
         if excluded:
             reason = "excluded"
         elif f.status == "deceased":
@@ -174,34 +156,6 @@ class Comparison:
         else:
             reason = "nothing_owed"
         self._add(reason, pid, -1, -before.amount_fen)
-
-    def share(self) -> ComparisonShare:
-        """What this comparison was fed, for the one it was copied from: a forked child's
-        copy, fed the pensioners of the child's share (see add_share)."""
-        return ComparisonShare(
-            self._count, self._total, self._pooled,
-            {r: (t.headcount, t.payments, t.amount_fen, t.samples)
-             for r, t in self._tallies.items()},
-            b"".join([pid.bytes for pid in self._taken]))
-
-    def add_share(self, share: ComparisonShare) -> None:
-        """Take in what a copy of this comparison was fed, as if fed here: the copy's
-        pensioners come after this one's (samples keep the order of feeding)."""
-        assert not self._lowered["pensioners"], "lowered() is told once, after the shares"
-        self._count += share.count
-        self._total += share.total_fen
-        self._pooled += share.pooled_fen
-        for reason, (headcount, payments, amount_fen, samples) in share.tallies.items():
-            t = self._tallies.setdefault(reason, _Tally())
-            t.headcount += headcount
-            t.payments += payments
-            t.amount_fen += amount_fen
-            t.samples = (t.samples + samples)[:MAX_SAMPLES]
-        taken = share.taken
-        for i in range(0, len(taken), 16):
-            pid = UUID(bytes=taken[i:i + 16])
-            assert pid in self._prev, f"{pid}: last month's line taken twice"
-            del self._prev[pid]
 
     def result(self) -> dict[str, Any]:
         for pid, before in self._prev.items():  # paid last month, gone from the register

@@ -29,8 +29,7 @@ from ledger.aggregates.payout_batch import (
 )
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, Refused
-from ledger.forked import Child, OwnQueries, Post, can_fork
-from ledger.payout import MAX_LOWERED_IDS, DueCalculator, PensionerFacts, next_month
+from ledger.payout import DueCalculator, PensionerFacts, next_month
 from payout_engine import drafted_files
 from payout_engine.bankfiles import InvalidInstruction, PaymentInstruction, build_manifest
 from payout_engine.comparison import Comparison, LineSummary
@@ -308,55 +307,29 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
              ) -> tuple[list[BatchLine], list[PaymentInstruction], list[dict[str, str]]]:
     # Funding works out again, by the same calculation, only the lines of pensioners changed
     # since (or all of them after a new rule version).
-    draft = _Drafting(period, sequence, comparison,
-                      DueCalculator.under(ledger.ruleset(), period), progress)
-    if _in_two(ledger):
-        _compute_in_two(ledger, draft, timings)
-    else:
-        draft.take_all(ledger.pensioners(), timings)
-    due_for = draft.due_for
-    comparison.lowered(due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
-    return draft.lines, draft.payments, draft.excluded
-
-
-class _Drafting:
-    """The run's lines, payments, exclusions and comparison, fed one pensioner at a time."""
-
-    def __init__(self, period: str, sequence: int, comparison: Comparison,
-                 due_for: DueCalculator, progress: Progress | None) -> None:
-        self.period, self.sequence, self.comparison = period, sequence, comparison
-        self.due_for, self.progress = due_for, progress
-        self.lines: list[BatchLine] = []
-        self.payments: list[PaymentInstruction] = []
-        self.excluded: list[dict[str, str]] = []
-        self.seen = 0
-
-    def take_all(self, pensioners: Iterator[PensionerFacts], timings: RunTimings) -> None:
-        t_compute = 0.0
-        for f in _timed(pensioners, timings):
-            t = time.perf_counter()
-            self.take(f)
-            t_compute += time.perf_counter() - t
-        timings.add("compute", t_compute)
-        if self.progress is not None:
-            self.progress(self.seen % PROGRESS_EVERY)
-
-    def take(self, f: PensionerFacts) -> None:
-        self.seen += 1
-        if self.progress is not None and self.seen % PROGRESS_EVERY == 0:
-            self.progress(PROGRESS_EVERY)
-        due = self.due_for(f)
+    due_for = DueCalculator.under(ledger.ruleset(), period)
+    lines: list[BatchLine] = []
+    payments: list[PaymentInstruction] = []
+    excluded: list[dict[str, str]] = []
+    n = 0
+    t_compute = 0.0
+    for f in _timed(ledger.pensioners(), timings):
+        t = time.perf_counter()
+        n += 1
+        if progress is not None and n % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+        due = due_for(f)
         if due is None or due.amount_fen <= 0:
-            self.comparison.not_paid(f)
-            return
-        period = self.period
+            comparison.not_paid(f)
+            t_compute += time.perf_counter() - t
+            continue
         pid = UUID(f.participant_id)
         why = None
         if f.bank is None:
             why = "no bank details"
         else:
             line = BatchLine(
-                end_to_end_id=end_to_end_id(period, self.sequence, pid), participant_id=pid,
+                end_to_end_id=end_to_end_id(period, sequence, pid), participant_id=pid,
                 months=list(due.months), basic_fen=due.basic_fen,
                 account_by_source_fen=due.account_by_source_fen,
                 pooled_account_fen=due.pooled_account_fen, deduction_fen=due.deduction_fen,
@@ -373,106 +346,18 @@ class _Drafting:
                 # and are paid once the details are corrected.
                 why = str(e)
         if why is not None:
-            self.excluded.append({"participant_id": f.participant_id, "reason": why})
-            self.comparison.not_paid(f, excluded=True)
+            excluded.append({"participant_id": f.participant_id, "reason": why})
+            comparison.not_paid(f, excluded=True)
         else:
-            self.lines.append(line)
-            self.payments.append(payment)
-            self.comparison.paid(f, line)
-
-
-# ---- a big register computed by two processes --------------------------------------------
-
-RUN_IN_TWO_MIN_PENSIONERS = 100_000  # a register this big is computed by two processes
-CHILD_WAIT_S = 300.0  # the longest the run waits for word from its child process
-# The child takes the upper half of the participant ids (uuid5 of the resident ID: evenly
-# spread), so its lines follow this process's, in participant id order as one process
-# makes them.
-SHARE_SPLIT = UUID(int=1 << 127)
-
-
-def _in_two(ledger: Ledger) -> bool:
-    """Whether to compute the run in two processes: a big register, and a child can be
-    forked (ledger.forked.can_fork)."""
-    return can_fork(ledger) and ledger.queries.pensioner_count() >= RUN_IN_TWO_MIN_PENSIONERS
-
-
-def _compute_in_two(ledger: Ledger, draft: _Drafting, timings: RunTimings) -> None:
-    """The pensioners of the lower half of participant ids computed here, those of the upper
-    half by a forked child (ledger.forked) on a connection of its own, meanwhile. The child
-    sends its lines and payments as it goes; they are put after this process's, and its
-    copies of the comparison and the calculation are added in after. The batch is the one
-    a single process drafts (the tests compare the two)."""
-    child = Child("run-share", lambda post: _child_share(post, ledger, draft),
-                  what="the process computing half the run", nothing="nothing drafted")
-    theirs: list[tuple[list[BatchLine], list[PaymentInstruction]]] = []
-    end: tuple[Any, ...] = ()
-    their_count = 0  # pensioners the child has taken
-    progress = draft.progress
-
-    def take(wait: bool) -> None:
-        nonlocal end, their_count
-        for kind, *body in child.messages(wait=wait, wait_s=CHILD_WAIT_S):
-            if kind == "done":
-                end = tuple(body)
-                child.finish()
-                continue
-            assert kind == "lines", kind
-            seen, lines, payments = body
-            theirs.append((lines, payments))
-            their_count += seen
-            if progress is not None:
-                progress(seen)
-
-    try:
-        def pensioners() -> Iterator[PensionerFacts]:
-            for f in ledger.pensioners(stop=SHARE_SPLIT):
-                yield f
-                if draft.seen % PROGRESS_EVERY == 0:
-                    take(wait=False)
-
-        draft.take_all(pensioners(), timings)
-        t = time.perf_counter()
-        take(wait=True)
-        timings.add("child_wait", time.perf_counter() - t)
-    finally:
-        child.close(CHILD_WAIT_S)
-    excluded, comparison, lowered = end
-    for lines, payments in theirs:
-        draft.lines += lines
-        draft.payments += payments
-    draft.seen += their_count
-    draft.excluded += excluded
-    draft.comparison.add_share(comparison)
-    count, fen, ids = lowered
-    due_for = draft.due_for
-    due_for.lowered_count += count
-    due_for.lowered_fen += fen
-    due_for.lowered_ids = (due_for.lowered_ids + ids)[:MAX_LOWERED_IDS]
-
-
-def _child_share(post: Post, ledger: Ledger, draft: _Drafting) -> None:
-    """In the forked child: the upper half of the register, posting its lines and payments
-    every PROGRESS_EVERY pensioners, then what it excluded and its comparison."""
-    draft.progress = None
-    queries = OwnQueries(ledger.queries)
-    sent = [0, 0]  # lines sent, pensioners seen when sent
-
-    def send() -> None:
-        post(("lines", draft.seen - sent[1], draft.lines[sent[0]:], draft.payments[sent[0]:]))
-        sent[:] = len(draft.lines), draft.seen
-
-    try:
-        for f in ledger.pensioners(start=SHARE_SPLIT, queries=queries):
-            draft.take(f)
-            if draft.seen % PROGRESS_EVERY == 0:
-                send()
-    finally:
-        queries.close()
-    send()
-    due_for = draft.due_for
-    post(("done", draft.excluded, draft.comparison.share(),
-          (due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)))
+            lines.append(line)
+            payments.append(payment)
+            comparison.paid(f, line)
+        t_compute += time.perf_counter() - t
+    if progress is not None:
+        progress(n % PROGRESS_EVERY)
+    comparison.lowered(due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
+    timings.add("compute", t_compute)
+    return lines, payments, excluded
 
 
 def _pension_summaries(stored: Iterator[dict[str, Any]], one_offs: list[tuple[UUID, int]]
