@@ -361,7 +361,7 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
 
 
 def _pension_summaries(stored: Iterator[dict[str, Any]], one_offs: list[tuple[UUID, int]]
-                       ) -> Iterator[tuple[UUID, LineSummary]]:
+                       ) -> Iterator[tuple[str, LineSummary]]:
     """Last month's pension lines for the comparison; its one-off lines go to one_offs."""
     for line in stored:
         if line.get("kind", MONTHLY_PENSION) == MONTHLY_PENSION:
