@@ -37,7 +37,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic, resolve_topic, retry
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 from pydantic import BaseModel
 
 from ledger import jsonbytes
@@ -483,6 +483,17 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.channel_name = f"{self.datastore.schema}_{self.channel_name}"[:63]
         schema = Identifier(self.datastore.schema)
         self.sql_create_statements.extend([
+            # A month's batch stores its lines as 5 MB events (a province's: 100 of them);
+            # PostgreSQL's default compression (pglz) took 4.1 s to write 527 MB of them,
+            # lz4 1.2 s, for about the same size (86 MB against 80). Where the server has
+            # lz4; once (the ALTER locks the table, and every start runs these).
+            SQL("DO $$ BEGIN IF 'lz4' = ANY (SELECT unnest(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression') AND (SELECT attcompression "
+                "FROM pg_attribute WHERE attrelid = {t}::regclass AND attname = 'state') "
+                "<> 'l' THEN ALTER TABLE {s}.{e} ALTER COLUMN state SET COMPRESSION lz4; "
+                "END IF; END $$").format(
+                    s=schema, e=Identifier(self.events_table_name),
+                    t=Literal(f'"{self.datastore.schema}"."{self.events_table_name}"')),
             SQL("CREATE TABLE IF NOT EXISTS {s}.event_chain (block_no bigint PRIMARY KEY, "
                 "first_notification_id bigint NOT NULL, last_notification_id bigint NOT NULL, "
                 "event_count integer NOT NULL, events_sha256 text NOT NULL, "
