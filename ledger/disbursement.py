@@ -175,10 +175,16 @@ def line_states(ledger: Ledger, batch_id: UUID) -> Iterator[dict[str, Any]]:
     chunks = 0
     for stored in _batch_events(ledger, batch_id, after=1, through=1 + _chunks(
             drafted.line_count)):
-        assert stored.topic == LINES_TOPIC
         chunks += 1
-        yield from orjson.loads(unseal(ledger.mapper, stored.state))["lines"]
+        yield from _stored_lines(ledger, stored.topic, stored.state)
     assert chunks == _chunks(drafted.line_count)
+
+
+def _stored_lines(ledger: Ledger, topic: str, state: bytes) -> list[dict[str, Any]]:
+    """The lines of one stored LinesAdded event, as their JSON objects."""
+    assert topic == LINES_TOPIC, topic
+    lines: list[dict[str, Any]] = orjson.loads(unseal(ledger.mapper, state))["lines"]
+    return lines
 
 
 # ---- draft ----------------------------------------------------------------------------
@@ -402,10 +408,7 @@ class _Payments:
                 f"SELECT topic, state FROM {{p}}{table} WHERE originator_id = ? "
                 "AND originator_version = ?",
                 (self.batch.id if queries.is_postgres else self.batch.id.hex, version))
-        assert topic == LINES_TOPIC, topic
-        lines: list[dict[str, Any]] = orjson.loads(unseal(self.ledger.mapper,
-                                                          bytes(state)))["lines"]
-        return lines
+        return _stored_lines(self.ledger, topic, bytes(state))
 
     def _child_share(self, post: Post, chunks: int) -> None:
         """In the forked child: pay the odd chunks, posting each one's results."""
