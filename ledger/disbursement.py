@@ -121,7 +121,7 @@ def _batch_events(ledger: Ledger, batch_id: UUID, after: int = 0,
         after = page[-1].originator_version
 
 
-def _chunks(line_count: int) -> int:
+def chunks_of(line_count: int) -> int:
     """How many LinesAdded events the draft wrote: they are versions 2 .. 1 + this."""
     return -(-line_count // MAX_LINES_PER_EVENT)
 
@@ -155,7 +155,7 @@ def _batch_without_lines(ledger: Ledger, batch_id: UUID) -> PayoutBatch:
     drafted: Any = ledger.mapper.to_domain_event(first[0])
     batch: Any = drafted.mutate(None)
     # The draft writes the LinesAdded events right after Drafted, in one transaction.
-    batch.version = 1 + _chunks(batch.line_count)
+    batch.version = 1 + chunks_of(batch.line_count)
     for stored in _batch_events(ledger, batch_id, after=batch.version):
         assert stored.topic != LINES_TOPIC, "lines after the drafted ones"
         event: Any = ledger.mapper.to_domain_event(stored)
@@ -173,11 +173,28 @@ def line_states(ledger: Ledger, batch_id: UUID) -> Iterator[dict[str, Any]]:
         raise NotFound("batch", str(batch_id))
     drafted: Any = ledger.mapper.to_domain_event(first[0])
     chunks = 0
-    for stored in _batch_events(ledger, batch_id, after=1, through=1 + _chunks(
+    for stored in _batch_events(ledger, batch_id, after=1, through=1 + chunks_of(
             drafted.line_count)):
         chunks += 1
         yield from _stored_lines(ledger, stored.topic, stored.state)
-    assert chunks == _chunks(drafted.line_count)
+    assert chunks == chunks_of(drafted.line_count)
+
+
+def chunk_lines(ledger: Ledger, batch_id: UUID, chunk_no: int,
+                queries: StoreQueries | None = None) -> list[dict[str, Any]]:
+    """The lines of one of the batch's LinesAdded events (version 2 + chunk_no) as stored
+    JSON, read through the recorder, or through queries (a forked child's own connection)."""
+    version = 2 + chunk_no
+    if queries is None:
+        [stored] = ledger.recorder.select_events(batch_id, gt=version - 1, lte=version)
+        topic, state = stored.topic, stored.state
+    else:
+        table = ledger.recorder.events_table_name  # type: ignore[attr-defined]
+        [(topic, state)] = queries.fetch(
+            f"SELECT topic, state FROM {{p}}{table} WHERE originator_id = ? "
+            "AND originator_version = ?",
+            (batch_id if queries.is_postgres else batch_id.hex, version))
+    return _stored_lines(ledger, topic, bytes(state))
 
 
 def _stored_lines(ledger: Ledger, topic: str, state: bytes) -> list[dict[str, Any]]:
@@ -286,7 +303,7 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
 def _in_two(ledger: Ledger, batch: PayoutBatch) -> bool:
     """Whether to fund the batch in two processes: big, in two LinesAdded events or more,
     and a child can be forked (ledger.forked.can_fork)."""
-    return (batch.line_count >= FUND_IN_TWO_MIN_LINES and _chunks(batch.line_count) >= 2
+    return (batch.line_count >= FUND_IN_TWO_MIN_LINES and chunks_of(batch.line_count) >= 2
             and can_fork(ledger))
 
 
@@ -350,7 +367,7 @@ class _Payments:
         connection of its own and sends back what it paid. The results are put together in
         chunk order, so the stored events are those one process would store, in its order.
         A child that dies, fails or hangs fails the funding, and nothing is stored."""
-        chunks = _chunks(self.batch.line_count)
+        chunks = chunks_of(self.batch.line_count)
         assert MAX_LINES_PER_EVENT <= REGISTER_CHUNK and chunks >= 2
         if self.due_for is None:  # made here: the child may not read the rule set
             self.due_for = DueCalculator.under(self.ledger.ruleset(), self.batch.period)
@@ -373,7 +390,7 @@ class _Payments:
 
             for chunk_no in range(0, chunks, 2):
                 before = self._marks()
-                lines = self._lines_of(chunk_no, None)
+                lines = chunk_lines(self.ledger, self.batch.id, chunk_no)
                 self._add_chunk(lines)
                 parts[chunk_no] = {name: getattr(self, name)[start:] for name, start
                                    in zip(self._OUTPUTS, before, strict=True)}
@@ -394,29 +411,13 @@ class _Payments:
     def _marks(self) -> tuple[int, ...]:
         return tuple(len(getattr(self, name)) for name in self._OUTPUTS)
 
-    def _lines_of(self, chunk_no: int, queries: StoreQueries | None) -> list[dict[str, Any]]:
-        """The lines of one LinesAdded event (version 2 + chunk_no) as stored JSON, read
-        through the recorder, or through queries (a forked child's own connection)."""
-        version = 2 + chunk_no
-        if queries is None:
-            [stored] = self.ledger.recorder.select_events(self.batch.id, gt=version - 1,
-                                                          lte=version)
-            topic, state = stored.topic, stored.state
-        else:
-            table = self.ledger.recorder.events_table_name  # type: ignore[attr-defined]
-            [(topic, state)] = queries.fetch(
-                f"SELECT topic, state FROM {{p}}{table} WHERE originator_id = ? "
-                "AND originator_version = ?",
-                (self.batch.id if queries.is_postgres else self.batch.id.hex, version))
-        return _stored_lines(self.ledger, topic, bytes(state))
-
     def _child_share(self, post: Post, chunks: int) -> None:
         """In the forked child: pay the odd chunks, posting each one's results."""
         queries = OwnQueries(self.ledger.queries)
         try:
             for chunk_no in range(1, chunks, 2):
                 before, count, total_fen = self._marks(), self.count, self.total_fen
-                lines = self._lines_of(chunk_no, queries)
+                lines = chunk_lines(self.ledger, self.batch.id, chunk_no, queries)
                 self._add_chunk(lines, queries)
                 post(("paid", chunk_no, len(lines), self.count - count,
                       self.total_fen - total_fen, self._packed(before)))

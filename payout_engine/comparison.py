@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from ledger.aggregates.payout_batch import BatchLine
@@ -65,6 +65,40 @@ class LineSummary(NamedTuple):
             line["amount_fen"], len(line["months"]), line["basic_fen"], line["deduction_fen"],
             line["pooled_account_fen"], tuple(line["rule_versions"]),
             sum(rerated.values()) if rerated else 0)
+
+
+class Pensioner(Protocol):
+    """What a comparison reads of a pensioner: ledger.payout.PensionerFacts, or Seen."""
+
+    @property
+    def participant_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def payment_hold(self) -> str | None: ...
+    @property
+    def paid_through(self) -> str | None: ...
+    @property
+    def paid_after(self) -> frozenset[str]: ...
+    @property
+    def start_month(self) -> str: ...
+
+
+class Seen(NamedTuple):
+    """What a comparison reads of a pensioner, kept instead of the whole PensionerFacts
+    while the comparison waits for last month's lines (DeferredComparison)."""
+
+    participant_id: str
+    status: str
+    payment_hold: str | None
+    paid_through: str | None
+    paid_after: frozenset[str]
+    start_month: str
+
+    @classmethod
+    def of(cls, f: PensionerFacts) -> Seen:
+        return cls(f.participant_id, f.status, f.payment_hold, f.paid_through, f.paid_after,
+                   f.start_month)
 
 
 @dataclass
@@ -116,7 +150,7 @@ class Comparison:
         if len(t.samples) < MAX_SAMPLES:
             t.samples.append(str(pid))
 
-    def paid(self, f: PensionerFacts, line: BatchLine) -> None:
+    def paid(self, f: Pensioner, line: BatchLine) -> None:
         """A pensioner with a payment in this run."""
         self._count += 1
         self._total += line.amount_fen
@@ -141,7 +175,7 @@ class Comparison:
         elif now.pooled_fen and not before.pooled_fen:
             self._add("account_exhausted", line.participant_id, 0, 0)
 
-    def not_paid(self, f: PensionerFacts, excluded: bool = False) -> None:
+    def not_paid(self, f: Pensioner, excluded: bool = False) -> None:
         """A pensioner in the register with no payment in this run."""
         pid = f.participant_id
         before = self._prev.pop(pid, None)
@@ -185,6 +219,40 @@ class Comparison:
             "reasons": reasons,
             "paid_above_the_rules": self._lowered,
         }
+
+
+class DeferredComparison:
+    """A Comparison's calls for this month's pensioners, kept in order until last month's
+    lines are in (a forked child reads them meanwhile: payout_engine.last_month), then made
+    on the Comparison in that order, so that it ends exactly as if fed one by one."""
+
+    def __init__(self) -> None:
+        # (Seen, line) for paid, (Seen, excluded) for not_paid.
+        self._calls: list[tuple[Seen, BatchLine | bool]] = []
+        self._lowered: tuple[int, int, list[str]] | None = None
+
+    def paid(self, f: PensionerFacts, line: BatchLine) -> None:
+        self._calls.append((Seen.of(f), line))
+
+    def not_paid(self, f: PensionerFacts, excluded: bool = False) -> None:
+        self._calls.append((Seen.of(f), excluded))
+
+    def lowered(self, pensioners: int, amount_fen: int, participant_ids: list[str]) -> None:
+        self._lowered = (pensioners, amount_fen, participant_ids)
+
+    def onto(self, comparison: Comparison) -> Comparison:
+        """The calls made on `comparison` (fresh: nothing fed yet), which is returned."""
+        assert not comparison._tallies and not comparison._count, "already fed"
+        for seen, outcome in self._calls:
+            if type(outcome) is bool:
+                comparison.not_paid(seen, outcome)
+            else:
+                assert isinstance(outcome, BatchLine)
+                comparison.paid(seen, outcome)
+        self._calls.clear()
+        if self._lowered is not None:
+            comparison.lowered(*self._lowered)
+        return comparison
 
 
 def _changed(before: LineSummary, now: LineSummary) -> str:

@@ -32,7 +32,7 @@ from ledger.errors import InvalidInput, Refused
 from ledger.payout import DueCalculator, PensionerFacts, next_month
 from payout_engine import drafted_files
 from payout_engine.bankfiles import InvalidInstruction, PaymentInstruction, build_manifest
-from payout_engine.comparison import Comparison, LineSummary
+from payout_engine.comparison import Comparison
 from payout_engine.config import BEIJING, PayoutConfig, load_config
 from payout_engine.export import (
     FILE_FORMATS,
@@ -40,6 +40,7 @@ from payout_engine.export import (
     file_records,
     instruction,
 )
+from payout_engine.last_month import Feed, LastMonth
 
 Progress = Callable[[int], None]
 MAX_SEQUENCE = 99  # two digits in the EndToEndId
@@ -248,21 +249,19 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
     created_at = config.created_at(period, today)
 
     t = time.perf_counter()
-    previous = _previous(ledger, period)
-    # Filled while the comparison reads the pension lines (one pass over last month's).
-    previous_one_offs: list[tuple[UUID, int]] = []
-    comparison = Comparison(
-        None if previous is None else {
-            "batch_id": str(previous.id), "period": previous.period,
-            "sequence": previous.sequence, "state": previous.state},
-        () if previous is None else _pension_summaries(
-            disbursement.line_states(ledger, previous.id), previous_one_offs),
-        previous_one_offs)
-    timings.add("previous_batch", time.perf_counter() - t)
-
-    rules_version = ledger.ruleset().version
-    lines, payments, excluded = _compute(ledger, period, sequence, comparison, progress,
-                                         timings)
+    # Last month's lines, for the comparison: a big batch is read by a forked child while
+    # the register is read and the month computed (payout_engine.last_month).
+    last_month = LastMonth(ledger, _previous(ledger, period))
+    try:
+        fed = last_month.feed()
+        timings.add("previous_batch", time.perf_counter() - t)
+        rules_version = ledger.ruleset().version
+        lines, payments, excluded = _compute(ledger, period, sequence, fed, progress, timings)
+        t = time.perf_counter()
+        comparison = last_month.comparison(fed)
+        timings.add("previous_batch", time.perf_counter() - t)
+    finally:
+        last_month.close()
     t = time.perf_counter()
     _one_off_lines(ledger, period, sequence, execution, comparison, lines, payments, excluded)
     timings.add("one_offs", time.perf_counter() - t)
@@ -302,7 +301,7 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
     return batch
 
 
-def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
+def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
              progress: Progress | None, timings: RunTimings
              ) -> tuple[list[BatchLine], list[PaymentInstruction], list[dict[str, str]]]:
     # Funding works out again, by the same calculation, only the lines of pensioners changed
@@ -358,16 +357,6 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Comparison,
     comparison.lowered(due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
     timings.add("compute", t_compute)
     return lines, payments, excluded
-
-
-def _pension_summaries(stored: Iterator[dict[str, Any]], one_offs: list[tuple[UUID, int]]
-                       ) -> Iterator[tuple[str, LineSummary]]:
-    """Last month's pension lines for the comparison; its one-off lines go to one_offs."""
-    for line in stored:
-        if line.get("kind", MONTHLY_PENSION) == MONTHLY_PENSION:
-            yield LineSummary.of_stored(line)
-        else:
-            one_offs.append((UUID(line["participant_id"]), line["amount_fen"]))
 
 
 def _one_off_lines(ledger: Ledger, period: str, sequence: int, on: date,

@@ -1,0 +1,147 @@
+"""Last month's batch, read for the comparison beside the month's run.
+
+The comparison puts every change from last month down to a reason, so it needs last month's
+pension lines: at a million pensioners, 525 MB of stored lines to fetch and decode, about
+seven seconds in which the run's other work waits. A big batch is read by a forked child
+(ledger.forked) over a connection of its own while this process reads the register and
+computes the month; the child sends back only what the comparison needs of each line
+(LineSummary), packed by columns. The comparison is fed meanwhile through a
+DeferredComparison, whose calls are made on the real one once the lines are in: the result
+is the one reading them first would give. A child that dies, fails or hangs fails the run,
+and nothing is drafted.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator
+from typing import Any
+from uuid import UUID
+
+from ledger import disbursement
+from ledger.aggregates.payout_batch import MONTHLY_PENSION, PayoutBatch
+from ledger.application import Ledger
+from ledger.forked import Child, OwnQueries, Post, can_fork
+from payout_engine.comparison import Comparison, DeferredComparison, LineSummary
+
+IN_CHILD_MIN_LINES = 100_000  # lines of last month's batch from which a child reads them
+CHILD_WAIT_S = 120.0          # the longest the run waits for word from that child
+ID_CHARS = 36                 # a participant id as the lines store it: str(UUID)
+_INT_FIELDS = ("amount_fen", "months", "basic_fen", "deduction_fen", "pooled_fen",
+               "rerated_fen")
+assert set(_INT_FIELDS) | {"rule_versions"} == set(LineSummary._fields)
+
+Feed = Comparison | DeferredComparison
+
+
+class LastMonth:
+    """Last month's standing batch (or None) and the comparison this month's run feeds."""
+
+    def __init__(self, ledger: Ledger, previous: PayoutBatch | None) -> None:
+        self.ledger, self.previous = ledger, previous
+        self.child: Child | None = None
+        if (previous is not None and previous.line_count >= IN_CHILD_MIN_LINES
+                and can_fork(ledger)):
+            batch_id, line_count = previous.id, previous.line_count
+            self.child = Child("last-month",
+                               lambda post: _child(post, ledger, batch_id, line_count),
+                               what="the process reading last month's batch",
+                               nothing="nothing drafted")
+
+    def feed(self) -> Feed:
+        """What the run feeds each pensioner to: the Comparison itself, or, while a child
+        reads last month's lines, a DeferredComparison."""
+        if self.child is not None:
+            return DeferredComparison()
+        one_offs: list[tuple[UUID, int]] = []
+        lines: Iterable[tuple[str, LineSummary]] = ()
+        if self.previous is not None:
+            lines = summaries(disbursement.line_states(self.ledger, self.previous.id),
+                              one_offs)
+        return Comparison(self._about(), lines, one_offs)
+
+    def comparison(self, fed: Feed) -> Comparison:
+        """The Comparison, fed: made now from the child's lines if it was deferred."""
+        if isinstance(fed, Comparison):
+            return fed
+        assert self.child is not None
+        lines: dict[str, LineSummary] = {}
+        one_offs: list[tuple[UUID, int]] = []
+        for kind, *body in self.child.messages(wait=True, wait_s=CHILD_WAIT_S):
+            if kind == "done":
+                self.child.finish()
+                continue
+            assert kind == "lines", kind
+            lines.update(_unpacked(*body[:4]))
+            one_offs += [(UUID(pid), amount_fen) for pid, amount_fen in body[4]]
+        return fed.onto(Comparison(self._about(), lines.items(), one_offs))
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.child.close(CHILD_WAIT_S)
+
+    def _about(self) -> dict[str, Any] | None:
+        p = self.previous
+        return None if p is None else {"batch_id": str(p.id), "period": p.period,
+                                       "sequence": p.sequence, "state": p.state}
+
+
+def summaries(stored: Iterator[dict[str, Any]], one_offs: list[tuple[UUID, int]]
+              ) -> Iterator[tuple[str, LineSummary]]:
+    """Last month's pension lines for the comparison; its one-off lines go to one_offs."""
+    for line in stored:
+        if line.get("kind", MONTHLY_PENSION) == MONTHLY_PENSION:
+            yield LineSummary.of_stored(line)
+        else:
+            one_offs.append((UUID(line["participant_id"]), line["amount_fen"]))
+
+
+def _child(post: Post, ledger: Ledger, batch_id: UUID, line_count: int) -> None:
+    """In the forked child: each LinesAdded chunk's summaries, posted as ("lines", ...);
+    then ("done",)."""
+    queries = OwnQueries(ledger.queries)
+    try:
+        for chunk_no in range(disbursement.chunks_of(line_count)):
+            lines = disbursement.chunk_lines(ledger, batch_id, chunk_no, queries)
+            post(("lines", *_packed(lines)))
+    finally:
+        queries.close()
+    post(("done",))
+
+
+def _packed(lines: list[dict[str, Any]]) -> tuple[str, list[bytes], list[tuple[str, ...]],
+                                                  bytes, list[tuple[str, int]]]:
+    """A chunk's summaries by columns: the ids as one text, the integers as arrays, each
+    line's rule versions as an index into the distinct ones (pickling a tuple a line would
+    cost more than reading them did); and its one-off lines as (id, amount)."""
+    one_offs: list[tuple[str, int]] = []
+    ids: list[str] = []
+    rows: list[LineSummary] = []
+    for line in lines:
+        if line.get("kind", MONTHLY_PENSION) != MONTHLY_PENSION:
+            one_offs.append((line["participant_id"], line["amount_fen"]))
+            continue
+        pid, summary = LineSummary.of_stored(line)
+        assert len(pid) == ID_CHARS, pid
+        ids.append(pid)
+        rows.append(summary)
+    distinct: dict[tuple[str, ...], int] = {}
+    index = array("q", [distinct.setdefault(s.rule_versions, len(distinct)) for s in rows])
+    columns = [array("q", [getattr(s, name) for s in rows]).tobytes() for name in _INT_FIELDS]
+    return "".join(ids), columns, list(distinct), index.tobytes(), one_offs
+
+
+def _unpacked(ids: str, columns: list[bytes], distinct: list[tuple[str, ...]],
+              index: bytes) -> Iterator[tuple[str, LineSummary]]:
+    ints = [array("q") for _ in _INT_FIELDS]
+    for a, data in zip(ints, columns, strict=True):
+        a.frombytes(data)
+    versions = array("q")
+    versions.frombytes(index)
+    count = len(versions)
+    assert len(ids) == ID_CHARS * count and all(len(a) == count for a in ints)
+    by_name = dict(zip(_INT_FIELDS, ints, strict=True))
+    made = map(LineSummary, by_name["amount_fen"], by_name["months"], by_name["basic_fen"],
+               by_name["deduction_fen"], by_name["pooled_fen"], [distinct[i] for i in versions],
+               by_name["rerated_fen"])
+    return zip([ids[i:i + ID_CHARS] for i in range(0, len(ids), ID_CHARS)], made, strict=True)
