@@ -6,9 +6,10 @@ seven seconds in which the run's other work waits. A big batch is read by a fork
 (ledger.forked) over a connection of its own while this process reads the register and
 computes the month; the child sends back only what the comparison needs of each line
 (LineSummary), packed by columns. The comparison is fed meanwhile through a
-DeferredComparison, whose calls are made on the real one once the lines are in: the result
-is the one reading them first would give. A child that dies, fails or hangs fails the run,
-and nothing is drafted.
+DeferredComparison, which keeps the calls; once every line is in (the run asks now and
+then: `ready`), they are made on the real Comparison, which is fed directly from then on.
+The result is the one reading the lines first would give. A child that dies, fails or
+hangs fails the run, and nothing is drafted.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class LastMonth:
 
     def __init__(self, ledger: Ledger, previous: PayoutBatch | None) -> None:
         self.ledger, self.previous = ledger, previous
+        self.lines: dict[str, LineSummary] = {}     # taken from the child so far
+        self.one_offs: list[tuple[UUID, int]] = []
+        self.made: Comparison | None = None  # once every line is in and the calls made
         self.child: Child | None = None
         if (previous is not None and previous.line_count >= IN_CHILD_MIN_LINES
                 and can_fork(ledger)):
@@ -64,17 +68,36 @@ class LastMonth:
         """The Comparison, fed: made now from the child's lines if it was deferred."""
         if isinstance(fed, Comparison):
             return fed
+        if self.made is None:
+            self._take(wait=True)
+            self._made(fed)
+        assert self.made is not None
+        return self.made
+
+    def ready(self, fed: Feed) -> Feed:
+        """What to feed from now on: the Comparison itself once the child has sent every
+        line (the calls kept so far made on it), else `fed`. Called now and then during the
+        run, so that only the pensioners before then are kept."""
+        if isinstance(fed, Comparison):
+            return fed
+        self._take(wait=False)
+        return fed if self.child is None or not self.child.finished else self._made(fed)
+
+    def _take(self, *, wait: bool) -> None:
         assert self.child is not None
-        lines: dict[str, LineSummary] = {}
-        one_offs: list[tuple[UUID, int]] = []
-        for kind, *body in self.child.messages(wait=True, wait_s=CHILD_WAIT_S):
+        for kind, *body in self.child.messages(wait=wait, wait_s=CHILD_WAIT_S):
             if kind == "done":
                 self.child.finish()
                 continue
             assert kind == "lines", kind
-            lines.update(_unpacked(*body[:4]))
-            one_offs += [(UUID(pid), amount_fen) for pid, amount_fen in body[4]]
-        return fed.onto(Comparison(self._about(), lines.items(), one_offs))
+            self.lines.update(_unpacked(*body[:4]))
+            self.one_offs += [(UUID(pid), amount_fen) for pid, amount_fen in body[4]]
+
+    def _made(self, fed: DeferredComparison) -> Comparison:
+        assert self.child is not None and self.child.finished and self.made is None
+        self.made = fed.onto(Comparison(self._about(), self.lines.items(), self.one_offs))
+        self.lines, self.one_offs = {}, []
+        return self.made
 
     def close(self) -> None:
         if self.child is not None:

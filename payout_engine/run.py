@@ -256,7 +256,8 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
         fed = last_month.feed()
         timings.add("previous_batch", time.perf_counter() - t)
         rules_version = ledger.ruleset().version
-        lines, payments, excluded = _compute(ledger, period, sequence, fed, progress, timings)
+        lines, payments, excluded = _compute(ledger, period, sequence, fed, progress, timings,
+                                             last_month.ready)
         t = time.perf_counter()
         comparison = last_month.comparison(fed)
         timings.add("previous_batch", time.perf_counter() - t)
@@ -302,7 +303,8 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
 
 
 def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
-             progress: Progress | None, timings: RunTimings
+             progress: Progress | None, timings: RunTimings,
+             ready: Callable[[Feed], Feed] = lambda fed: fed
              ) -> tuple[list[BatchLine], list[PaymentInstruction], list[dict[str, str]]]:
     # Funding works out again, by the same calculation, only the lines of pensioners changed
     # since (or all of them after a new rule version).
@@ -315,8 +317,12 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
     for f in _timed(ledger.pensioners(), timings):
         t = time.perf_counter()
         n += 1
-        if progress is not None and n % PROGRESS_EVERY == 0:
-            progress(PROGRESS_EVERY)
+        if n % PROGRESS_EVERY == 0:
+            if progress is not None:
+                progress(PROGRESS_EVERY)
+            # Last month's lines may be in by now (payout_engine.last_month): compare
+            # directly from here on.
+            comparison = ready(comparison)
         due = due_for(f)
         if due is None or due.amount_fen <= 0:
             comparison.not_paid(f)

@@ -105,6 +105,37 @@ def test_the_comparison_read_by_a_child_is_the_one_read_here(
     assert [without_batch_ids(c) for c in by_child] == [without_batch_ids(c) for c in here]
 
 
+def test_the_run_compares_directly_once_the_lines_are_in(
+        sqlite_ledger: Ledger, in_child: Path, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """The run asks every PROGRESS_EVERY pensioners whether last month's lines are in: from
+    then on it feeds the Comparison itself, after the calls kept before."""
+    monkeypatch.setattr(run, "PROGRESS_EVERY", 2)
+    ready = last_month.LastMonth.ready
+    switched: list[int] = []
+
+    def waiting(self: last_month.LastMonth, fed: Any) -> Any:
+        if self.child is not None and not self.child.finished:
+            self._take(wait=True)  # the child is done by the first question
+        now = ready(self, fed)
+        if now is not fed:
+            switched.append(len(switched))
+        return now
+
+    monkeypatch.setattr(last_month.LastMonth, "ready", waiting)
+    by_child = three_months(sqlite_ledger, tmp_path / "a")
+    assert switched == [0, 1]  # in May's run and in June's
+
+    monkeypatch.setattr(last_month, "IN_CHILD_MIN_LINES", 10**9)
+    here = Ledger(str(tmp_path / "here.db"), cipher_key="")
+    try:
+        here.init()
+        assert [without_batch_ids(c) for c in by_child] == [
+            without_batch_ids(c) for c in three_months(here, tmp_path / "b")]
+    finally:
+        here.close()
+
+
 def act_in_child(monkeypatch: pytest.MonkeyPatch, act: Any) -> None:
     """`act` in the child as it packs its first chunk."""
     parent = os.getpid()
