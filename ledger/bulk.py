@@ -942,7 +942,6 @@ class _FromChild:
             c.lines, c.participants, c.events, c.amount_fen, c.on_behalf_fen = counts
             c.register_years = [RegisterYears(pid, old, new, text) for pid, (old, new, text)
                                 in zip(self._uuids(pids), years, strict=True)]
-            self.child.finish()
 
     def _uuids(self, blob: bytes) -> list[UUID]:
         return uuids_of(blob, self.ids)

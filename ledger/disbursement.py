@@ -377,9 +377,6 @@ class _Payments:
         try:
             def take(wait: bool) -> None:
                 for kind, *body in child.messages(wait=wait, wait_s=CHILD_WAIT_S):
-                    if kind == "done":
-                        child.finish()
-                        continue
                     assert kind == "paid", kind
                     chunk_no, line_count, count, total_fen, packed = body
                     parts[chunk_no] = self._unpacked(packed)
@@ -423,7 +420,6 @@ class _Payments:
                       self.total_fen - total_fen, self._packed(before)))
         finally:
             queries.close()
-        post(("done",))
 
     def _packed(self, before: tuple[int, ...]) -> tuple[Any, ...]:
         """The results since `before`, by columns, participant ids as their 16 bytes."""

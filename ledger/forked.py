@@ -75,9 +75,9 @@ class OwnQueries(StoreQueries):
 
 
 def run_child(send: Connection, work: Callable[[Post], None]) -> None:
-    """The child's body: work(post) posts its messages; then the pipe is closed. A failure
-    is posted as ("refused", class, args, attributes) for a LedgerError, re-raised as it was
-    by the parent, or ("failed", traceback)."""
+    """The child's body: work(post) posts its messages, then ("done",) marks the last;
+    then the pipe is closed. A failure is posted as ("refused", class, args, attributes)
+    for a LedgerError, re-raised as it was by the parent, or ("failed", traceback)."""
     # Sent by a thread: results are far more than a pipe holds, and the work goes on
     # meanwhile.
     outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -93,6 +93,7 @@ def run_child(send: Connection, work: Callable[[Post], None]) -> None:
     thread.start()
     try:
         work(post)
+        post(("done",))
     except LedgerError as e:
         # Most LedgerErrors cannot be unpickled (their __init__ takes field and rule, their
         # args hold the message): sent as class, args and attributes.
@@ -120,8 +121,9 @@ class Child:
         self.finished = False
 
     def messages(self, *, wait: bool, wait_s: float) -> Iterator[tuple[Any, ...]]:
-        """The child's messages sent so far (wait=False) or until it closes its end, at most
-        wait_s apart (wait=True). A failure in the child is raised here."""
+        """The child's messages sent so far (wait=False) or until its last, at most wait_s
+        apart (wait=True). A failure in the child is raised here; its ("done",) is taken
+        here, not yielded, and marks the child finished."""
         while not self.finished:
             if not self.receive.poll(wait_s if wait else 0):
                 if not wait:
@@ -144,11 +146,10 @@ class Child:
             if kind == "failed":
                 raise self.error(f"{self.what} (pid {self.process.pid}) failed; "
                                  f"{self.nothing}:\n{message[1]}")
+            if kind == "done":
+                self.finished = True
+                return
             yield message
-
-    def finish(self) -> None:
-        """Mark the child's last message taken."""
-        self.finished = True
 
     def close(self, wait_s: float) -> None:
         """Stop the child if its work is of no use (it failed, or this process did)."""

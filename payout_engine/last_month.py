@@ -86,9 +86,6 @@ class LastMonth:
     def _take(self, *, wait: bool) -> None:
         assert self.child is not None
         for kind, *body in self.child.messages(wait=wait, wait_s=CHILD_WAIT_S):
-            if kind == "done":
-                self.child.finish()
-                continue
             assert kind == "lines", kind
             self.lines.update(_unpacked(*body[:4]))
             self.one_offs += [(UUID(pid), amount_fen) for pid, amount_fen in body[4]]
@@ -120,8 +117,7 @@ def summaries(stored: Iterator[dict[str, Any]], one_offs: list[tuple[UUID, int]]
 
 
 def _child(post: Post, ledger: Ledger, batch_id: UUID, line_count: int) -> None:
-    """In the forked child: each LinesAdded chunk's summaries, posted as ("lines", ...);
-    then ("done",)."""
+    """In the forked child: each LinesAdded chunk's summaries, posted as ("lines", ...)."""
     queries = OwnQueries(ledger.queries)
     try:
         for chunk_no in range(disbursement.chunks_of(line_count)):
@@ -129,7 +125,6 @@ def _child(post: Post, ledger: Ledger, batch_id: UUID, line_count: int) -> None:
             post(("lines", *_packed(lines)))
     finally:
         queries.close()
-    post(("done",))
 
 
 def _packed(lines: list[dict[str, Any]]) -> tuple[str, list[bytes], list[tuple[str, ...]],

@@ -20,6 +20,7 @@ from ledger.forked import ChildFailed
 from payout_engine import last_month, run
 from payout_engine.comparison import Comparison, DeferredComparison
 from tests.test_bulk_import import stored_count
+from tests.test_payout_fund_parallel import boom
 from tests.test_payout_support import (
     OPERATOR,
     account,
@@ -147,10 +148,6 @@ def act_in_child(monkeypatch: pytest.MonkeyPatch, act: Any) -> None:
         return packed(lines)
 
     monkeypatch.setattr(last_month, "_packed", acting)
-
-
-def boom() -> None:
-    raise RuntimeError("boom")
 
 
 @pytest.mark.parametrize(("act", "message"), [
