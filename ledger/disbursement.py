@@ -61,6 +61,7 @@ from ledger.store import (
     seal,
     unseal,
 )
+from ledger.streamed_write import BulkWrite, bulk_write
 
 Progress = Callable[[int], None]
 
@@ -72,6 +73,10 @@ MAX_BATCHES_PER_FILE = 100  # batches one bank file may answer for
 MAX_LISTED_CHANGED = 20  # lines named when funding refuses a batch no longer owed
 CHECK_EVERY = 1000  # payments between checks of the fast encoding against the mapper's
 FUND_IN_TWO_MIN_LINES = 100_000  # a batch this big is funded by two processes
+# This process pays one LinesAdded chunk of every FUND_ROUND, the child the others. This
+# process also takes in the child's results and sends every chunk to the store: with 3 (the
+# child paying two of every three) funding took 53-62 s at a million against 49 s with 2.
+FUND_ROUND = 2
 CHILD_WAIT_S = 120.0  # the longest funding waits for word from its child process
 # The PensionPaid fields taken from each line; the others (timestamp, actor, value_date)
 # are the same for the whole batch.
@@ -281,19 +286,24 @@ def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
         money = [*fund_agg.collect_events(), *batch.collect_events()]
         stored = [ledger.mapper.to_stored_event(e) for e in money]
         payments = _Payments(ledger, batch, value_date, actor, rules_version)
-        if _in_two(ledger, batch):
-            payments.add_in_two(progress)
-        else:
-            payments.add_all(line_states(ledger, batch_id), progress)
-        one_off_events = payments.pay_one_offs()
-        payments.refuse_lines_no_longer_owed()
-        assert payments.count == batch.line_count and payments.total_fen == batch.total_fen
         try:
-            ledger.recorder.insert_events_bulk(  # type: ignore[attr-defined]
-                stored + payments.stored, fund_deltas=guarded_deltas(money + one_off_events),
-                register=payments.register, register_versions=payments.register_versions,
-                pensioners=payments.pensioners,
-                paid_months_add=payments.paid_add, one_offs=payments.one_offs)
+            # Each chunk of payments is sent to the store as soon as it is made (on
+            # PostgreSQL, stored while the next is made), all in one transaction.
+            with bulk_write(ledger.recorder) as write:
+                payments.write = write
+                write.add(stored)
+                if _in_two(ledger, batch):
+                    payments.add_in_two(progress)
+                else:
+                    payments.add_all(line_states(ledger, batch_id), progress)
+                one_off_events = payments.pay_one_offs()
+                payments.refuse_lines_no_longer_owed()
+                assert (payments.count == batch.line_count
+                        and payments.total_fen == batch.total_fen)
+                write.finish(
+                    payments.one_off_stored, fund_deltas=guarded_deltas(money + one_off_events),
+                    register=payments.register, pensioners=payments.one_off_pensioners,
+                    one_offs=payments.one_offs)
         except IntegrityError:
             continue  # someone wrote in between: read again and decide again
         return {"payments": payments.count, "total_fen": batch.total_fen}
@@ -305,6 +315,11 @@ def _in_two(ledger: Ledger, batch: PayoutBatch) -> bool:
     and a child can be forked (ledger.forked.can_fork)."""
     return (batch.line_count >= FUND_IN_TWO_MIN_LINES and chunks_of(batch.line_count) >= 2
             and can_fork(ledger))
+
+
+def _childs(chunks: int) -> list[int]:
+    """The chunk numbers a forked child pays (add_in_two): all but each FUND_ROUND-th."""
+    return [n for n in range(chunks) if n % FUND_ROUND]
 
 
 class _Payments:
@@ -329,10 +344,14 @@ class _Payments:
         self.now = datetime_now_with_tzinfo()
         self.fast = type(ledger.mapper) is PydanticMapper
         self.template: dict[str, Any] | None = None
+        self.write: BulkWrite | None = None  # where each chunk's payments are sent
         self.stored: list[StoredEvent] = []
-        self.register: list[RegisterRow] = []  # one-off payments' rows, whole
         self.register_versions: list[RegisterVersion] = []
         self.pensioners: list[PensionerRow] = []
+        # One-off payments', written when every line is paid.
+        self.one_off_stored: list[StoredEvent] = []
+        self.register: list[RegisterRow] = []
+        self.one_off_pensioners: list[PensionerRow] = []
         self.paid_add: list[tuple[UUID, str, str]] = []
         self.one_offs: list[OneOffRow] = []
         self.one_off_lines: list[dict[str, Any]] = []  # in batch order
@@ -347,26 +366,41 @@ class _Payments:
         for line in lines:
             chunk.append(line)
             if len(chunk) == REGISTER_CHUNK:
-                self._add_chunk(chunk)
-                if progress:
-                    progress(len(chunk))
+                self._add_and_send(chunk, progress)
                 chunk = []
         if chunk:
-            self._add_chunk(chunk)
-            if progress:
-                progress(len(chunk))
+            self._add_and_send(chunk, progress)
+
+    def _add_and_send(self, chunk: list[dict[str, Any]], progress: Progress | None) -> None:
+        before = self._marks()
+        self._add_chunk(chunk)
+        self._send(self._since(before))
+        if progress:
+            progress(len(chunk))
+
+    def _since(self, before: tuple[int, ...]) -> dict[str, list[Any]]:
+        """What _add appended since the marks `before`, by output."""
+        return {name: getattr(self, name)[start:]
+                for name, start in zip(self._OUTPUTS, before, strict=True)}
+
+    def _send(self, part: dict[str, list[Any]]) -> None:
+        """A chunk's payments to the write; chunks are sent in the batch's order."""
+        assert self.write is not None
+        self.write.add(part["stored"], register_versions=part["register_versions"],
+                       pensioners=part["pensioners"], paid_months_add=part["paid_add"])
 
     # What _add appends to, line by line: a share's results are these lists' slices.
     _OUTPUTS = ("stored", "register_versions", "pensioners", "paid_add", "no_longer_owed",
                 "one_off_lines")
 
     def add_in_two(self, progress: Progress | None) -> None:
-        """add_all shared with a forked child (ledger.forked): the batch's LinesAdded events
-        alternate between this process (even chunk numbers) and the child (odd), each chunk
-        paid by the same _add_chunk; the child reads its lines and register rows over a
-        connection of its own and sends back what it paid. The results are put together in
-        chunk order, so the stored events are those one process would store, in its order.
-        A child that dies, fails or hangs fails the funding, and nothing is stored."""
+        """add_all shared with a forked child (ledger.forked): of the batch's LinesAdded
+        events, this process pays one in every FUND_ROUND and the child the others, each
+        chunk by the same _add_chunk; the child reads its lines and register rows over a
+        connection of its own and sends back what it paid. Each chunk is sent to the write
+        once every chunk before it has been, so the stored events are those one process
+        would store, in its order. A child that dies, fails or hangs fails the funding,
+        and nothing is stored."""
         chunks = chunks_of(self.batch.line_count)
         assert MAX_LINES_PER_EVENT <= REGISTER_CHUNK and chunks >= 2
         if self.due_for is None:  # made here: the child may not read the rule set
@@ -374,6 +408,14 @@ class _Payments:
         child = Child("fund-share", lambda post: self._child_share(post, chunks),
                       what="the process funding half the batch", nothing="nothing funded")
         parts: dict[int, dict[str, list[Any]]] = {}
+        sent = 0  # chunks sent to the write, in order
+
+        def send_ready() -> None:
+            nonlocal sent
+            while sent in parts:
+                self._send(parts[sent])
+                sent += 1
+
         try:
             def take(wait: bool) -> None:
                 for kind, *body in child.messages(wait=wait, wait_s=CHILD_WAIT_S):
@@ -384,23 +426,25 @@ class _Payments:
                     self.total_fen += total_fen
                     if progress:
                         progress(line_count)
+                    send_ready()
 
-            for chunk_no in range(0, chunks, 2):
+            for chunk_no in range(0, chunks, FUND_ROUND):
                 before = self._marks()
                 lines = chunk_lines(self.ledger, self.batch.id, chunk_no)
                 self._add_chunk(lines)
-                parts[chunk_no] = {name: getattr(self, name)[start:] for name, start
-                                   in zip(self._OUTPUTS, before, strict=True)}
+                parts[chunk_no] = self._since(before)
                 if progress:
                     progress(len(lines))
+                send_ready()
                 take(wait=False)
             take(wait=True)
         finally:
             child.close(CHILD_WAIT_S)
+        assert sent == chunks
         assert sorted(parts) == list(range(chunks))
         for name in self._OUTPUTS:
             setattr(self, name, [x for chunk_no in range(chunks) for x in parts[chunk_no][name]])
-        self.seen.update(str(r.participant_id) for chunk_no in range(1, chunks, 2)
+        self.seen.update(str(r.participant_id) for chunk_no in _childs(chunks)
                          for r in parts[chunk_no]["register_versions"])
         # Each share holds one line per pensioner (_add); together, too.
         assert len(self.seen) == len(self.register_versions), "a pensioner with two lines"
@@ -409,10 +453,10 @@ class _Payments:
         return tuple(len(getattr(self, name)) for name in self._OUTPUTS)
 
     def _child_share(self, post: Post, chunks: int) -> None:
-        """In the forked child: pay the odd chunks, posting each one's results."""
+        """In the forked child: pay its chunks (_childs), posting each one's results."""
         queries = OwnQueries(self.ledger.queries)
         try:
-            for chunk_no in range(1, chunks, 2):
+            for chunk_no in _childs(chunks):
                 before, count, total_fen = self._marks(), self.count, self.total_fen
                 lines = chunk_lines(self.ledger, self.batch.id, chunk_no, queries)
                 self._add_chunk(lines, queries)
@@ -573,7 +617,7 @@ class _Payments:
         """OneOffPaid for each one-off line still owed as drafted (the same amount, payable
         now, to the same payee and account), through the participant aggregate, with the
         participant's register rows and one-off rows after it. Returns the domain events
-        (their stored form is in self.stored)."""
+        (their stored form is in self.one_off_stored)."""
         events: list[Any] = []
         by_participant: dict[UUID, list[dict[str, Any]]] = {}
         for line in self.one_off_lines:
@@ -599,11 +643,11 @@ class _Payments:
                               actor=self.actor)
             paid = p.collect_events()
             events += paid
-            self.stored += [self.ledger.mapper.to_stored_event(e) for e in paid]
+            self.one_off_stored += [self.ledger.mapper.to_stored_event(e) for e in paid]
             self.register.append(register_row(p))
             f = facts_of(p)
             if f is not None:  # a deceased pensioner's facts carry the version funding checks
-                self.pensioners.append(self.ledger.pensioner_row(f))
+                self.one_off_pensioners.append(self.ledger.pensioner_row(f))
             self.one_offs += self.ledger.one_off_rows(p)
         return events
 
