@@ -80,7 +80,6 @@ MAX_ATTEMPTS = 5                      # concurrent writers: re-read and retry th
 CHUNK_LINES = 10_000                  # lines per register read and per progress call
 PARALLEL_MIN_LINES = 20_000           # a contributions file this long is checked in 2 processes
 SHARES = 2                            # ... by participant: this process and a forked child
-CHILD_WAIT_S = 120.0                  # the longest the parent waits for word from the child
 
 PARTICIPANT_COLUMNS = ("id_number", "name", "township", "village", "identity_group",
                        "enrol_date", "account_name", "account_number", "bank_code")
@@ -872,7 +871,7 @@ def _check_in_two(ledger: Ledger, path: str, text: str, rules: _Rules,
         mine = _check_lines(_Checked(), ledger.queries, path, text, 0, rules, mapper, between)
         theirs.take(wait=True)
     finally:
-        child.close(CHILD_WAIT_S)
+        child.close()
     return [mine, theirs.checked]
 
 
@@ -924,8 +923,8 @@ class _FromChild:
 
     def take(self, *, wait: bool) -> None:
         """Take what the child has sent; with wait, until its last message (at most
-        CHILD_WAIT_S between two)."""
-        for kind, *body in self.child.messages(wait=wait, wait_s=CHILD_WAIT_S):
+        forked.CHILD_WAIT_S between two)."""
+        for kind, *body in self.child.messages(wait=wait):
             self._took(kind, *body)
 
     def _took(self, kind: str, *body: Any) -> None:

@@ -77,7 +77,6 @@ FUND_IN_TWO_MIN_LINES = 100_000  # a batch this big is funded by two processes
 # process also takes in the child's results and sends every chunk to the store: with 3 (the
 # child paying two of every three) funding took 53-62 s at a million against 49 s with 2.
 FUND_ROUND = 2
-CHILD_WAIT_S = 120.0  # the longest funding waits for word from its child process
 # The PensionPaid fields taken from each line; the others (timestamp, actor, value_date)
 # are the same for the whole batch.
 PAID_VARYING = frozenset({"batch_id", "end_to_end_id", "months", "basic_fen",
@@ -418,7 +417,7 @@ class _Payments:
 
         try:
             def take(wait: bool) -> None:
-                for kind, *body in child.messages(wait=wait, wait_s=CHILD_WAIT_S):
+                for kind, *body in child.messages(wait=wait):
                     assert kind == "paid", kind
                     chunk_no, line_count, count, total_fen, packed = body
                     parts[chunk_no] = self._unpacked(packed)
@@ -439,7 +438,7 @@ class _Payments:
                 take(wait=False)
             take(wait=True)
         finally:
-            child.close(CHILD_WAIT_S)
+            child.close()
         assert sent == chunks
         assert sorted(parts) == list(range(chunks))
         for name in self._OUTPUTS:

@@ -27,6 +27,7 @@ from ledger.errors import LedgerError
 from ledger.store import StoreQueries
 
 CHILD_CONNECT_S = 10  # the child's own database connection: connect timeout
+CHILD_WAIT_S = 120.0  # the longest a parent waits for word from its child
 Post = Callable[[tuple[Any, ...]], None]
 
 
@@ -120,10 +121,11 @@ class Child:
         send.close()  # the child's end: closed here so that its death reads as end of file
         self.finished = False
 
-    def messages(self, *, wait: bool, wait_s: float) -> Iterator[tuple[Any, ...]]:
-        """The child's messages sent so far (wait=False) or until its last, at most wait_s
-        apart (wait=True). A failure in the child is raised here; its ("done",) is taken
-        here, not yielded, and marks the child finished."""
+    def messages(self, *, wait: bool) -> Iterator[tuple[Any, ...]]:
+        """The child's messages sent so far (wait=False) or until its last, at most
+        CHILD_WAIT_S apart (wait=True). A failure in the child is raised here; its
+        ("done",) is taken here, not yielded, and marks the child finished."""
+        wait_s = CHILD_WAIT_S
         while not self.finished:
             if not self.receive.poll(wait_s if wait else 0):
                 if not wait:
@@ -151,12 +153,12 @@ class Child:
                 return
             yield message
 
-    def close(self, wait_s: float) -> None:
+    def close(self) -> None:
         """Stop the child if its work is of no use (it failed, or this process did)."""
         if not self.finished:
             self.process.kill()
         self.receive.close()
-        self.process.join(wait_s)
+        self.process.join(CHILD_WAIT_S)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()

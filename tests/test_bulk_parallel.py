@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ledger import bulk, resident_id
+from ledger import bulk, forked, resident_id
 from ledger.aggregates.participant import participant_id
 from ledger.application import Ledger
 from ledger.bulk import CONTRIBUTION_COLUMNS, CheckProcessFailed, import_contributions, share_of
@@ -328,7 +328,7 @@ def test_a_child_that_hangs_is_given_up_on(
     set_up(sqlite_ledger, tmp_path)
     path = year_file(sqlite_ledger, tmp_path)
     before = stored_count(sqlite_ledger)
-    monkeypatch.setattr(bulk, "CHILD_WAIT_S", 1.0)
+    monkeypatch.setattr(forked, "CHILD_WAIT_S", 1.0)
     in_the_child(monkeypatch, lambda: time.sleep(60))
 
     start = time.monotonic()

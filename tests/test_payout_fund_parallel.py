@@ -14,7 +14,7 @@ from uuid import UUID
 
 import pytest
 
-from ledger import disbursement
+from ledger import disbursement, forked
 from ledger.aggregates import payout_batch
 from ledger.aggregates.participant import Participant
 from ledger.application import Ledger
@@ -202,7 +202,7 @@ def test_a_child_that_hangs_is_given_up_on(
     pensioners(sqlite_ledger)
     batch = approved(sqlite_ledger)
     before = stored_count(sqlite_ledger)
-    monkeypatch.setattr(disbursement, "CHILD_WAIT_S", 1.0)
+    monkeypatch.setattr(forked, "CHILD_WAIT_S", 1.0)
     in_the_child(monkeypatch, lambda: time.sleep(60))
 
     start = time.monotonic()

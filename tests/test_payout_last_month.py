@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ledger import disbursement
+from ledger import disbursement, forked
 from ledger.aggregates import payout_batch
 from ledger.application import Ledger
 from ledger.forked import ChildFailed
@@ -182,7 +182,7 @@ def test_a_child_that_fails_fails_the_run_and_drafts_nothing(
 def test_a_child_that_hangs_is_given_up_on(
         sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(last_month, "IN_CHILD_MIN_LINES", 1)
-    monkeypatch.setattr(last_month, "CHILD_WAIT_S", 1.0)
+    monkeypatch.setattr(forked, "CHILD_WAIT_S", 1.0)
     treasury(sqlite_ledger)
     transitional(sqlite_ledger, 1)
     pay(sqlite_ledger, "2020-04", tmp_path)
