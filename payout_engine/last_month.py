@@ -26,7 +26,6 @@ from ledger.forked import Child, OwnQueries, Post, can_fork
 from payout_engine.comparison import Comparison, DeferredComparison, LineSummary
 
 IN_CHILD_MIN_LINES = 100_000  # lines of last month's batch from which a child reads them
-CHILD_WAIT_S = 120.0          # the longest the run waits for word from that child
 ID_CHARS = 36                 # a participant id as the lines store it: str(UUID)
 _INT_FIELDS = ("amount_fen", "months", "basic_fen", "deduction_fen", "pooled_fen",
                "rerated_fen")
@@ -85,7 +84,7 @@ class LastMonth:
 
     def _take(self, *, wait: bool) -> None:
         assert self.child is not None
-        for kind, *body in self.child.messages(wait=wait, wait_s=CHILD_WAIT_S):
+        for kind, *body in self.child.messages(wait=wait):
             assert kind == "lines", kind
             self.lines.update(_unpacked(*body[:4]))
             self.one_offs += [(UUID(pid), amount_fen) for pid, amount_fen in body[4]]
@@ -98,7 +97,7 @@ class LastMonth:
 
     def close(self) -> None:
         if self.child is not None:
-            self.child.close(CHILD_WAIT_S)
+            self.child.close()
 
     def _about(self) -> dict[str, Any] | None:
         p = self.previous
