@@ -37,7 +37,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic, resolve_topic, retry
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier, Literal
+from psycopg.sql import SQL, Composable, Identifier, Literal
 from pydantic import BaseModel
 
 from ledger import jsonbytes
@@ -552,47 +552,13 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         return ids
 
     def insert_events_bulk(self, stored_events: Sequence[EventRow], **kwargs: Any) -> int:
-        """Binary COPY of the events under the same table lock as ordinary inserts.
-
-        The notification ids are taken from the sequence first, as one block of values under
-        the lock, and written with the rows: so the chain is hashed while the server is
-        still storing them, rather than after."""
+        """Binary COPY of the events under the same table lock as ordinary inserts, and
+        their ride-along rows, in one transaction (a BulkTransaction of one part)."""
         assert stored_events
-        count = len(stored_events)
-        table = SQL("{s}.{t}").format(s=self._schema, t=Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            # Python prepares a million rows between two statements of this transaction
-            # (funding a province): more than eventsourcing's 5 s idle-in-transaction limit.
-            curs.execute(f"SET LOCAL idle_in_transaction_session_timeout = "
-                         f"'{BULK_IDLE_LIMIT_S}s'")
-            self._lock_table(curs)
-            self._notify_channel(curs)
-            # Under the EXCLUSIVE lock no other writer takes ids: these are contiguous, and
-            # the next writer's come after them, as with ids taken row by row.
-            curs.execute(SQL("SELECT setval(q.seq, nextval(q.seq) + %s - 1) AS last FROM "
-                             "(SELECT pg_get_serial_sequence(%s, 'notification_id') AS seq) q"),
-                         (count, table.as_string(conn)))
-            top = curs.fetchone()
-            assert top is not None
-            first = top["last"] - count + 1
-            with curs.copy(SQL("COPY {t} (originator_id, originator_version, topic, state, "
-                               "notification_id) FROM STDIN (FORMAT BINARY)")
-                           .format(t=table)) as copy:
-                copy.set_types(["uuid", "int8", "text", "bytea", "int8"])
-                write_row = copy.write_row
-                chain = ChainHasher(first)
-                nid = first
-                for i in range(0, count, HASH_SLICE):
-                    part = stored_events[i:i + HASH_SLICE]
-                    for s in part:
-                        write_row((s.originator_id, s.originator_version, s.topic, s.state,
-                                   nid))
-                        nid += 1
-                    chain.add(part)  # while the server stores what was just sent
-            blocks = chain.blocks()
-            self._write_ride_along(curs, **kwargs)
-            self._append_blocks(curs, blocks)
-        return count
+            write = BulkTransaction(self, curs)
+            write.add(stored_events, **kwargs)
+            return write.finish()
 
     def _ride_along(self, curs: Any, recorded: list[tuple[int, StoredEvent]],
                     **kwargs: Any) -> None:
@@ -623,8 +589,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         if len(ride.register) >= COPY_MIN_ROWS:
             # A bulk write: binary COPY. psycopg dumps a text[] parameter element by element
             # in Python (most of a 100,000-line import); COPY formats rows in C.
-            curs.execute(SQL("CREATE TEMP TABLE register_in (LIKE {s}.participant_register) "
-                             "ON COMMIT DROP").format(s=s))
+            _temp_table(curs, "register_in", SQL("LIKE {s}.participant_register").format(s=s))
             with curs.copy("COPY register_in FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["uuid", "int8", "text", "text", "text", "text"])
                 for r in ride.register:
@@ -665,21 +630,22 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                                         [r.facts for r in full], [r.payee for r in full]))
         if len(facts_only) >= COPY_MIN_ROWS:
             # A month's funding rewrites every pensioner's facts: binary COPY, then one UPDATE.
-            curs.execute("CREATE TEMP TABLE pensioner_facts_in (id uuid, facts text) "
-                         "ON COMMIT DROP")
+            _temp_table(curs, "pensioner_facts_in", SQL("id uuid, facts text"))
             with curs.copy("COPY pensioner_facts_in FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["uuid", "text"])
                 for facts_row in facts_only:
                     copy.write_row((facts_row.participant_id, facts_row.facts))
             curs.execute(SQL("UPDATE {s}.pensioner_register AS r SET facts = v.facts FROM "
-                             "pensioner_facts_in AS v WHERE r.participant_id = v.id").format(s=s))
-            assert curs.rowcount == len(facts_only), (curs.rowcount, len(facts_only))
+                             "pensioner_facts_in AS v WHERE r.participant_id = v.id "
+                             "AND r.participant_id BETWEEN %s AND %s").format(s=s),
+                         _id_range([r.participant_id for r in facts_only]))
+            _check_updated(curs, len(facts_only), "pensioner_register")
         elif facts_only:
             curs.execute(SQL("UPDATE {s}.pensioner_register AS r SET facts = v.facts FROM "
                              "unnest(%b::uuid[], %b::text[]) AS v(id, facts) "
                              "WHERE r.participant_id = v.id").format(s=s),
                          ([r.participant_id for r in facts_only], [r.facts for r in facts_only]))
-            assert curs.rowcount == len(facts_only), (curs.rowcount, len(facts_only))
+            _check_updated(curs, len(facts_only), "pensioner_register")
         if ride.pensioners_removed:
             curs.execute(SQL("DELETE FROM {s}.pensioner_register WHERE participant_id = "
                              "ANY(%b::uuid[])").format(s=s), (list(ride.pensioners_removed),))
@@ -728,26 +694,26 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                      "WHERE r.participant_id = u.participant_id "
                      "AND r.version = u.from_version")
         if len(rows) >= COPY_MIN_ROWS:
-            temp = Identifier("register_" + "_".join(columns or ("version",)) + "_in")
-            curs.execute(SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-                temp, SQL(", ").join(SQL("{} " + t).format(Identifier(n))
-                                     for n, t in zip(names, types, strict=True))))
-            with curs.copy(SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(temp)) as copy:
+            temp = "register_" + "_".join(columns or ("version",)) + "_in"
+            _temp_table(curs, temp, SQL(", ").join(SQL("{} " + t).format(Identifier(n))
+                                                   for n, t in zip(names, types, strict=True)))
+            with curs.copy(SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(Identifier(temp))
+                           ) as copy:
                 copy.set_types(["uuid", "int8", "int8", *("text" for _ in columns)])
                 write_row = copy.write_row
                 for r in rows:
                     write_row(r)
-            curs.execute(update.format(s=s, a=assigned, u=SQL("{} AS u").format(temp)))
+            curs.execute(update.format(s=s, a=assigned, u=SQL("{} AS u").format(Identifier(temp)))
+                         + SQL(" AND r.participant_id BETWEEN %s AND %s"),
+                         _id_range([r[0] for r in rows]))
         else:
             arrays = SQL(", ").join(SQL("%b::" + t + "[]") for t in types)
             curs.execute(update.format(s=s, a=assigned, u=SQL("unnest({}) AS u({})").format(
                 arrays, SQL(", ").join(Identifier(n) for n in names))),
                 [[r[i] for r in rows] for i in range(len(names))])
-        if curs.rowcount != len(rows):
-            # The register version check: someone wrote to one of these participants since
-            # the rows were read (the events' key catches the same; this is the cheap
-            # place to see it).
-            raise IntegrityError("participant_register: a row changed since it was read")
+        # The register version check: someone wrote to one of these participants since the
+        # rows were read (the events' key catches the same; this is the cheap place to see it).
+        _check_updated(curs, len(rows), "participant_register")
 
     def _append_blocks(self, curs: Any, blocks: list[ChainBlock]) -> None:
         for first, last, n, digest in blocks:
@@ -760,6 +726,84 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                          .format(s=self._schema),
                          (block_no, first, last, n, digest, prev,
                           block_sha256(block_no, first, last, n, digest, prev), _now()))
+
+
+def _temp_table(curs: Any, name: str, columns: Composable) -> None:
+    """An empty temporary table for a bulk write's rows: made once a transaction, emptied
+    each time (a streamed write fills it once a chunk)."""
+    curs.execute(SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DROP").format(
+        Identifier(name), columns))
+    curs.execute(SQL("TRUNCATE {}").format(Identifier(name)))
+
+
+def _id_range(ids: Sequence[UUID]) -> tuple[UUID, UUID]:
+    """The range of a register's key the rows lie in: an UPDATE bounded by it reads only
+    that range (a chunk of a batch, in participant id order), not the whole register."""
+    return min(ids), max(ids)
+
+
+def _check_updated(curs: Any, expected: int, table: str) -> None:
+    if curs.rowcount != expected:
+        raise IntegrityError(f"{table}: a row changed since it was read")
+
+
+class BulkTransaction:
+    """One bulk write's statements, on a cursor in its transaction: the events by binary
+    COPY, each part's ride-along rows after its events, and at the end the sequence set past
+    the last id and the chain's blocks. `add` may be called once (insert_events_bulk) or once
+    a chunk (ledger.streamed_write), each part's events after the last's.
+
+    Under the events table's EXCLUSIVE lock no other writer takes notification ids until
+    this one commits: the ids from the first nextval on are this write's, contiguous, and
+    written with the rows, so the chain is hashed while the server is still storing them."""
+
+    def __init__(self, recorder: LedgerPostgresRecorder, curs: Any) -> None:
+        self.recorder, self.curs = recorder, curs
+        self.table = SQL("{s}.{t}").format(s=recorder._schema,
+                                           t=Identifier(recorder.events_table_name))
+        self.table_name = self.table.as_string(curs.connection)
+        # Python prepares a million rows between two statements of this transaction
+        # (funding a province): more than eventsourcing's 5 s idle-in-transaction limit.
+        curs.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{BULK_IDLE_LIMIT_S}s'")
+        recorder._lock_table(curs)
+        recorder._notify_channel(curs)
+        curs.execute("SELECT nextval(pg_get_serial_sequence(%s, 'notification_id')) AS first",
+                     (self.table_name,))
+        row = curs.fetchone()
+        assert row is not None
+        self.first_id: int = row["first"]
+        self.next_id: int = self.first_id
+        self.chain = ChainHasher(self.first_id)
+
+    @property
+    def count(self) -> int:
+        return self.next_id - self.first_id
+
+    def add(self, events: Sequence[EventRow], **ride_along: Any) -> None:
+        if events:
+            with self.curs.copy(SQL("COPY {t} (originator_id, originator_version, topic, "
+                                    "state, notification_id) FROM STDIN (FORMAT BINARY)")
+                                .format(t=self.table)) as copy:
+                copy.set_types(["uuid", "int8", "text", "bytea", "int8"])
+                write_row = copy.write_row
+                nid = self.next_id
+                for i in range(0, len(events), HASH_SLICE):
+                    part = events[i:i + HASH_SLICE]
+                    for s in part:
+                        write_row((s.originator_id, s.originator_version, s.topic, s.state,
+                                   nid))
+                        nid += 1
+                    self.chain.add(part)  # while the server stores what was just sent
+            self.next_id = nid
+        self.recorder._write_ride_along(self.curs, **ride_along)
+
+    def finish(self) -> int:
+        """The sequence past the last id and the chain's blocks; the count of events."""
+        assert self.count > 0
+        self.curs.execute("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)",
+                          (self.table_name, self.next_id - 1))
+        self.recorder._append_blocks(self.curs, self.chain.blocks())
+        return self.count
 
 
 T = TypeVar("T")

@@ -87,7 +87,7 @@ class LastMonth:
         for kind, *body in self.child.messages(wait=wait):
             assert kind == "lines", kind
             self.lines.update(_unpacked(*body[:4]))
-            self.one_offs += [(UUID(pid), amount_fen) for pid, amount_fen in body[4]]
+            self.one_offs += body[4]
 
     def _made(self, fed: DeferredComparison) -> Comparison:
         assert self.child is not None and self.child.finished and self.made is None
@@ -127,18 +127,14 @@ def _child(post: Post, ledger: Ledger, batch_id: UUID, line_count: int) -> None:
 
 
 def _packed(lines: list[dict[str, Any]]) -> tuple[str, list[bytes], list[tuple[str, ...]],
-                                                  bytes, list[tuple[str, int]]]:
+                                                  bytes, list[tuple[UUID, int]]]:
     """A chunk's summaries by columns: the ids as one text, the integers as arrays, each
     line's rule versions as an index into the distinct ones (pickling a tuple a line would
-    cost more than reading them did); and its one-off lines as (id, amount)."""
-    one_offs: list[tuple[str, int]] = []
+    cost more than reading them did); and its one-off lines (few) as (id, amount)."""
+    one_offs: list[tuple[UUID, int]] = []
     ids: list[str] = []
     rows: list[LineSummary] = []
-    for line in lines:
-        if line.get("kind", MONTHLY_PENSION) != MONTHLY_PENSION:
-            one_offs.append((line["participant_id"], line["amount_fen"]))
-            continue
-        pid, summary = LineSummary.of_stored(line)
+    for pid, summary in summaries(iter(lines), one_offs):
         assert len(pid) == ID_CHARS, pid
         ids.append(pid)
         rows.append(summary)
