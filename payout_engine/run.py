@@ -29,7 +29,7 @@ from ledger.aggregates.payout_batch import (
 )
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, Refused
-from ledger.payout import DueCalculator, PensionerFacts, next_month
+from ledger.payout import Due, DueCalculator, PensionerFacts, next_month
 from payout_engine import drafted_files
 from payout_engine.bankfiles import InvalidInstruction, PaymentInstruction, build_manifest
 from payout_engine.comparison import Comparison
@@ -201,14 +201,15 @@ def bulk_work() -> Iterator[None]:
             gc.enable()
 
 
-def _timed(it: Iterator[PensionerFacts], timings: RunTimings) -> Iterator[PensionerFacts]:
+def _timed(it: Iterator[tuple[UUID, PensionerFacts]], timings: RunTimings
+           ) -> Iterator[tuple[UUID, PensionerFacts]]:
     while True:
         t = time.perf_counter()
-        f = next(it, None)
+        item = next(it, None)
         timings.add("read_register", time.perf_counter() - t)
-        if f is None:
+        if item is None:
             return
-        yield f
+        yield item
 
 
 def run_month(ledger: Ledger, period: str, *, actor: str, file_format: str = "pain001",
@@ -314,7 +315,7 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
     excluded: list[dict[str, str]] = []
     n = 0
     t_compute = 0.0
-    for f in _timed(ledger.pensioners(), timings):
+    for pid, f in _timed(ledger.pensioners_by_id(), timings):
         t = time.perf_counter()
         n += 1
         if n % PROGRESS_EVERY == 0:
@@ -328,22 +329,11 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
             comparison.not_paid(f)
             t_compute += time.perf_counter() - t
             continue
-        pid = UUID(f.participant_id)
         why = None
         if f.bank is None:
             why = "no bank details"
         else:
-            line = BatchLine(
-                end_to_end_id=end_to_end_id(period, sequence, pid), participant_id=pid,
-                months=list(due.months), basic_fen=due.basic_fen,
-                account_by_source_fen=due.account_by_source_fen,
-                pooled_account_fen=due.pooled_account_fen, deduction_fen=due.deduction_fen,
-                amount_fen=due.amount_fen, rule_versions=list(due.rule_versions),
-                payee_name=f.name, account_number=f.bank.account_number,
-                bank_code=f.bank.bank_code, id_number=f.id_number,
-                account_name=f.bank.account_name, kind=MONTHLY_PENSION,
-                register_version=f.version, basic_by_month=due.basic_by_month,
-                rerated_fen=due.rerated_fen, rated_version=due.rated_version)
+            line = line_of(period, sequence, pid, f, due)
             try:
                 payment = instruction(period, line)
             except InvalidInstruction as e:
@@ -363,6 +353,26 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
     comparison.lowered(due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
     timings.add("compute", t_compute)
     return lines, payments, excluded
+
+
+def line_of(period: str, sequence: int, pid: UUID, f: PensionerFacts, due: Due) -> BatchLine:
+    """The batch line paying `due` to the pensioner of facts `f` (who has bank details).
+    Every value is of its field's type by construction (Due, PensionerFacts), and the
+    payee's fields are checked by instruction() as the line is made into a payment: a
+    million lines a month are not validated again (Immutable.trusted)."""
+    assert f.bank is not None and due.amount_fen > 0
+    line: BatchLine = BatchLine.trusted({
+        "end_to_end_id": end_to_end_id(period, sequence, pid), "participant_id": pid,
+        "months": list(due.months), "basic_fen": due.basic_fen,
+        "account_by_source_fen": due.account_by_source_fen,
+        "pooled_account_fen": due.pooled_account_fen, "deduction_fen": due.deduction_fen,
+        "amount_fen": due.amount_fen, "rule_versions": list(due.rule_versions),
+        "payee_name": f.name, "account_number": f.bank.account_number,
+        "bank_code": f.bank.bank_code, "id_number": f.id_number,
+        "account_name": f.bank.account_name, "kind": MONTHLY_PENSION,
+        "register_version": f.version, "basic_by_month": due.basic_by_month,
+        "rerated_fen": due.rerated_fen, "rated_version": due.rated_version})
+    return line
 
 
 def _one_off_lines(ledger: Ledger, period: str, sequence: int, on: date,

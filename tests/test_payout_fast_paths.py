@@ -17,6 +17,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from ledger import disbursement
 from ledger.aggregates.participant import (
@@ -25,7 +26,7 @@ from ledger.aggregates.participant import (
     Participant,
     basic_pension_components,
 )
-from ledger.aggregates.payout_batch import PayoutBatch
+from ledger.aggregates.payout_batch import BatchLine, PayoutBatch
 from ledger.application import Ledger
 from ledger.errors import Refused
 from ledger.payout import (
@@ -141,6 +142,45 @@ def test_the_calculator_owes_what_due_for_owes(facts: list[PensionerFacts], peri
         owed = due_for(f, period, rules_on, percent, len(RULES))
         assert quick(f) == owed
         assert thorough(f) == due_for(f, period, rules_on, percent)
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(pensioner_facts(), st.data())
+def test_the_runs_lines_are_the_lines_validation_makes(f: PensionerFacts,
+                                                      data: st.DataObject) -> None:
+    """The run makes its lines without pydantic's validation (a million a month): each is
+    the model validation makes of the same values, field for field and byte for byte."""
+    period = data.draw(st.sampled_from([m for m in MONTHS if m >= f.start_month]))
+    due = due_for(dataclasses.replace(f, status="pensioner", payment_hold=None), period,
+                  rules_on, 20)
+    if due is None or due.amount_fen <= 0:
+        return
+    pid = UUID(f.participant_id)
+    line = run.line_of(period, 1, pid, f, due)
+    validated = BatchLine(**line.__dict__)
+    assert line == validated and type(line) is BatchLine
+    assert list(line.__dict__) == list(validated.__dict__) == list(BatchLine.model_fields)
+    assert line.model_dump_json() == validated.model_dump_json()
+    assert line.model_fields_set == validated.model_fields_set
+    assert BatchLine.model_validate_json(line.model_dump_json()) == line
+    with pytest.raises(ValidationError):
+        line.amount_fen = 1  # frozen, as a validated line is
+    # Read back from its stored facts, the pensioner's bank account is the model too.
+    back = load_facts(pid, facts_json(f), payee_json(f))
+    assert back.bank == f.bank and back.bank is not None
+    assert back.bank.model_dump_json() == BankAccount(**back.bank.__dict__).model_dump_json()
+
+
+def test_a_trusted_model_takes_every_field_in_order() -> None:
+    """Immutable.trusted refuses values that are not exactly the fields, in order."""
+    values = {"account_name": "领取人", "account_number": "6222000012345678",
+              "bank_code": "102"}
+    assert BankAccount.trusted(dict(values)) == BankAccount(**values)
+    for wrong in ({k: values[k] for k in reversed(values)},
+                  {k: v for k, v in values.items() if k != "bank_code"},
+                  {**values, "extra": "x"}):
+        with pytest.raises(AssertionError):
+            BankAccount.trusted(wrong)
 
 
 def _line_for(f: PensionerFacts, data: st.DataObject) -> dict[str, Any] | None:
