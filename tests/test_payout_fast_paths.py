@@ -252,6 +252,8 @@ def test_facts_of_an_unknown_format_are_refused(f: PensionerFacts) -> None:
     for bad in ("[2" + text[2:], text[:-1] + ',0]'):
         with pytest.raises(ValueError, match="unknown format"):
             unpack_facts(bad)
+        with pytest.raises(ValueError, match="unknown format"):
+            load_facts(f.participant_id, bad, payee_json(f))
 
 
 def _stored_equal_to_the_mapper(ledger: Ledger, ids: list[UUID], topic_end: str) -> int:

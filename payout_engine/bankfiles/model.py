@@ -20,16 +20,17 @@ CURRENCY = "CNY"
 
 _E2E = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,34}")
 _MSG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,29}")  # room for a "-0001" file suffix
-_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
-_ACCOUNT = re.compile(r"\d{1,32}")
+# [0-9], not \d: \d is any Unicode digit ("６２２２", fullwidth), which no bank takes.
+_MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+_ACCOUNT = re.compile(r"[0-9]{1,32}")
 _BANK_CODE = re.compile(r"[0-9A-Za-z]{3,12}")
-_ID_NUMBER = re.compile(r"\d{17}[0-9X]")
+_ID_NUMBER = re.compile(r"[0-9]{17}[0-9X]")
 _PURPOSE = re.compile(r"[A-Z]{4}")
 _BIC = re.compile(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?")
 _IBAN = re.compile(r"[A-Z]{2}[0-9]{2}[A-Za-z0-9]{1,30}")
 # XML 1.0 cannot carry C0 controls, and a line break would split a fixed-width record.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-_DECIMAL = re.compile(r"(\d{1,18})(?:\.(\d{1,2}))?")
+_DECIMAL = re.compile(r"([0-9]{1,18})(?:\.([0-9]{1,2}))?")
 
 
 class BankFileError(ValueError):
@@ -83,6 +84,12 @@ def _text(value: object, name: str, max_chars: int) -> str:
     return value
 
 
+def _plain_text(value: object, max_chars: int) -> bool:
+    """What _text accepts, as a test."""
+    return (isinstance(value, str) and value != "" and value == value.strip()
+            and len(value) <= max_chars and _CONTROL.search(value) is None)
+
+
 def _match(pattern: re.Pattern[str], value: object, name: str, rule: str) -> str:
     if not isinstance(value, str) or pattern.fullmatch(value) is None:
         raise InvalidInstruction(f"{name} {value!r} must be {rule}")
@@ -112,33 +119,52 @@ class PaymentInstruction:
     remittance_info: str = ""
 
     def __post_init__(self) -> None:
-        e2e = _match(_E2E, self.end_to_end_id, "end_to_end_id",
-                     "1-35 letters, digits, '.', '_' or '-'")
-        where = f"payment {e2e}: "
         if not self.account_name:
             object.__setattr__(self, "account_name", self.payee_name)
         if not self.remittance_info:
             object.__setattr__(self, "remittance_info", f"养老金 {self.payout_month}")
-        # The month, bank code, purpose and remittance text repeat across a million payments:
-        # checked once each (_shared_ok), and again below, naming the payment, when not.
+        # A million payments a month: checked by plain tests first, and field by field,
+        # naming the field at fault, only when one fails.
+        if not self._valid():
+            self._refuse()
+            raise AssertionError("PaymentInstruction: _valid and _refuse disagree")
+
+    def _valid(self) -> bool:
+        # The month, bank code, purpose and remittance text repeat across a million
+        # payments: checked once each (_shared_ok).
         shared = (self.payout_month, self.bank_code, self.purpose, self.remittance_info)
-        if not (all(type(v) is str for v in shared) and _shared_ok(*shared)):
-            _match(_MONTH, self.payout_month, where + "payout_month", "YYYY-MM")
-            _match(_BANK_CODE, self.bank_code, where + "bank_code", "3-12 letters or digits")
-            _match(_PURPOSE, self.purpose, where + "purpose", "a 4-letter ISO purpose code")
-            _text(self.remittance_info, where + "remittance_info", 140)
-            raise AssertionError("_shared_ok and the checks disagree")
+        e2e, name, holder = self.end_to_end_id, self.payee_name, self.account_name
+        account, id_number, amount = self.account_number, self.id_number, self.amount_fen
+        # isinstance as in _match and _text, so that the two never disagree.
+        return (isinstance(e2e, str) and _E2E.fullmatch(e2e) is not None
+                and _plain_text(name, 60)
+                and (holder == name or _plain_text(holder, 60))
+                and isinstance(account, str) and _ACCOUNT.fullmatch(account) is not None
+                and isinstance(id_number, str) and _ID_NUMBER.fullmatch(id_number) is not None
+                and type(amount) is int and 0 < amount <= MAX_AMOUNT_FEN
+                and isinstance(shared[0], str) and isinstance(shared[1], str)
+                and isinstance(shared[2], str) and isinstance(shared[3], str)
+                and _shared_ok(*shared))
+
+    def _refuse(self) -> None:
+        """Raise InvalidInstruction naming the first field that fails its rule."""
+        e2e = _match(_E2E, self.end_to_end_id, "end_to_end_id",
+                     "1-35 letters, digits, '.', '_' or '-'")
+        where = f"payment {e2e}: "
+        _match(_MONTH, self.payout_month, where + "payout_month", "YYYY-MM")
+        _match(_BANK_CODE, self.bank_code, where + "bank_code", "3-12 letters or digits")
+        _match(_PURPOSE, self.purpose, where + "purpose", "a 4-letter ISO purpose code")
+        _text(self.remittance_info, where + "remittance_info", 140)
         _text(self.payee_name, where + "payee_name", 60)
         _match(_ACCOUNT, self.account_number, where + "account_number", "1-32 digits")
         _match(_ID_NUMBER, self.id_number, where + "id_number",
                "18 characters: 17 digits and a digit or X")
-        if isinstance(self.amount_fen, bool) or not isinstance(self.amount_fen, int):
+        if type(self.amount_fen) is not int:
             raise InvalidInstruction(f"{where}amount_fen {self.amount_fen!r} must be an int")
         if not 0 < self.amount_fen <= MAX_AMOUNT_FEN:
             raise InvalidInstruction(
                 f"{where}amount_fen {self.amount_fen} must be between 1 and {MAX_AMOUNT_FEN}")
-        if self.account_name is not self.payee_name:
-            _text(self.account_name, where + "account_name", 60)
+        _text(self.account_name, where + "account_name", 60)
 
     @classmethod
     def checked_before(cls, *, end_to_end_id: str, payout_month: str, payee_name: str,
