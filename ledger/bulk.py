@@ -47,6 +47,7 @@ from ledger.aggregates.participant import (
     BankAccount,
     Participant,
     check_contribution,
+    checked_bank_account,
     participant_id,
 )
 from ledger.application import Ledger, register_row
@@ -367,8 +368,7 @@ def _enrol(canonical: str, cells: list[str], enrolled: dict[UUID, RegisterRow], 
     enrol_date = parse_day(enrol_text, "enrol_date")
     bank_cells = (acc_name, acc_number, bank_code)
     if all(bank_cells):
-        bank: BankAccount | None = BankAccount(account_name=acc_name, account_number=acc_number,
-                                               bank_code=bank_code)
+        bank: BankAccount | None = checked_bank_account(acc_name, acc_number, bank_code)
     elif any(bank_cells):
         raise InvalidInput("bank", "account_name, account_number and bank_code are given "
                                    "together or not at all")

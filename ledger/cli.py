@@ -319,7 +319,7 @@ def parse_year(value: int, field: str = "year") -> int:
 
 def bank_account(account_name: str | None, account_number: str | None,
                  bank_code: str | None, required: bool) -> Any:
-    from ledger.aggregates.participant import BankAccount
+    from ledger.aggregates.participant import checked_bank_account
 
     given = [v for v in (account_name, account_number, bank_code) if v]
     if not given and not required:
@@ -328,12 +328,7 @@ def bank_account(account_name: str | None, account_number: str | None,
         raise InvalidInput("account", "--account-name, --account-number and --bank-code are "
                            "given together" + ("" if required else " or not at all"))
     assert account_name and account_number and bank_code
-    if not re.fullmatch(r"\d{8,32}", account_number.strip()):
-        raise InvalidInput("account_number", "must be 8 to 32 digits")
-    if not re.fullmatch(r"[0-9A-Za-z]{3,12}", bank_code.strip()):
-        raise InvalidInput("bank_code", "must be 3 to 12 letters or digits")
-    return BankAccount(account_name=account_name.strip(),
-                       account_number=account_number.strip(), bank_code=bank_code.strip())
+    return checked_bank_account(account_name, account_number, bank_code)
 
 
 class RulesFile(BaseModel):

@@ -76,7 +76,8 @@ def test_decimal_amounts_are_read_exactly(text: str, fen: int) -> None:
                                            ("-1.00", "not a decimal amount"),
                                            ("1e3", "not a decimal amount"),
                                            ("1,00", "not a decimal amount"),
-                                           ("", "not a decimal amount")])
+                                           ("", "not a decimal amount"),
+                                           ("１.00", "not a decimal amount")])
 def test_decimal_amounts_are_refused_when_not_exact(text: str, message: str) -> None:
     with pytest.raises(MalformedFile, match=message):
         parse_fen(text, "Amt")

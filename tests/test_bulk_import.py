@@ -123,6 +123,10 @@ def test_participants_file_with_bad_lines_reports_each_and_enrols_no_one(
     young = resident_id.make("110101", date(2010, 1, 1), 7)
     rows.append([young, "小明", "城关镇", "东村", "ordinary", "2020-01-01", "", "", ""])  # 10
     rows.append(participant_rows([900])[0])                                  # line 11
+    # Bank details no bank file can carry: fullwidth digits, a bank code with a space.
+    rows += participant_rows([21, 22])                                        # lines 12, 13
+    rows[-2][7] = "６２２２０００１２３４５６７８"
+    rows[-1][8] = "10 2"
     path = write_csv(tmp_path / "people.csv", PARTICIPANT_COLUMNS, rows)
     before = stored_count(ledger)
 
@@ -130,7 +134,7 @@ def test_participants_file_with_bad_lines_reports_each_and_enrols_no_one(
         import_participants(ledger, path, actor="op1")
 
     found = problem_lines(exc)
-    assert sorted(found) == [3, 4, 5, 6, 7, 8, 10, 11]
+    assert sorted(found) == [3, 4, 5, 6, 7, 8, 10, 11, 12, 13]
     assert found[3][0].startswith("id_number: check digit")
     assert found[4][0].startswith("identity_group: must be one of")
     assert found[5][0].startswith("bank: ")
@@ -139,6 +143,8 @@ def test_participants_file_with_bad_lines_reports_each_and_enrols_no_one(
     assert found[8][0].startswith("csv: 5 column(s)")
     assert found[10][0].startswith("id_number: participant is 10")
     assert found[11][0].endswith("is already enrolled")
+    assert found[12] == ["account_number: must be 8 to 32 digits"]
+    assert found[13] == ["bank_code: must be 3 to 12 letters or digits"]
     assert stored_count(ledger) == before
     assert ledger.queries.register_row(participant_id(person_id(0))) is None
 

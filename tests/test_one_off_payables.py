@@ -175,6 +175,11 @@ def test_the_command_line_awards_the_grant_and_names_the_field_it_refuses(
                     "--date", "2020-03-20", "--account-name", "王小五",
                     "--account-number", "62-22", "--bank-code", "102")
     assert "account_number" in err and "8 to 32 digits" in err
+    # Digits a bank takes: not fullwidth ones, which a Chinese keyboard may type.
+    err = c.refused(db, "pensioner", "funeral-grant", "--id", c.ID, "--payee", "王小五",
+                    "--date", "2020-03-20", "--account-name", "王小五",
+                    "--account-number", "６２２２０００１２３４５６７８", "--bank-code", "102")
+    assert "account_number" in err and "8 to 32 digits" in err
     err = c.refused(db, "pensioner", "funeral-grant", "--id", c.ID, "--payee", "王小五",
                     "--date", "2020-03-20")
     assert "participant" in err and "needs a recorded death" in err
