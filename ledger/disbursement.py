@@ -27,7 +27,7 @@ from eventsourcing.utils import get_topic
 from ledger import resident_id
 from ledger.aggregates.base import Immutable
 from ledger.aggregates.command_receipt import CommandReceipt
-from ledger.aggregates.participant import Participant
+from ledger.aggregates.participant import SOURCES, Participant
 from ledger.aggregates.payout_batch import (
     MAX_LINES_PER_EVENT,
     MONTHLY_PENSION,
@@ -39,16 +39,17 @@ from ledger.application import MAX_ATTEMPTS, Ledger, register_row
 from ledger.errors import ConcurrencyConflict, NotFound, Refused
 from ledger.forked import Child, OwnQueries, Post, can_fork, uuids_of
 from ledger.payout import (
+    FACT_KEYS,
     DueCalculator,
     basic_paid_after,
     compact_months,
     extend_runs,
+    facts_array,
     facts_json,
     facts_of,
     load_facts,
     next_month,
     pack_facts,
-    unpack_facts,
 )
 from ledger.postings import guarded_deltas
 from ledger.store import (
@@ -577,9 +578,9 @@ class _Payments:
             raise Refused("batch", f"{e2e}: the pensioner is not in the register as "
                           "drafted; cancel the batch and draft the month again")
         pid, facts_text = row
-        facts = unpack_facts(facts_text)
+        facts = facts_array(facts_text)
         drafted = line.get("register_version", 0)  # 0: drafted before versions were kept
-        at: int = facts["version"]
+        at: int = facts[FACT_VERSION]
         if at != drafted:
             if payee is None and drafted:
                 return False
@@ -754,34 +755,55 @@ def _one_off_owed(p: Participant, line: dict[str, Any]) -> str:
     return ""
 
 
-def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> str:
+# The stored facts array's places (ledger.payout.pack_facts: FACTS_FORMAT, then FACT_KEYS).
+FACT_VERSION, FACT_SOURCES, FACT_PAID_THROUGH, FACT_PAID_AFTER, FACT_FORFEITED_AFTER = (
+    1 + FACT_KEYS.index(k) for k in ("version", "sources_fen", "paid_through", "paid_after",
+                                     "forfeited_after"))
+FACT_OVERPAYMENT, FACT_BASIC_PAID, FACT_RATED_VERSION = (
+    1 + FACT_KEYS.index(k) for k in ("overpayment_fen", "basic_paid", "rated_version"))
+SOURCE_PLACE = {source: i for i, source in enumerate(SOURCES)}
+
+
+def _facts_after(facts: list[Any], line: dict[str, Any], version: int) -> str:
     """The register facts after the line is paid, as ledger.payout.facts_json writes them
-    (only the paid fields change). `facts` is the caller's own unpack_facts of the stored
-    text, and may be changed."""
+    (only the paid fields change). `facts` is the caller's own facts_array of the stored
+    text, and may be changed. The usual month is done on the array itself (a million
+    payments a month); any other through the facts as a dict."""
+    months: list[str] = line["months"]
+    through = facts[FACT_PAID_THROUGH]
+    runs: list[list[Any]] = facts[FACT_BASIC_PAID]
+    if (through is not None and not facts[FACT_PAID_AFTER] and not facts[FACT_FORFEITED_AFTER]
+            and len(months) == 1 and months[0] == next_month(through)
+            and not line.get("rerated_fen") and (not runs or runs[-1][1] < months[0])):
+        # The next month after everything settled, its basic pension continuing the last
+        # run of months paid the same (the month before), or starting one.
+        sources: list[int] = facts[FACT_SOURCES]
+        for src, amt in line["account_by_source_fen"].items():
+            place = SOURCE_PLACE[src]
+            sources[place] -= amt
+            assert sources[place] >= 0, (src, sources[place])
+        facts[FACT_OVERPAYMENT] -= line["deduction_fen"]
+        assert facts[FACT_OVERPAYMENT] >= 0
+        extend_runs(runs, months[0], line["basic_fen"])
+        facts[FACT_VERSION] = version
+        facts[FACT_PAID_THROUGH] = months[0]
+        facts[FACT_RATED_VERSION] = line.get("rated_version", 0) or facts[FACT_RATED_VERSION]
+        text: str = orjson.dumps(facts).decode()
+        return text
+    return _facts_after_any(dict(zip(FACT_KEYS, facts[1:], strict=True)), line, version)
+
+
+def _facts_after_any(facts: dict[str, Any], line: dict[str, Any], version: int) -> str:
+    """_facts_after of any payment (months after a gap, several months, top-ups), the
+    facts given as a dict keyed by FACT_KEYS (their sources_fen a list in SOURCES' order)."""
     d = dict(facts)
-    sources = dict(d["sources_fen"])
+    sources = dict(zip(SOURCES, d["sources_fen"], strict=True))
     for src, amt in line["account_by_source_fen"].items():
         sources[src] -= amt
         assert sources[src] >= 0, (src, sources[src])
     overpayment = d["overpayment_fen"] - line["deduction_fen"]
     assert overpayment >= 0
     months: list[str] = line["months"]
-    through = d["paid_through"]
-    # Facts and lines written before these were kept have none of them.
-    runs: list[list[Any]] = d.get("basic_paid", [])
-    rerated: dict[str, int] = line.get("rerated_fen", {})
-    rated = line.get("rated_version", 0) or d.get("rated_version", 0)
-    if (through is not None and not d["paid_after"] and not d["forfeited_after"]
-            and len(months) == 1 and months[0] == next_month(through) and not rerated
-            and (not runs or runs[-1][1] < months[0])):
-        # The usual month: the next one after everything settled, its basic pension
-        # continuing the last run of months paid the same (the month before), or starting
-        # one. `facts` is the caller's own parse, so its runs are changed in place.
-        m = months[0]
-        extend_runs(runs, m, line["basic_fen"])
-        d.update(version=version, sources_fen=sources, overpayment_fen=overpayment,
-                 paid_through=m, basic_paid=runs, rated_version=rated)
-        return pack_facts(d)
     paid = set(d["paid_after"]) | set(months)
     forfeited = set(d["forfeited_after"])
     if d["paid_through"] is not None:
@@ -794,9 +816,10 @@ def _facts_after(facts: dict[str, Any], line: dict[str, Any], version: int) -> s
     d.update(version=version, sources_fen=sources, overpayment_fen=overpayment,
              paid_through=compact["paid_through"], paid_after=sorted(compact["paid_after"]),
              forfeited_after=sorted(compact["forfeited_after"]))
-    d["basic_paid"] = basic_paid_after(runs, months, line["basic_fen"],
-                                       line.get("basic_by_month", {}), rerated)
-    d["rated_version"] = rated
+    d["basic_paid"] = basic_paid_after(d["basic_paid"], months, line["basic_fen"],
+                                       line.get("basic_by_month", {}),
+                                       line.get("rerated_fen", {}))
+    d["rated_version"] = line.get("rated_version", 0) or d["rated_version"]
     return pack_facts(d)
 
 

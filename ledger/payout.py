@@ -455,23 +455,6 @@ def pack_facts(d: dict[str, Any]) -> str:
         d["rated_version"]]).decode()
 
 
-def unpack_facts(text: str) -> dict[str, Any]:
-    """The stored facts as a dict keyed by FACT_KEYS. Facts stored as a JSON object (before
-    the array) are read as they are: they may lack basic_paid and rated_version."""
-    r = orjson.loads(text)
-    if type(r) is dict:
-        return r
-    if r[0] != FACTS_FORMAT or len(r) != len(FACT_KEYS) + 1:
-        raise ValueError(f"pensioner facts of an unknown format: {text[:40]!r}")
-    return {
-        "version": r[1], "status": r[2], "birth_date": r[3], "start_month": r[4],
-        "contribution_years": r[5], "account_pension_fen": r[6],
-        "sources_fen": dict(zip(SOURCES, r[7], strict=True)), "paid_through": r[8],
-        "paid_after": r[9], "forfeited_after": r[10], "payment_hold": r[11],
-        "overpayment_fen": r[12], "township": r[13], "village": r[14], "basic_paid": r[15],
-        "rated_version": r[16]}
-
-
 def facts_json(f: PensionerFacts) -> str:
     return pack_facts({
         "version": f.version, "status": f.status, "birth_date": f.birth_date.isoformat(),
@@ -502,14 +485,19 @@ def _bank(stored: dict[str, str]) -> BankAccount:
     return bank
 
 
-def _facts_array(text: str) -> list[Any]:
+def facts_array(text: str) -> list[Any]:
     """The stored facts as the array pack_facts writes (facts stored as an object, before
     the array, turned into it: basic_paid and rated_version may be missing from them)."""
     stored = orjson.loads(text)
     if type(stored) is dict:
-        r: list[Any] = [FACTS_FORMAT,
-                        *(stored.get(k, _FACT_DEFAULTS.get(k)) for k in FACT_KEYS)]
+        r: list[Any] = [FACTS_FORMAT, *(stored.get(k) for k in FACT_KEYS)]
         r[7] = [stored["sources_fen"][s] for s in SOURCES]
+        # Facts written before these were kept: no basic paid known (a list of its own:
+        # funding extends it), every month checked.
+        if "basic_paid" not in stored:
+            r[15] = []
+        if "rated_version" not in stored:
+            r[16] = 0
     else:
         r = stored
     if r[0] != FACTS_FORMAT or len(r) != len(FACT_KEYS) + 1:
@@ -517,14 +505,10 @@ def _facts_array(text: str) -> list[Any]:
     return r
 
 
-# Facts written before these were kept: no basic paid known, every month checked.
-_FACT_DEFAULTS: dict[str, Any] = {"basic_paid": [], "rated_version": 0}
-
-
 def load_facts(participant_id: UUID | str, facts: str, payee: bytes) -> PensionerFacts:
     """A register row's facts. Read by index from the stored array (FACT_KEYS' order):
     a million rows a month, and a dict of them first costs a fifth of reading a row."""
-    r = _facts_array(facts)
+    r = facts_array(facts)
     who: dict[str, Any] = orjson.loads(payee)
     values = {
         "participant_id": str(participant_id), "version": r[1], "status": r[2],
