@@ -39,7 +39,15 @@ from ledger.application import MAX_ATTEMPTS, Ledger, register_row
 from ledger.errors import ConcurrencyConflict, NotFound, Refused
 from ledger.forked import Child, OwnQueries, Post, can_fork, uuids_of
 from ledger.payout import (
+    FACT_BASIC_PAID,
+    FACT_FORFEITED_AFTER,
     FACT_KEYS,
+    FACT_OVERPAYMENT,
+    FACT_PAID_AFTER,
+    FACT_PAID_THROUGH,
+    FACT_RATED_VERSION,
+    FACT_SOURCES,
+    FACT_VERSION,
     DueCalculator,
     basic_paid_after,
     compact_months,
@@ -755,12 +763,6 @@ def _one_off_owed(p: Participant, line: dict[str, Any]) -> str:
     return ""
 
 
-# The stored facts array's places (ledger.payout.pack_facts: FACTS_FORMAT, then FACT_KEYS).
-FACT_VERSION, FACT_SOURCES, FACT_PAID_THROUGH, FACT_PAID_AFTER, FACT_FORFEITED_AFTER = (
-    1 + FACT_KEYS.index(k) for k in ("version", "sources_fen", "paid_through", "paid_after",
-                                     "forfeited_after"))
-FACT_OVERPAYMENT, FACT_BASIC_PAID, FACT_RATED_VERSION = (
-    1 + FACT_KEYS.index(k) for k in ("overpayment_fen", "basic_paid", "rated_version"))
 SOURCE_PLACE = {source: i for i, source in enumerate(SOURCES)}
 
 

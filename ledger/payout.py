@@ -440,6 +440,13 @@ FACT_KEYS = ("version", "status", "birth_date", "start_month", "contribution_yea
              "account_pension_fen", "sources_fen", "paid_through", "paid_after",
              "forfeited_after", "payment_hold", "overpayment_fen", "township", "village",
              "basic_paid", "rated_version")
+# Places in the stored array (pack_facts: FACTS_FORMAT, then FACT_KEYS' values) of the
+# facts that facts_array fills in and funding changes in place.
+FACT_VERSION, FACT_SOURCES, FACT_PAID_THROUGH, FACT_PAID_AFTER, FACT_FORFEITED_AFTER = (
+    1 + FACT_KEYS.index(k) for k in ("version", "sources_fen", "paid_through", "paid_after",
+                                     "forfeited_after"))
+FACT_OVERPAYMENT, FACT_BASIC_PAID, FACT_RATED_VERSION = (
+    1 + FACT_KEYS.index(k) for k in ("overpayment_fen", "basic_paid", "rated_version"))
 
 
 def pack_facts(d: dict[str, Any]) -> str:
@@ -479,10 +486,9 @@ _FACT_FIELDS = tuple(f.name for f in fields(PensionerFacts))
 def _bank(stored: dict[str, str]) -> BankAccount:
     """The payee's bank account as payee_json stored it, from a validated BankAccount: not
     validated again (the payment instruction made from it checks every field)."""
-    bank: BankAccount = BankAccount.trusted({
+    return BankAccount.trusted({
         "account_name": stored["account_name"], "account_number": stored["account_number"],
         "bank_code": stored["bank_code"]})
-    return bank
 
 
 def facts_array(text: str) -> list[Any]:
@@ -491,13 +497,13 @@ def facts_array(text: str) -> list[Any]:
     stored = orjson.loads(text)
     if type(stored) is dict:
         r: list[Any] = [FACTS_FORMAT, *(stored.get(k) for k in FACT_KEYS)]
-        r[7] = [stored["sources_fen"][s] for s in SOURCES]
+        r[FACT_SOURCES] = [stored["sources_fen"][s] for s in SOURCES]
         # Facts written before these were kept: no basic paid known (a list of its own:
         # funding extends it), every month checked.
         if "basic_paid" not in stored:
-            r[15] = []
+            r[FACT_BASIC_PAID] = []
         if "rated_version" not in stored:
-            r[16] = 0
+            r[FACT_RATED_VERSION] = 0
     else:
         r = stored
     if r[0] != FACTS_FORMAT or len(r) != len(FACT_KEYS) + 1:

@@ -361,7 +361,7 @@ def line_of(period: str, sequence: int, pid: UUID, f: PensionerFacts, due: Due) 
     payee's fields are checked by instruction() as the line is made into a payment: a
     million lines a month are not validated again (Immutable.trusted)."""
     assert f.bank is not None and due.amount_fen > 0
-    line: BatchLine = BatchLine.trusted({
+    return BatchLine.trusted({
         "end_to_end_id": end_to_end_id(period, sequence, pid), "participant_id": pid,
         "months": list(due.months), "basic_fen": due.basic_fen,
         "account_by_source_fen": due.account_by_source_fen,
@@ -372,7 +372,6 @@ def line_of(period: str, sequence: int, pid: UUID, f: PensionerFacts, due: Due) 
         "account_name": f.bank.account_name, "kind": MONTHLY_PENSION,
         "register_version": f.version, "basic_by_month": due.basic_by_month,
         "rerated_fen": due.rerated_fen, "rated_version": due.rated_version})
-    return line
 
 
 def _one_off_lines(ledger: Ledger, period: str, sequence: int, on: date,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 from uuid import UUID
 
 from eventsourcing.domain import (
@@ -24,7 +24,7 @@ class Immutable(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @classmethod
-    def trusted(cls, values: dict[str, Any]) -> Any:
+    def trusted(cls, values: dict[str, Any]) -> Self:
         """The model of `values` that this code computed, or read back from what it stored,
         without pydantic's validation: the payout run makes a million lines a month, and
         validating each cost more than computing it. `values` holds every field, in the
