@@ -808,6 +808,7 @@ class BulkTransaction:
 
 T = TypeVar("T")
 _READ_AHEAD_PUT_S = 0.1
+_LOWEST_ID = UUID(int=0)  # every participant id is at or above it
 _NO_MORE = object()
 
 
@@ -1101,29 +1102,48 @@ class StoreQueries:
                           "FROM {p}event_chain WHERE block_no > ? ORDER BY block_no LIMIT ?",
                           (after_block, limit))
 
-    def pensioner_rows(self, chunk_size: int = 10_000) -> Iterator[tuple[UUID, str, bytes]]:
-        """(participant id, facts JSON, payee bytes), in id order, a chunk at a time. On
-        PostgreSQL the next chunk is fetched while the caller works on this one."""
+    def pensioner_rows(self, chunk_size: int = 10_000, *, from_id: UUID | None = None,
+                       below_id: UUID | None = None) -> Iterator[tuple[UUID, str, bytes]]:
+        """(participant id, facts JSON, payee bytes), in id order, a chunk at a time; only
+        ids from `from_id` and below `below_id` when given. On PostgreSQL the next chunk is
+        fetched while the caller works on this one."""
         assert 0 < chunk_size <= 100_000
-        pages = self._pensioner_pages(chunk_size)
+        pages = self._pensioner_pages(chunk_size, from_id, below_id)
         for rows in read_ahead(pages) if self.is_postgres else pages:
             for pid, facts, payee in rows:
                 yield self._uuid(pid), facts, bytes(payee)
 
-    def _pensioner_pages(self, chunk_size: int) -> Iterator[list[tuple[Any, ...]]]:
+    def _pensioner_pages(self, chunk_size: int, from_id: UUID | None, below_id: UUID | None
+                         ) -> Iterator[list[tuple[Any, ...]]]:
+        below = "" if below_id is None else " AND participant_id < ?"
+        tail = () if below_id is None else (self._id(below_id),)
         after: Any = None
         while True:
             if after is None:
                 rows = self.fetch("SELECT participant_id, facts, payee FROM {p}pensioner_register "
-                                  "ORDER BY participant_id LIMIT ?", (chunk_size,))
+                                  f"WHERE participant_id >= ?{below} ORDER BY participant_id "
+                                  "LIMIT ?", (self._id(from_id or _LOWEST_ID), *tail, chunk_size))
             else:
                 rows = self.fetch("SELECT participant_id, facts, payee FROM {p}pensioner_register "
-                                  "WHERE participant_id > ? ORDER BY participant_id LIMIT ?",
-                                  (after, chunk_size))
+                                  f"WHERE participant_id > ?{below} ORDER BY participant_id "
+                                  "LIMIT ?", (after, *tail, chunk_size))
             if not rows:
                 return
             yield rows
             after = rows[-1][0]
+
+    def pensioner_split(self, share: float) -> tuple[int, UUID | None]:
+        """How many pensioners the register holds, and the participant id from which the
+        last `share` of them (by id) begin (None when it holds none)."""
+        assert 0.0 < share < 1.0
+        [(count,)] = self.fetch("SELECT COUNT(*) FROM {p}pensioner_register")
+        count = int(count)
+        if not count:
+            return 0, None
+        rows = self.fetch("SELECT participant_id FROM {p}pensioner_register "
+                          "ORDER BY participant_id LIMIT 1 OFFSET ?",
+                          (count - max(1, round(count * share)),))
+        return count, self._uuid(rows[0][0])
 
     def paid_month_count(self, participant_id: UUID) -> int:
         rows = self.fetch("SELECT COUNT(*) FROM {p}paid_months WHERE participant_id = ?",

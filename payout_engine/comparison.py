@@ -33,7 +33,6 @@ from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from ledger.aggregates.payout_batch import BatchLine
-from ledger.payout import PensionerFacts
 
 MAX_SAMPLES = 20  # participant ids kept per reason, for follow-up
 
@@ -84,6 +83,14 @@ class Pensioner(Protocol):
     def start_month(self) -> str: ...
 
 
+class Fed(Protocol):
+    """What a run feeds each pensioner to: a Comparison, a DeferredComparison, or what a
+    forked child keeps to send (payout_engine.run_in_two)."""
+
+    def paid(self, f: Pensioner, line: BatchLine) -> None: ...
+    def not_paid(self, f: Pensioner, excluded: bool = False) -> None: ...
+
+
 class Seen(NamedTuple):
     """What a comparison reads of a pensioner, kept instead of the whole PensionerFacts
     while the comparison waits for last month's lines (DeferredComparison)."""
@@ -96,7 +103,7 @@ class Seen(NamedTuple):
     start_month: str
 
     @classmethod
-    def of(cls, f: PensionerFacts) -> Seen:
+    def of(cls, f: Pensioner) -> Seen:
         return cls(f.participant_id, f.status, f.payment_hold, f.paid_through, f.paid_after,
                    f.start_month)
 
@@ -231,10 +238,10 @@ class DeferredComparison:
         self._calls: list[tuple[Seen, BatchLine | bool]] = []
         self._lowered: tuple[int, int, list[str]] | None = None
 
-    def paid(self, f: PensionerFacts, line: BatchLine) -> None:
+    def paid(self, f: Pensioner, line: BatchLine) -> None:
         self._calls.append((Seen.of(f), line))
 
-    def not_paid(self, f: PensionerFacts, excluded: bool = False) -> None:
+    def not_paid(self, f: Pensioner, excluded: bool = False) -> None:
         self._calls.append((Seen.of(f), excluded))
 
     def lowered(self, pensioners: int, amount_fen: int, participant_ids: list[str]) -> None:

@@ -30,6 +30,7 @@ from payout_engine.bankfiles import (
     write_pain001,
 )
 from payout_engine.bankfiles.manifest import NamedContent
+from payout_engine.bankfiles.pain001 import Fragment
 from payout_engine.config import PayoutConfig, load_config
 
 FILE_FORMATS = ("pain001", "domestic")
@@ -91,19 +92,23 @@ def instruction_of(period: str, line: dict[str, Any]) -> PaymentInstruction:
 
 def bank_files(*, period: str, sequence: int, file_format: str, created_at: datetime,
                execution_date: date, payments: Iterable[PaymentInstruction],
-               config: PayoutConfig, xsd_check: bool = True) -> list[BankFile]:
+               config: PayoutConfig, xsd_check: bool = True,
+               made: Sequence[Fragment] = ()) -> list[BankFile]:
     """The files for a batch. The same input gives the same bytes. xsd_check=False only
-    where the files are then refused unless they hash to files that were checked."""
+    where the files are then refused unless they hash to files that were checked. `made`:
+    pain.001 fragments of more payments, made already (payout_engine.run_in_two)."""
     if file_format not in FILE_FORMATS:
         raise InvalidInput("format", f"must be one of {', '.join(FILE_FORMATS)}")
     mid = message_id(period, sequence)
     header = BatchHeader(mid, mid.replace("PO-", "PB-", 1), created_at, execution_date,
                          payout_month=period)
     if file_format == "domestic":
+        # A domestic record numbers its payment within its file: none is made ahead.
+        assert not made, "fragments for a domestic file"
         return write_domestic(header, config.debtor(), payments,
                               max_lines_per_file=config.max_txs_per_file)
     files = write_pain001(header, config.debtor(), payments,
-                          max_txs_per_file=config.max_txs_per_file)
+                          max_txs_per_file=config.max_txs_per_file, made=made)
     if not xsd_check:
         return files
     total = sum(f.nb_of_txs for f in files)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from ledger import disbursement
@@ -30,9 +30,10 @@ from ledger.aggregates.payout_batch import (
 from ledger.application import Ledger
 from ledger.errors import InvalidInput, Refused
 from ledger.payout import Due, DueCalculator, PensionerFacts, next_month
-from payout_engine import drafted_files
+from payout_engine import drafted_files, run_in_two
 from payout_engine.bankfiles import InvalidInstruction, PaymentInstruction, build_manifest
-from payout_engine.comparison import Comparison
+from payout_engine.bankfiles.pain001 import Fragment
+from payout_engine.comparison import Comparison, Fed
 from payout_engine.config import BEIJING, PayoutConfig, load_config
 from payout_engine.export import (
     FILE_FORMATS,
@@ -43,6 +44,7 @@ from payout_engine.export import (
 from payout_engine.last_month import Feed, LastMonth
 
 Progress = Callable[[int], None]
+F = TypeVar("F", bound=Fed)
 MAX_SEQUENCE = 99  # two digits in the EndToEndId
 MAX_LISTED_MONTHS = 120  # months one listing of batches covers
 LOOK_AROUND_MONTHS = 12  # how far the run looks for unfunded earlier or drafted later months
@@ -257,8 +259,9 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
         fed = last_month.feed()
         timings.add("previous_batch", time.perf_counter() - t)
         rules_version = ledger.ruleset().version
-        lines, payments, excluded = _compute(ledger, period, sequence, fed, progress, timings,
-                                             last_month.ready)
+        computed, fed = _compute(ledger, period, sequence, fed, progress, timings,
+                                 last_month.ready, file_format=file_format)
+        lines, payments, excluded = computed.lines, computed.payments, computed.excluded
         t = time.perf_counter()
         comparison = last_month.comparison(fed)
         timings.add("previous_batch", time.perf_counter() - t)
@@ -274,7 +277,7 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
     t = time.perf_counter()
     files = bank_files(period=period, sequence=sequence, file_format=file_format,
                        created_at=created_at, execution_date=execution, payments=payments,
-                       config=config)
+                       config=config, made=computed.fragments)
     manifest = build_manifest(files)
     timings.add("files", time.perf_counter() - t)
     record = comparison.result()
@@ -303,27 +306,88 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
     return batch
 
 
+@dataclass
+class Computed:
+    """What computing the month for some of the register's pensioners gives."""
+
+    lines: list[BatchLine] = field(default_factory=list)
+    payments: list[PaymentInstruction] = field(default_factory=list)
+    excluded: list[dict[str, str]] = field(default_factory=list)
+    # Payments made into pain.001 fragments already, by a child (run_in_two): after
+    # `payments` in the batch's order.
+    fragments: list[Fragment] = field(default_factory=list)
+    read: int = 0  # pensioners read
+
+
 def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
              progress: Progress | None, timings: RunTimings,
-             ready: Callable[[Feed], Feed] = lambda fed: fed
-             ) -> tuple[list[BatchLine], list[PaymentInstruction], list[dict[str, str]]]:
+             ready: Callable[[Feed], Feed] = lambda fed: fed, *, file_format: str = "pain001"
+             ) -> tuple[Computed, Feed]:
+    """The month for every pensioner of the register: this process's part of them, and a
+    forked child's when the register is big (payout_engine.run_in_two). Returns the lines,
+    payments (the child's as pain.001 fragments) and exclusions in the register's order, and
+    the comparison fed with every pensioner."""
+    due_for = DueCalculator.under(ledger.ruleset(), period)
+    from_id = run_in_two.can_run_in_two(ledger, file_format)
+    part = (None if from_id is None else
+            run_in_two.ChildPart(ledger, period, sequence, due_for, from_id, progress))
+    out = Computed()
+
+    def page(fed: Feed) -> Feed:
+        if progress is not None:
+            progress(PROGRESS_EVERY)
+        if part is not None:
+            part.take(wait=False)
+        # Last month's lines may be in by now (payout_engine.last_month): compare
+        # directly from here on.
+        return ready(fed)
+
+    try:
+        pensioners = _timed(ledger.pensioners_by_id(below_id=from_id), timings)
+        comparison = compute_into(out, pensioners, due_for, period, sequence, comparison,
+                                  timings, page)
+        if progress is not None:
+            progress(out.read % PROGRESS_EVERY)
+        lowered = (due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
+        if part is not None:
+            t = time.perf_counter()
+            part.take(wait=True)
+            timings.add("wait_for_child", time.perf_counter() - t)
+            t = time.perf_counter()
+            lines = part.lines()
+            comparison = part.feed(comparison, lines)
+            out.lines += lines
+            out.excluded += part.excluded
+            out.fragments = part.fragments
+            count, fen, ids = part.lowered
+            lowered = (lowered[0] + count, lowered[1] + fen, lowered[2] + ids)
+            timings.add("child_results", time.perf_counter() - t)
+            for name, seconds in part.timings.items():
+                timings.add(f"child_{name}", seconds)
+    finally:
+        if part is not None:
+            part.close()
+    comparison.lowered(*lowered)
+    return out, comparison
+
+
+def compute_into(out: Computed, pensioners: Iterator[tuple[UUID, PensionerFacts]],
+                 due_for: DueCalculator, period: str, sequence: int, comparison: F,
+                 timings: RunTimings, page: Callable[[F], F]) -> F:
+    """Each pensioner's line and payment (or why there is none) into `out`, and each fed to
+    the comparison, in the register's order; page(comparison) after every PROGRESS_EVERY
+    pensioners gives what to feed from then on. Returns that."""
     # Funding works out again, by the same calculation, only the lines of pensioners changed
     # since (or all of them after a new rule version).
-    due_for = DueCalculator.under(ledger.ruleset(), period)
-    lines: list[BatchLine] = []
-    payments: list[PaymentInstruction] = []
-    excluded: list[dict[str, str]] = []
-    n = 0
+    lines, payments, excluded = out.lines, out.payments, out.excluded
+    n = out.read
     t_compute = 0.0
-    for pid, f in _timed(ledger.pensioners_by_id(), timings):
+    for pid, f in pensioners:
         t = time.perf_counter()
         n += 1
         if n % PROGRESS_EVERY == 0:
-            if progress is not None:
-                progress(PROGRESS_EVERY)
-            # Last month's lines may be in by now (payout_engine.last_month): compare
-            # directly from here on.
-            comparison = ready(comparison)
+            out.read = n
+            comparison = page(comparison)
         due = due_for(f)
         if due is None or due.amount_fen <= 0:
             comparison.not_paid(f)
@@ -348,11 +412,9 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
             payments.append(payment)
             comparison.paid(f, line)
         t_compute += time.perf_counter() - t
-    if progress is not None:
-        progress(n % PROGRESS_EVERY)
-    comparison.lowered(due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
+    out.read = n
     timings.add("compute", t_compute)
-    return lines, payments, excluded
+    return comparison
 
 
 def line_of(period: str, sequence: int, pid: UUID, f: PensionerFacts, due: Due) -> BatchLine:

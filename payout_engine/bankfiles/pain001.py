@@ -12,12 +12,14 @@ import functools
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 from xml.sax.saxutils import escape
 
 from lxml import etree
 
 from payout_engine.bankfiles.model import (
     CURRENCY,
+    MAX_PAYMENTS_PER_EXPORT,
     MAX_TOTAL_FEN,
     BankFile,
     BankFileError,
@@ -130,37 +132,86 @@ def _pack(fragments: Sequence[bytes], envelope_bytes: int, max_txs: int,
     return runs
 
 
+class Fragment(NamedTuple):
+    """One payment's CdtTrfTxInf, made ahead of its file (a forked child of the monthly run
+    makes those of its half of the pensioners), with what its file's totals need."""
+
+    end_to_end_id: str
+    amount_fen: int
+    xml: bytes
+
+
+def fragment(p: PaymentInstruction, include_id_number: bool = True) -> Fragment:
+    return Fragment(p.end_to_end_id, p.amount_fen, _transaction(p, include_id_number))
+
+
 def write_pain001(header: BatchHeader, debtor: Debtor, payments: Iterable[PaymentInstruction],
                   *, max_txs_per_file: int = DEFAULT_MAX_TXS_PER_FILE,
                   max_bytes_per_file: int = DEFAULT_MAX_BYTES_PER_FILE,
-                  include_id_number: bool = True) -> list[BankFile]:
+                  include_id_number: bool = True,
+                  made: Sequence[Fragment] = ()) -> list[BankFile]:
     """The pain.001 files for one export: payments sorted by end_to_end_id, split so each file
     has at most `max_txs_per_file` payments and `max_bytes_per_file` bytes. Every file stands
-    alone: its own MsgId and PmtInfId ('<id>-0001', ...), NbOfTxs and CtrlSum.
+    alone: its own MsgId and PmtInfId ('<id>-0001', ...), NbOfTxs and CtrlSum. `made`: more
+    payments, their fragments made already (by `fragment`, with the same include_id_number).
     The same input gives the same bytes."""
-    ordered = sorted(payments, key=lambda p: p.end_to_end_id)
-    check_batch(ordered)
+    payments = list(payments)
+    if payments:
+        check_batch(payments)
+    fragments = [*(fragment(p, include_id_number) for p in payments), *made]
+    return pain001_files(header, debtor, fragments, max_txs_per_file=max_txs_per_file,
+                         max_bytes_per_file=max_bytes_per_file)
+
+
+def pain001_files(header: BatchHeader, debtor: Debtor, fragments: list[Fragment], *,
+                  max_txs_per_file: int = DEFAULT_MAX_TXS_PER_FILE,
+                  max_bytes_per_file: int = DEFAULT_MAX_BYTES_PER_FILE) -> list[BankFile]:
+    """The files holding these payments' fragments, sorted by end_to_end_id."""
     if not 1 <= max_txs_per_file <= 1_000_000:
         raise InvalidInstruction(f"max_txs_per_file {max_txs_per_file} must be 1..1000000")
-    fragments = [_transaction(p, include_id_number) for p in ordered]
+    # Sorted in place: the run's fragments come in runs already in order (each half of the
+    # pensioners, the one-offs), which a sort merges in linear time.
+    fragments.sort(key=_end_to_end_id)
+    _check_fragments(fragments)
     # The envelope with the widest numbers it can hold bounds every real envelope's size.
     head, tail = _envelope(header, debtor, 1, max_txs_per_file, MAX_TOTAL_FEN)
-    runs = _pack(fragments, len(head) + len(tail), max_txs_per_file, max_bytes_per_file)
+    runs = _pack([f.xml for f in fragments], len(head) + len(tail), max_txs_per_file,
+                 max_bytes_per_file)
     if len(runs) > MAX_FILES:
         raise InvalidInstruction(f"{len(runs)} files is more than the limit of {MAX_FILES}")
     files = []
     for seq, run in enumerate(runs, start=1):
-        chosen = ordered[run.start:run.stop]
-        total = sum(p.amount_fen for p in chosen)
+        chosen = fragments[run.start:run.stop]
+        total = sum(f.amount_fen for f in chosen)
         head, tail = _envelope(header, debtor, seq, len(chosen), total)
-        content = b"".join([head, *fragments[run.start:run.stop], tail])
+        content = b"".join([head, *(f.xml for f in chosen), tail])
         assert len(content) <= max_bytes_per_file
         msg_id = f"{header.message_id}-{seq:04d}"
         files.append(BankFile(name=f"{msg_id}.xml", content=content, message_id=msg_id,
                               nb_of_txs=len(chosen), ctrl_sum_fen=total,
-                              payments=tuple((p.end_to_end_id, p.amount_fen) for p in chosen)))
-    assert sum(f.nb_of_txs for f in files) == len(ordered)
+                              payments=tuple((f.end_to_end_id, f.amount_fen) for f in chosen)))
+    assert sum(f.nb_of_txs for f in files) == len(fragments)
     return files
+
+
+def _end_to_end_id(f: Fragment) -> str:
+    return f.end_to_end_id
+
+
+def _check_fragments(ordered: list[Fragment]) -> None:
+    """check_batch's rules, on fragments sorted by end_to_end_id (the payments they were made
+    of were checked one by one as they were made)."""
+    if not ordered:
+        raise InvalidInstruction("there are no payments to write")
+    if len(ordered) > MAX_PAYMENTS_PER_EXPORT:
+        raise InvalidInstruction(
+            f"{len(ordered)} payments is more than the limit of {MAX_PAYMENTS_PER_EXPORT}")
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if a.end_to_end_id == b.end_to_end_id:
+            raise InvalidInstruction(f"end_to_end_id {a.end_to_end_id} appears twice")
+    total = sum(f.amount_fen for f in ordered)
+    if total > MAX_TOTAL_FEN:
+        raise InvalidInstruction(f"total {total} fen is more than the limit of {MAX_TOTAL_FEN}")
 
 
 def _xsd_path() -> Path:

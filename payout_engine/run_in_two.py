@@ -1,0 +1,161 @@
+"""The monthly run in two processes: a forked child reads and computes the last part of the
+register (by participant id) while this process does the first.
+
+Reading the register and computing a million pensioners is most of a month's run, all
+Python, on one core; a machine has two. The child (ledger.forked) reads its rows over a
+connection of its own, computes each pensioner by the same code (run.compute_into) and
+sends back, a page at a time, what this process needs of each in the cheapest form to
+pickle: the line's values as a tuple (its participant id as 16 bytes), the payment's
+pain.001 fragment (the payment's checks ran in the child, as they run here) and what the
+comparison reads of the pensioner (comparison.Seen). This process makes each line again
+without validating it (Immutable.trusted: the values were made by the same code), feeds
+the comparison in the register's order once its own part is done, and writes the files
+from its own payments and the child's fragments. The batch is the one a single process
+drafts, line for line and byte for byte.
+
+Only for pain.001: a domestic file numbers each record within its file, so its records
+cannot be made ahead. A child that dies, fails or hangs fails the run, and nothing is
+drafted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+from uuid import UUID
+
+from ledger.aggregates.payout_batch import BatchLine
+from ledger.application import Ledger
+from ledger.forked import Child, OwnQueries, Post, can_fork
+from ledger.payout import DueCalculator, PensionerFacts, load_facts
+from payout_engine.bankfiles.pain001 import Fragment, fragment
+from payout_engine.comparison import Pensioner, Seen
+from payout_engine.last_month import Feed
+
+IN_TWO_MIN_PENSIONERS = 100_000  # pensioners in the register from which a child computes
+CHILD_SHARE = 0.5  # of the register's pensioners, by id, the child's part
+_LINE_FIELDS = tuple(BatchLine.model_fields)
+_ID_AT = _LINE_FIELDS.index("participant_id")
+Page = Callable[[Feed], Feed]
+
+
+def can_run_in_two(ledger: Ledger, file_format: str) -> UUID | None:
+    """The participant id from which a child computes the month, or None: one process
+    (a small register, a domestic file, no fork)."""
+    if file_format != "pain001" or not can_fork(ledger):
+        return None
+    count, from_id = ledger.queries.pensioner_split(CHILD_SHARE)
+    return from_id if count >= IN_TWO_MIN_PENSIONERS else None
+
+
+class ChildPart:
+    """The child computing the register's pensioners from `from_id`, and what it sent."""
+
+    def __init__(self, ledger: Ledger, period: str, sequence: int, due_for: DueCalculator,
+                 from_id: UUID, progress: Callable[[int], None] | None) -> None:
+        self.progress = progress
+        self.line_values: list[tuple[Any, ...]] = []
+        self.fragments: list[Fragment] = []
+        self.calls: list[tuple[tuple[Any, ...], bool | None]] = []
+        self.excluded: list[dict[str, str]] = []
+        self.lowered: tuple[int, int, list[str]] = (0, 0, [])
+        self.timings: dict[str, float] = {}
+        self.child = Child(
+            "run-part",
+            lambda post: _child_part(post, ledger, period, sequence, due_for, from_id),
+            what="the process computing part of the month", nothing="nothing drafted")
+
+    def take(self, wait: bool) -> None:
+        """The child's pages sent so far (wait=False), or all of them (wait=True)."""
+        for kind, *body in self.child.messages(wait=wait):
+            if kind == "page":
+                read, line_values, fragments, calls, excluded = body
+                self.line_values += line_values
+                self.fragments += fragments
+                self.calls += calls
+                self.excluded += excluded
+                if self.progress is not None:
+                    self.progress(read)
+            else:
+                assert kind == "end", kind
+                self.lowered, self.timings = body
+
+    def lines(self) -> list[BatchLine]:
+        """The child's lines, made again here (in the register's order)."""
+        out = []
+        for values in self.line_values:
+            fields = dict(zip(_LINE_FIELDS, values, strict=True))
+            fields["participant_id"] = UUID(bytes=fields["participant_id"])
+            out.append(BatchLine.trusted(fields))
+        self.line_values = []
+        return out
+
+    def feed(self, comparison: Feed, lines: list[BatchLine]) -> Feed:
+        """The child's pensioners fed to the comparison, in the register's order (after
+        this process's own); lines: the child's lines, in order."""
+        paid = iter(lines)
+        for seen, excluded in self.calls:
+            if excluded is None:
+                comparison.paid(Seen._make(seen), next(paid))
+            else:
+                comparison.not_paid(Seen._make(seen), excluded)
+        assert next(paid, None) is None, "a line the comparison was not told of"
+        self.calls = []
+        return comparison
+
+    def close(self) -> None:
+        self.child.close()
+
+
+class _Recorded:
+    """The comparison's calls, kept as tuples to send (a Feed, in the child)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[Any, ...], bool | None]] = []
+
+    def paid(self, f: Pensioner, line: BatchLine) -> None:
+        self.calls.append((tuple(Seen.of(f)), None))
+
+    def not_paid(self, f: Pensioner, excluded: bool = False) -> None:
+        self.calls.append((tuple(Seen.of(f)), excluded))
+
+
+def _child_part(post: Post, ledger: Ledger, period: str, sequence: int,
+                due_for: DueCalculator, from_id: UUID) -> None:
+    """In the forked child: compute the month for the pensioners from `from_id`, posting
+    each page's results."""
+    from payout_engine import run  # the run imports this module
+
+    queries = OwnQueries(ledger.queries)
+    try:
+        out = run.Computed()
+        recorded = _Recorded()
+        timings = run.RunTimings()
+        sent = 0
+
+        def send(fed: _Recorded) -> _Recorded:
+            nonlocal sent
+            post(("page", out.read - sent, [_values(line) for line in out.lines],
+                  [fragment(p) for p in out.payments], recorded.calls, out.excluded))
+            sent = out.read
+            # Emptied in place (compute_into appends to these very lists); post pickled them.
+            for sent_list in (out.lines, out.payments, out.excluded, recorded.calls):
+                sent_list.clear()
+            return fed
+
+        rows: Iterator[tuple[UUID, PensionerFacts]] = (
+            (pid, load_facts(pid, facts, ledger.open_personal(payee)))
+            for pid, facts, payee in queries.pensioner_rows(from_id=from_id))
+        run.compute_into(out, run._timed(rows, timings), due_for, period, sequence,
+                         recorded, timings, send)
+        send(recorded)
+        post(("end", (due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids),
+              timings.parts))
+    finally:
+        queries.close()
+
+
+def _values(line: BatchLine) -> tuple[Any, ...]:
+    values = list(line.__dict__.values())
+    values[_ID_AT] = values[_ID_AT].bytes  # a UUID pickles several times slower
+    return tuple(values)
