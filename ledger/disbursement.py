@@ -479,28 +479,40 @@ class _Payments:
             getattr(self, name)[start:] for name, start in zip(self._OUTPUTS, before,
                                                                 strict=True))
         assert all(s.topic == PAID_TOPIC for s in stored)
-        return (b"".join([s.originator_id.bytes for s in stored]),
-                [s.originator_version for s in stored], [s.state for s in stored],
-                b"".join([v.participant_id.bytes for v in versions]),
+        ids = b"".join([s.originator_id.bytes for s in stored])
+
+        def ids_of(pids: list[UUID]) -> bytes | None:
+            # None: the stored events' ids, as usual (one event, version and facts row per
+            # pensioner paid, and one month each), sent and made into UUIDs once.
+            blob = b"".join([pid.bytes for pid in pids])
+            return None if blob == ids else blob
+
+        return (ids, [s.originator_version for s in stored], [s.state for s in stored],
+                ids_of([v.participant_id for v in versions]),
                 [(v.from_version, v.version) for v in versions],
-                b"".join([r.participant_id.bytes for r in pensioners]),
+                ids_of([r.participant_id for r in pensioners]),
                 [r.facts for r in pensioners],
-                b"".join([pid.bytes for pid, _, _ in paid]),
+                ids_of([pid for pid, _, _ in paid]),
                 [(month, e2e) for _, month, e2e in paid], no_longer_owed, one_offs)
 
     def _unpacked(self, packed: tuple[Any, ...]) -> dict[str, list[Any]]:
         (stored_ids, stored_versions, states, version_ids, versions, pensioner_ids, facts,
          paid_ids, paid, no_longer_owed, one_offs) = packed
         ids: dict[bytes, UUID] = {}
+        stored_pids = uuids_of(stored_ids, ids)
+
+        def pids(blob: bytes | None) -> list[UUID]:
+            return stored_pids if blob is None else uuids_of(blob, ids)
+
         return {
             "stored": [StoredEvent(pid, v, PAID_TOPIC, state) for pid, v, state in zip(
-                uuids_of(stored_ids, ids), stored_versions, states, strict=True)],
+                stored_pids, stored_versions, states, strict=True)],
             "register_versions": [RegisterVersion(pid, old, new) for pid, (old, new) in zip(
-                uuids_of(version_ids, ids), versions, strict=True)],
+                pids(version_ids), versions, strict=True)],
             "pensioners": [PensionerRow(pid, text, None) for pid, text in zip(
-                uuids_of(pensioner_ids, ids), facts, strict=True)],
+                pids(pensioner_ids), facts, strict=True)],
             "paid_add": [(pid, month, e2e) for pid, (month, e2e) in zip(
-                uuids_of(paid_ids, ids), paid, strict=True)],
+                pids(paid_ids), paid, strict=True)],
             "no_longer_owed": no_longer_owed, "one_off_lines": one_offs}
 
     def refuse_lines_no_longer_owed(self) -> None:

@@ -59,10 +59,13 @@ def two_processes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return log
 
 
-def pensioners(ledger: Ledger) -> list[str]:
-    """Ten pensioners, two of them with an individual account: 4 chunks of lines."""
+def pensioners(ledger: Ledger, arrears: bool = False) -> list[str]:
+    """Ten pensioners, two of them with an individual account: 4 chunks of lines. With
+    arrears, every other one's pension began two months before PERIOD: their lines pay
+    three months."""
     treasury(ledger)
-    return ([transitional(ledger, n) for n in range(1, 9)]
+    return ([transitional(ledger, n, start="2020-02" if arrears and n % 2 else PERIOD)
+             for n in range(1, 9)]
             + [contributor(ledger, 9, tier_fen=10000), contributor(ledger, 10)])
 
 
@@ -95,12 +98,14 @@ def registers(ledger: Ledger) -> tuple[Any, ...]:
     return facts, sorted((str(p), m, e2e) for p, m, e2e in paid), ledger.fund_positions()
 
 
+@pytest.mark.parametrize("arrears", [False, True], ids=["one-month", "arrears"])
 def test_funding_in_two_stores_what_one_process_stores(
         ledger: Ledger, twin: Ledger, two_processes: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    people = pensioners(ledger)
-    assert pensioners(twin) == people
+        monkeypatch: pytest.MonkeyPatch, arrears: bool) -> None:
+    people = pensioners(ledger, arrears)
+    assert pensioners(twin, arrears) == people
     batch = approved(ledger)
+    assert any(len(line.months) == 3 for line in batch.lines.values()) is arrears
     assert batch.line_count == 10 and len(batch.lines) == 10
 
     assert fund(ledger, batch) == {"payments": 10, "total_fen": batch.total_fen}
