@@ -337,7 +337,7 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
         if progress is not None:
             progress(PROGRESS_EVERY)
         if part is not None:
-            part.take(wait=False)
+            part.take()
         # Last month's lines may be in by now (payout_engine.last_month): compare
         # directly from here on.
         return ready(fed)
@@ -351,17 +351,14 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
         lowered = (due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
         if part is not None:
             t = time.perf_counter()
-            part.take(wait=True)
-            timings.add("wait_for_child", time.perf_counter() - t)
-            t = time.perf_counter()
-            lines = part.lines()
-            comparison = part.feed(comparison, lines)
+            lines, comparison = part.finish(comparison)
+            timings.add("child_results", time.perf_counter() - t - part.waited_s)
+            timings.add("wait_for_child", part.waited_s)
             out.lines += lines
             out.excluded += part.excluded
             out.fragments = part.fragments
             count, fen, ids = part.lowered
             lowered = (lowered[0] + count, lowered[1] + fen, lowered[2] + ids)
-            timings.add("child_results", time.perf_counter() - t)
             for name, seconds in part.timings.items():
                 timings.add(f"child_{name}", seconds)
     finally:

@@ -20,8 +20,9 @@ drafted.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from ledger.aggregates.payout_batch import BatchLine
@@ -29,14 +30,16 @@ from ledger.application import Ledger
 from ledger.forked import Child, OwnQueries, Post, can_fork
 from ledger.payout import DueCalculator, PensionerFacts, load_facts
 from payout_engine.bankfiles.pain001 import Fragment, fragment
-from payout_engine.comparison import Pensioner, Seen
-from payout_engine.last_month import Feed
+from payout_engine.comparison import Fed, Pensioner, Seen
 
 IN_TWO_MIN_PENSIONERS = 100_000  # pensioners in the register from which a child computes
-CHILD_SHARE = 0.5  # of the register's pensioners, by id, the child's part
+CHILD_SHARE = 0.55  # of the register's pensioners, by id, the child's part
 _LINE_FIELDS = tuple(BatchLine.model_fields)
 _ID_AT = _LINE_FIELDS.index("participant_id")
-Page = Callable[[Feed], Feed]
+# A pensioner as the comparison sees them (Seen's fields), and None if paid (their line is
+# the page's next), else whether excluded.
+Call = tuple[tuple[Any, ...], bool | None]
+F = TypeVar("F", bound=Fed)
 
 
 def can_run_in_two(ledger: Ledger, file_format: str) -> UUID | None:
@@ -54,64 +57,87 @@ class ChildPart:
     def __init__(self, ledger: Ledger, period: str, sequence: int, due_for: DueCalculator,
                  from_id: UUID, progress: Callable[[int], None] | None) -> None:
         self.progress = progress
-        self.line_values: list[tuple[Any, ...]] = []
+        # Each page's lines (as values) and comparison calls, until this process's own part
+        # is done: its pensioners come first in the comparison.
+        self.pages: list[tuple[list[tuple[Any, ...]], list[Call]]] = []
         self.fragments: list[Fragment] = []
-        self.calls: list[tuple[tuple[Any, ...], bool | None]] = []
         self.excluded: list[dict[str, str]] = []
         self.lowered: tuple[int, int, list[str]] = (0, 0, [])
         self.timings: dict[str, float] = {}
+        self.waited_s = 0.0  # for the child's pages, once this process's part was done
         self.child = Child(
             "run-part",
             lambda post: _child_part(post, ledger, period, sequence, due_for, from_id),
             what="the process computing part of the month", nothing="nothing drafted")
 
-    def take(self, wait: bool) -> None:
-        """The child's pages sent so far (wait=False), or all of them (wait=True)."""
-        for kind, *body in self.child.messages(wait=wait):
-            if kind == "page":
-                read, line_values, fragments, calls, excluded = body
-                self.line_values += line_values
-                self.fragments += fragments
-                self.calls += calls
-                self.excluded += excluded
-                if self.progress is not None:
-                    self.progress(read)
-            else:
-                assert kind == "end", kind
-                self.lowered, self.timings = body
+    def take(self) -> None:
+        """Keep the pages the child has sent so far."""
+        for message in self.child.messages(wait=False):
+            self._keep(message)
 
-    def lines(self) -> list[BatchLine]:
-        """The child's lines, made again here (in the register's order)."""
-        out = []
-        for values in self.line_values:
-            fields = dict(zip(_LINE_FIELDS, values, strict=True))
-            fields["participant_id"] = UUID(bytes=fields["participant_id"])
-            out.append(BatchLine.trusted(fields))
-        self.line_values = []
-        return out
+    def _keep(self, message: tuple[Any, ...]) -> None:
+        kind, *body = message
+        if kind == "page":
+            read, line_values, fragments, calls, excluded = body
+            self.pages.append((line_values, calls))
+            self.fragments += fragments
+            self.excluded += excluded
+            if self.progress is not None:
+                self.progress(read)
+        else:
+            assert kind == "end", kind
+            self.lowered, self.timings = body
 
-    def feed(self, comparison: Feed, lines: list[BatchLine]) -> Feed:
-        """The child's pensioners fed to the comparison, in the register's order (after
-        this process's own); lines: the child's lines, in order."""
-        paid = iter(lines)
-        for seen, excluded in self.calls:
-            if excluded is None:
-                comparison.paid(Seen._make(seen), next(paid))
-            else:
-                comparison.not_paid(Seen._make(seen), excluded)
-        assert next(paid, None) is None, "a line the comparison was not told of"
-        self.calls = []
-        return comparison
+    def finish(self, comparison: F) -> tuple[list[BatchLine], F]:
+        """Once this process's own part is done: the child's lines, made again here, and
+        the comparison fed its pensioners after this process's own, in the register's
+        order. Each page is taken in as it comes, while the child computes the next."""
+        lines: list[BatchLine] = []
+        messages = self.child.messages(wait=True)
+        while True:
+            for line_values, calls in self.pages:
+                page_lines = _lines(line_values)
+                comparison = _feed(comparison, calls, page_lines)
+                lines += page_lines
+            self.pages = []
+            t = time.perf_counter()
+            message = next(messages, None)
+            self.waited_s += time.perf_counter() - t
+            if message is None:
+                return lines, comparison
+            self._keep(message)
 
     def close(self) -> None:
         self.child.close()
+
+
+def _lines(line_values: list[tuple[Any, ...]]) -> list[BatchLine]:
+    """The child's lines made again here."""
+    out = []
+    for values in line_values:
+        fields = dict(zip(_LINE_FIELDS, values, strict=True))
+        fields["participant_id"] = UUID(bytes=fields["participant_id"])
+        out.append(BatchLine.trusted(fields))
+    return out
+
+
+def _feed(comparison: F, calls: list[Call], lines: list[BatchLine]) -> F:
+    """The child's pensioners fed to the comparison, in order; lines: those paid, in order."""
+    paid = iter(lines)
+    for seen, excluded in calls:
+        if excluded is None:
+            comparison.paid(Seen._make(seen), next(paid))
+        else:
+            comparison.not_paid(Seen._make(seen), excluded)
+    assert next(paid, None) is None, "a line the comparison was not told of"
+    return comparison
 
 
 class _Recorded:
     """The comparison's calls, kept as tuples to send (a Feed, in the child)."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[tuple[Any, ...], bool | None]] = []
+        self.calls: list[Call] = []
 
     def paid(self, f: Pensioner, line: BatchLine) -> None:
         self.calls.append((tuple(Seen.of(f)), None))
