@@ -1132,18 +1132,12 @@ class StoreQueries:
             yield rows
             after = rows[-1][0]
 
-    def pensioner_split(self, share: float) -> tuple[int, UUID | None]:
-        """How many pensioners the register holds, and the participant id from which the
-        last `share` of them (by id) begin (None when it holds none)."""
-        assert 0.0 < share < 1.0
-        [(count,)] = self.fetch("SELECT COUNT(*) FROM {p}pensioner_register")
-        count = int(count)
-        if not count:
-            return 0, None
-        rows = self.fetch("SELECT participant_id FROM {p}pensioner_register "
-                          "ORDER BY participant_id LIMIT 1 OFFSET ?",
-                          (count - max(1, round(count * share)),))
-        return count, self._uuid(rows[0][0])
+    def holds_pensioners(self, at_least: int) -> bool:
+        """Whether the pensioner register holds `at_least` rows (counted no further)."""
+        assert at_least > 0
+        [(count,)] = self.fetch("SELECT COUNT(*) FROM (SELECT 1 FROM {p}pensioner_register "
+                                "LIMIT ?) AS r", (at_least,))
+        return int(count) >= at_least
 
     def paid_month_count(self, participant_id: UUID) -> int:
         rows = self.fetch("SELECT COUNT(*) FROM {p}paid_months WHERE participant_id = ?",

@@ -29,7 +29,7 @@ from payout_engine.bankfiles import (
     write_domestic,
     write_pain001,
 )
-from payout_engine.bankfiles.manifest import NamedContent
+from payout_engine.bankfiles.manifest import Manifest, NamedContent
 from payout_engine.bankfiles.pain001 import Fragment
 from payout_engine.config import PayoutConfig, load_config
 
@@ -118,14 +118,16 @@ def bank_files(*, period: str, sequence: int, file_format: str, created_at: date
     return files
 
 
-def file_records(files: list[BankFile]) -> list[dict[str, Any]]:
-    """What the draft keeps of each file: enough to check a bank's answer to it (which
-    payments it carried, its count and sum) without making the files again."""
-    manifest = {e.name: e for e in build_manifest(files).entries}
+def file_records(files: list[BankFile], manifest: Manifest) -> list[dict[str, Any]]:
+    """What the draft keeps of each file (`manifest`: the files'): enough to check a bank's
+    answer to it (which payments it carried, its count and sum) without making the files
+    again."""
+    entries = {e.name: e for e in manifest.entries}
+    assert set(entries) == {f.name for f in files}
     return [{"name": f.name, "message_id": f.message_id, "nb_of_txs": f.nb_of_txs,
              "ctrl_sum_fen": f.ctrl_sum_fen, "first_end_to_end_id": f.payments[0][0],
-             "last_end_to_end_id": f.payments[-1][0], "size": manifest[f.name].size,
-             "sha256": manifest[f.name].sha256} for f in files]
+             "last_end_to_end_id": f.payments[-1][0], "size": entries[f.name].size,
+             "sha256": entries[f.name].sha256} for f in files]
 
 
 def files_of(ledger: Ledger, batch: PayoutBatch, config: PayoutConfig) -> list[BankFile]:

@@ -229,6 +229,7 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
                execution_date: date | None, progress: Progress | None,
                config: PayoutConfig | None, today: date | None,
                timings: RunTimings | None) -> PayoutBatch:
+    started = time.perf_counter()
     period = check_period(period)
     if file_format not in FILE_FORMATS:
         raise InvalidInput("format", f"must be one of {', '.join(FILE_FORMATS)}")
@@ -252,6 +253,7 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
     created_at = config.created_at(period, today)
 
     t = time.perf_counter()
+    timings.add("checks", t - started)
     # Last month's lines, for the comparison: a big batch is read by a forked child while
     # the register is read and the month computed (payout_engine.last_month).
     last_month = LastMonth(ledger, _previous(ledger, period))
@@ -266,7 +268,9 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
         comparison = last_month.comparison(fed)
         timings.add("previous_batch", time.perf_counter() - t)
     finally:
+        t = time.perf_counter()
         last_month.close()
+        timings.add("child_exit", time.perf_counter() - t)
     t = time.perf_counter()
     _one_off_lines(ledger, period, sequence, execution, comparison, lines, payments, excluded)
     timings.add("one_offs", time.perf_counter() - t)
@@ -279,11 +283,11 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
                        created_at=created_at, execution_date=execution, payments=payments,
                        config=config, made=computed.fragments)
     manifest = build_manifest(files)
-    timings.add("files", time.perf_counter() - t)
     record = comparison.result()
     record["excluded"] = {"count": len(excluded), "listed": excluded[:MAX_EXCLUDED_LISTED]}
-    record["files"] = file_records(files)
+    record["files"] = file_records(files, manifest)
     record["file_settings"] = config.file_settings()
+    timings.add("files", time.perf_counter() - t)
 
     t = time.perf_counter()
     try:
@@ -327,10 +331,12 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
     forked child's when the register is big (payout_engine.run_in_two). Returns the lines,
     payments (the child's as pain.001 fragments) and exclusions in the register's order, and
     the comparison fed with every pensioner."""
+    t = time.perf_counter()
     due_for = DueCalculator.under(ledger.ruleset(), period)
     from_id = run_in_two.can_run_in_two(ledger, file_format)
     part = (None if from_id is None else
             run_in_two.ChildPart(ledger, period, sequence, due_for, from_id, progress))
+    timings.add("split", time.perf_counter() - t)
     out = Computed()
 
     def page(fed: Feed) -> Feed:
@@ -363,7 +369,9 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
                 timings.add(f"child_{name}", seconds)
     finally:
         if part is not None:
+            t = time.perf_counter()
             part.close()
+            timings.add("child_exit", time.perf_counter() - t)
     comparison.lowered(*lowered)
     return out, comparison
 

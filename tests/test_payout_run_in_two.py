@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +21,7 @@ from ledger.application import Ledger
 from ledger.forked import ChildFailed
 from payout_engine import drafted_files, export, run, run_in_two
 from payout_engine.bankfiles.pain001 import fragment, write_pain001
+from tests.helpers import make_id
 from tests.test_bankfiles_pain001 import FUND, HEADER, pension
 from tests.test_bulk_import import stored_count
 from tests.test_payout_fund_parallel import boom
@@ -138,17 +140,9 @@ def test_the_files_made_in_two_processes_are_exported_byte_for_byte(
     assert result.payments == PENSIONERS
 
 
-@pytest.mark.parametrize(("act", "message"), [
-    (lambda: os._exit(3), "the process computing part of the month (pid "),
-    (boom, "RuntimeError: boom"),
-], ids=["dies", "raises"])
-def test_a_child_that_fails_fails_the_run_and_drafts_nothing(
-        sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch, act: Any,
-        message: str) -> None:
+def act_in_child(monkeypatch: pytest.MonkeyPatch, act: Any) -> None:
+    """`act` in the child as it sends its first line, with every run in two processes."""
     monkeypatch.setattr(run_in_two, "IN_TWO_MIN_PENSIONERS", 1)
-    treasury(sqlite_ledger)
-    people = [transitional(sqlite_ledger, n) for n in range(1, PENSIONERS + 1)]
-    before = stored_count(sqlite_ledger)
     parent, values = os.getpid(), run_in_two._values
 
     def acting(line: Any) -> Any:
@@ -157,38 +151,37 @@ def test_a_child_that_fails_fails_the_run_and_drafts_nothing(
         return values(line)
 
     monkeypatch.setattr(run_in_two, "_values", acting)
+
+
+@pytest.mark.parametrize(("act", "message"), [
+    (lambda: os._exit(3), "the process computing part of the month (pid "),
+    (boom, "RuntimeError: boom"),
+    (lambda: time.sleep(60), "gave no answer in 1 s"),
+], ids=["dies", "raises", "hangs"])
+def test_a_child_that_fails_fails_the_run_and_drafts_nothing(
+        sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch, act: Any,
+        message: str) -> None:
+    treasury(sqlite_ledger)
+    people = [transitional(sqlite_ledger, n) for n in range(1, PENSIONERS + 1)]
+    before = stored_count(sqlite_ledger)
+    values, wait_s = run_in_two._values, forked.CHILD_WAIT_S
+    act_in_child(monkeypatch, act)
+    monkeypatch.setattr(forked, "CHILD_WAIT_S", 1.0)
+
+    start = time.monotonic()
     with pytest.raises(ChildFailed) as exc:
         draft(sqlite_ledger, "2020-04")
     assert message in str(exc.value) and "nothing drafted" in str(exc.value)
+    assert time.monotonic() - start < 30
     assert stored_count(sqlite_ledger) == before
     assert run.batches_of(sqlite_ledger, "2020-04") == []
 
+    # The parent's connections are untouched by the child: the run drafts the month.
     monkeypatch.setattr(run_in_two, "_values", values)
+    monkeypatch.setattr(forked, "CHILD_WAIT_S", wait_s)
     batch = draft(sqlite_ledger, "2020-04")
     assert sorted(line.participant_id for line in batch.lines.values()) == sorted(
         pid(idn) for idn in people)
-
-
-def test_a_child_that_hangs_is_given_up_on(
-        sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run_in_two, "IN_TWO_MIN_PENSIONERS", 1)
-    monkeypatch.setattr(forked, "CHILD_WAIT_S", 1.0)
-    treasury(sqlite_ledger)
-    for n in range(1, 4):
-        transitional(sqlite_ledger, n)
-    before = stored_count(sqlite_ledger)
-    parent, values = os.getpid(), run_in_two._values
-
-    def hanging(line: Any) -> Any:
-        if os.getpid() != parent:
-            time.sleep(60)
-        return values(line)
-
-    monkeypatch.setattr(run_in_two, "_values", hanging)
-    with pytest.raises(ChildFailed) as exc:
-        draft(sqlite_ledger, "2020-04")
-    assert "gave no answer in 1 s; nothing drafted" in str(exc.value)
-    assert stored_count(sqlite_ledger) == before
 
 
 def test_a_small_register_a_domestic_file_or_an_in_memory_store_is_run_here(
@@ -214,20 +207,32 @@ def test_a_small_register_a_domestic_file_or_an_in_memory_store_is_run_here(
 
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(share=st.floats(min_value=0.01, max_value=0.99), chunk=st.integers(1, 5))
+@given(percent=st.integers(1, 99), chunk=st.integers(1, 5))
 def test_the_two_parts_of_the_register_are_every_pensioner_once(
-        sqlite_ledger: Ledger, share: float, chunk: int) -> None:
-    if not sqlite_ledger.queries.pensioner_split(0.5)[0]:
+        sqlite_ledger: Ledger, percent: int, chunk: int) -> None:
+    q = sqlite_ledger.queries
+    if not q.holds_pensioners(1):
         for n in range(1, 8):
             transitional(sqlite_ledger, n)
-    q = sqlite_ledger.queries
-    count, from_id = q.pensioner_split(share)
-    assert count == 7 and from_id is not None
+    from_id = run_in_two.split_id(percent)
     everyone = [pid for pid, _, _ in q.pensioner_rows(chunk)]
     below = [pid for pid, _, _ in q.pensioner_rows(chunk, below_id=from_id)]
     above = [pid for pid, _, _ in q.pensioner_rows(chunk, from_id=from_id)]
+    assert len(everyone) == 7
     assert below + above == everyone == sorted(everyone)
-    assert len(above) == max(1, round(count * share))
+    assert all(pid < from_id for pid in below) and all(pid >= from_id for pid in above)
+
+
+def test_the_child_s_part_is_its_share_of_the_ids() -> None:
+    """Participant ids are hashes of ID numbers: a share of the id space holds that share
+    of a county's pensioners, near enough."""
+    ids = [pid(make_id(n, born=date(1950, 1, 1) + timedelta(days=n // 1000)))
+           for n in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for percent in (10, 50, 55, 90):
+        above = sum(1 for i in ids if i >= run_in_two.split_id(percent))
+        assert abs(above / len(ids) - percent / 100) < 0.02, (percent, above)
+    assert run_in_two.split_id(50) == UUID("80000000-0000-0000-0000-000000000000")
 
 
 @settings(max_examples=30, deadline=None)
