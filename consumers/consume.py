@@ -47,9 +47,9 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, T
 from kafka.errors import KafkaError
 
 from consumers.relay import MAX_PREFIX_CHARS, kafka_topic
+from ledger.collector import collector_paused
 from ledger.errors import InvalidInput, Refused
 from ledger.projections.catalogue import make_views
-from ledger.projections.collector import collector_paused
 from ledger.projections.connect import store_for
 from ledger.projections.feeds import FedByLog, kafka_marker, kafka_offset, kafka_partition
 from ledger.projections.items import Decoder, Item, StoredRow

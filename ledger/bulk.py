@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import gc
 import hashlib
 import io
 import os
@@ -51,6 +50,7 @@ from ledger.aggregates.participant import (
     participant_id,
 )
 from ledger.application import Ledger, register_row
+from ledger.collector import collector_paused
 from ledger.errors import (
     ConcurrencyConflict,
     IdempotencyConflict,
@@ -150,13 +150,8 @@ def _run(ledger: Ledger, path: str, kind: str, actor: str, progress: Progress | 
     # A file makes millions of small objects, none of them cyclic: the cyclic collector
     # would only walk them again and again (it doubled the time to check 100,000 lines).
     # Paused for the import, not switched off for good.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         return _attempts(ledger, path, kind, actor, progress, key, digest, text, recorder, build)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _attempts(ledger: Ledger, path: str, kind: str, actor: str, progress: Progress | None,

@@ -10,10 +10,9 @@ it) is cancelled, and the next run drafts the month again under the next sequenc
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ from ledger.aggregates.payout_batch import (
     end_to_end_id,
 )
 from ledger.application import Ledger
+from ledger.collector import collector_paused
 from ledger.errors import InvalidInput, Refused
 from ledger.payout import Due, DueCalculator, PensionerFacts, next_month
 from payout_engine import drafted_files, run_in_two
@@ -189,18 +189,11 @@ def _previous(ledger: Ledger, period: str) -> PayoutBatch | None:
     return None if info is None else disbursement.get_batch(ledger, info.id, lines=False)
 
 
-@contextmanager
-def bulk_work() -> Iterator[None]:
+def bulk_work() -> AbstractContextManager[None]:
     """No cyclic garbage collection while a million objects are made: each collection
     walks every live object, so it runs again and again over the growing batch and takes
-    most of the time. Nothing made here holds a reference cycle."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    most of the time. Nothing made here holds a reference cycle (ledger.collector)."""
+    return collector_paused()
 
 
 def _timed(it: Iterator[tuple[UUID, PensionerFacts]], timings: RunTimings

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import IntegrityError, OperationalError
 
+from ledger.collector import collector_paused
 from ledger.errors import Refused
 from ledger.projections.catalogue import make_views
-from ledger.projections.collector import collector_paused
 from ledger.projections.connect import store_for
 from ledger.projections.feeds import FedByKafka, kafka_marker
 from ledger.projections.items import Decoder, Item
