@@ -196,8 +196,9 @@ def bulk_work() -> AbstractContextManager[None]:
     return collector_paused()
 
 
-def _timed(it: Iterator[tuple[UUID, PensionerFacts]], timings: RunTimings
-           ) -> Iterator[tuple[UUID, PensionerFacts]]:
+def timed(it: Iterator[tuple[UUID, PensionerFacts]], timings: RunTimings
+          ) -> Iterator[tuple[UUID, PensionerFacts]]:
+    """The pensioners of `it`, the time spent reading them added to read_register."""
     while True:
         t = time.perf_counter()
         item = next(it, None)
@@ -310,8 +311,8 @@ class Computed:
     lines: list[BatchLine] = field(default_factory=list)
     payments: list[PaymentInstruction] = field(default_factory=list)
     excluded: list[dict[str, str]] = field(default_factory=list)
-    # Payments made into pain.001 fragments already, by a child (run_in_two): after
-    # `payments` in the batch's order.
+    # The child's payments (run_in_two), made into pain.001 fragments already: the files
+    # sort them in with `payments` by end-to-end id.
     fragments: list[Fragment] = field(default_factory=list)
     read: int = 0  # pensioners read
 
@@ -342,7 +343,7 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
         return ready(fed)
 
     try:
-        pensioners = _timed(ledger.pensioners_by_id(below_id=from_id), timings)
+        pensioners = timed(ledger.pensioners_by_id(below_id=from_id), timings)
         comparison = compute_into(out, pensioners, due_for, period, sequence, comparison,
                                   timings, page)
         if progress is not None:

@@ -143,7 +143,7 @@ def _feed(comparison: F, calls: list[Call], lines: list[BatchLine]) -> F:
 
 
 class _Recorded:
-    """The comparison's calls, kept as tuples to send (a Feed, in the child)."""
+    """The comparison's calls, kept as tuples to send (what the child feeds)."""
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -181,7 +181,7 @@ def _child_part(post: Post, ledger: Ledger, period: str, sequence: int,
         rows: Iterator[tuple[UUID, PensionerFacts]] = (
             (pid, load_facts(pid, facts, ledger.open_personal(payee)))
             for pid, facts, payee in queries.pensioner_rows(from_id=from_id))
-        run.compute_into(out, run._timed(rows, timings), due_for, period, sequence,
+        run.compute_into(out, run.timed(rows, timings), due_for, period, sequence,
                          recorded, timings, send)
         send(recorded)
         post(("end", (due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids),
