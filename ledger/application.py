@@ -197,12 +197,16 @@ class Ledger(Application[UUID]):
         for _, f in self.pensioners_by_id(chunk_size):
             yield f
 
-    def pensioners_by_id(self, chunk_size: int = 10_000, *, below_id: UUID | None = None
+    def pensioners_by_id(self, chunk_size: int = 10_000, *, from_id: UUID | None = None,
+                         below_id: UUID | None = None, queries: StoreQueries | None = None
                          ) -> Iterator[tuple[UUID, PensionerFacts]]:
         """pensioners(), each with its participant id as a UUID (the facts hold it as text;
         making the UUID again from the text costs more than the rest of reading the row);
-        only those with ids below `below_id` when given."""
-        for pid, facts, payee in self.queries.pensioner_rows(chunk_size, below_id=below_id):
+        only ids from `from_id` and below `below_id` when given; read through `queries` (a
+        forked child's own connection), by default the ledger's."""
+        rows = (queries or self.queries).pensioner_rows(chunk_size, from_id=from_id,
+                                                        below_id=below_id)
+        for pid, facts, payee in rows:
             yield pid, load_facts(pid, facts, self.open_personal(payee))
 
     def _seal_personal(self, data: bytes) -> bytes:

@@ -41,6 +41,7 @@ from rich.table import Table
 
 from ledger import resident_id
 from ledger.application import Ledger
+from ledger.collector import collector_paused
 from ledger.errors import InvalidInput, LedgerError, NotFound
 from ledger.money import format_yuan
 from payout_engine import export as export_module
@@ -163,7 +164,7 @@ def guarded(fn: Callable[P, None]) -> Callable[P, None]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
-            with run.bulk_work():  # a batch of a million lines is read in most commands
+            with collector_paused():  # a batch of a million lines is read in most commands
                 fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
             raise

@@ -17,6 +17,7 @@ from uuid import UUID
 from ledger import disbursement
 from ledger.aggregates.payout_batch import MONTHLY_PENSION, BatchLine, PayoutBatch
 from ledger.application import Ledger
+from ledger.collector import collector_paused
 from ledger.errors import InvalidInput, Refused
 from payout_engine import drafted_files
 from payout_engine.bankfiles import (
@@ -171,9 +172,7 @@ def export_batch(ledger: Ledger, batch_id: UUID, out_dir: str | Path, *, file_fo
     Refused before funding, for another format than the one approved, and when the files
     made now do not hash to the approved manifest (nothing is written then). Running it
     again after a crash writes the same files and records nothing twice."""
-    from payout_engine.run import bulk_work
-
-    with bulk_work():
+    with collector_paused():
         return _export(ledger, batch_id, Path(out_dir), file_format, actor,
                        config or load_config())
 

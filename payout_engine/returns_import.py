@@ -26,6 +26,7 @@ from ledger import disbursement, resident_id
 from ledger.aggregates.participant import DEATH_CHECK_REASONS, HOLD_REASONS
 from ledger.aggregates.payout_batch import MONTHLY_PENSION, Outcome, PayoutBatch
 from ledger.application import Ledger
+from ledger.collector import collector_paused
 from ledger.errors import NotFound, Refused
 from ledger.postings import EXPENDITURE, IN_FLIGHT
 from payout_engine.bankfiles import (
@@ -311,9 +312,7 @@ def import_returns(ledger: Ledger, path: str | Path, *, actor: str,
     """Book one file from the bank. Returns a summary: what was booked per batch, what was
     booked before, pensioners held until their bank details change (AC01/AC04...), pensions
     suspended for a death check (MD07), and the fund account's statement balance."""
-    from payout_engine.run import bulk_work
-
-    with bulk_work():
+    with collector_paused():
         return _import(ledger, path, actor, config or load_config())
 
 

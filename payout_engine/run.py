@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -189,13 +188,6 @@ def _previous(ledger: Ledger, period: str) -> PayoutBatch | None:
     return None if info is None else disbursement.get_batch(ledger, info.id, lines=False)
 
 
-def bulk_work() -> AbstractContextManager[None]:
-    """No cyclic garbage collection while a million objects are made: each collection
-    walks every live object, so it runs again and again over the growing batch and takes
-    most of the time. Nothing made here holds a reference cycle (ledger.collector)."""
-    return collector_paused()
-
-
 def timed(it: Iterator[tuple[UUID, PensionerFacts]], timings: RunTimings
           ) -> Iterator[tuple[UUID, PensionerFacts]]:
     """The pensioners of `it`, the time spent reading them added to read_register."""
@@ -213,7 +205,8 @@ def run_month(ledger: Ledger, period: str, *, actor: str, file_format: str = "pa
               config: PayoutConfig | None = None, today: date | None = None,
               timings: RunTimings | None = None) -> PayoutBatch:
     """Draft the month's batch, or return the one already drafted."""
-    with bulk_work():
+    # No cyclic collection while a million objects are made (ledger.collector).
+    with collector_paused():
         return _run_month(ledger, period, actor=actor, file_format=file_format,
                           execution_date=execution_date, progress=progress, config=config,
                           today=today, timings=timings)
@@ -489,7 +482,7 @@ def approve(ledger: Ledger, batch_id: UUID, manifest_sha256: str, actor: str
     batch and whether this call approved it (False: it was approved already, for this hash)."""
     # No collection from the first line on: a drafted batch of a million lines still in
     # memory makes each one walk twenty million objects (seconds).
-    with bulk_work():
+    with collector_paused():
         info = batch_info(ledger, batch_id)
         if info is None:
             raise Refused("batch", f"no batch {batch_id}")
@@ -501,7 +494,7 @@ def approve(ledger: Ledger, batch_id: UUID, manifest_sha256: str, actor: str
 def fund(ledger: Ledger, batch_id: UUID, *, value_date: date, actor: str,
          progress: Progress | None = None) -> dict[str, Any]:
     """Move the money and book every payment, in one transaction; once only."""
-    with bulk_work():  # from the first line on, as in approve
+    with collector_paused():  # from the first line on, as in approve
         info = batch_info(ledger, batch_id)
         if info is None:
             raise Refused("batch", f"no batch {batch_id}")

@@ -21,14 +21,14 @@ drafted.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
 from ledger.aggregates.payout_batch import BatchLine
 from ledger.application import Ledger
 from ledger.forked import Child, OwnQueries, Post, can_fork
-from ledger.payout import DueCalculator, PensionerFacts, load_facts
+from ledger.payout import DueCalculator
 from payout_engine.bankfiles.pain001 import Fragment, fragment
 from payout_engine.comparison import Fed, Pensioner, Seen
 
@@ -178,9 +178,7 @@ def _child_part(post: Post, ledger: Ledger, period: str, sequence: int,
                 sent_list.clear()
             return fed
 
-        rows: Iterator[tuple[UUID, PensionerFacts]] = (
-            (pid, load_facts(pid, facts, ledger.open_personal(payee)))
-            for pid, facts, payee in queries.pensioner_rows(from_id=from_id))
+        rows = ledger.pensioners_by_id(from_id=from_id, queries=queries)
         run.compute_into(out, run.timed(rows, timings), due_for, period, sequence,
                          recorded, timings, send)
         send(recorded)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -274,8 +275,21 @@ class BankFile:
 
 
 def check_batch(payments: tuple[PaymentInstruction, ...] | list[PaymentInstruction]) -> None:
-    """What every writer refuses before writing a byte: nothing to pay, a repeated
-    end_to_end_id (the bank would refuse it, AM05), a total past the limit."""
+    """What every writer refuses before writing a byte: something not a payment, nothing to
+    pay, a repeated end_to_end_id (the bank would refuse it, AM05), a total past the limit."""
+    check_instructions(payments)
+    check_payments([(p.end_to_end_id, p.amount_fen) for p in payments])
+
+
+def check_instructions(payments: Iterable[object]) -> None:
+    for p in payments:
+        if not isinstance(p, PaymentInstruction):
+            raise InvalidInstruction(f"{p!r} is not a PaymentInstruction")
+
+
+def check_payments(payments: Sequence[tuple[str, int] | tuple[str, int, bytes]]) -> None:
+    """check_batch's rules on the payments' (end_to_end_id, amount_fen, ...): each was checked
+    as a PaymentInstruction when it was made (a pain.001 fragment made ahead keeps these)."""
     if not payments:
         raise InvalidInstruction("there are no payments to write")
     if len(payments) > MAX_PAYMENTS_PER_EXPORT:
@@ -283,12 +297,10 @@ def check_batch(payments: tuple[PaymentInstruction, ...] | list[PaymentInstructi
             f"{len(payments)} payments is more than the limit of {MAX_PAYMENTS_PER_EXPORT}")
     seen: set[str] = set()
     total = 0
-    for p in payments:
-        if not isinstance(p, PaymentInstruction):
-            raise InvalidInstruction(f"{p!r} is not a PaymentInstruction")
-        if p.end_to_end_id in seen:
-            raise InvalidInstruction(f"end_to_end_id {p.end_to_end_id} appears twice")
-        seen.add(p.end_to_end_id)
-        total += p.amount_fen
+    for end_to_end_id, amount_fen, *_ in payments:
+        if end_to_end_id in seen:
+            raise InvalidInstruction(f"end_to_end_id {end_to_end_id} appears twice")
+        seen.add(end_to_end_id)
+        total += amount_fen
     if total > MAX_TOTAL_FEN:
         raise InvalidInstruction(f"total {total} fen is more than the limit of {MAX_TOTAL_FEN}")

@@ -19,7 +19,6 @@ from lxml import etree
 
 from payout_engine.bankfiles.model import (
     CURRENCY,
-    MAX_PAYMENTS_PER_EXPORT,
     MAX_TOTAL_FEN,
     BankFile,
     BankFileError,
@@ -27,7 +26,8 @@ from payout_engine.bankfiles.model import (
     Debtor,
     InvalidInstruction,
     PaymentInstruction,
-    check_batch,
+    check_instructions,
+    check_payments,
     format_fen,
 )
 
@@ -134,7 +134,7 @@ def _pack(fragments: Sequence[bytes], envelope_bytes: int, max_txs: int,
 
 class Fragment(NamedTuple):
     """One payment's CdtTrfTxInf, made ahead of its file (a forked child of the monthly run
-    makes those of its half of the pensioners), with what its file's totals need."""
+    makes those of its part of the pensioners), with what its file's totals need."""
 
     end_to_end_id: str
     amount_fen: int
@@ -156,8 +156,7 @@ def write_pain001(header: BatchHeader, debtor: Debtor, payments: Iterable[Paymen
     payments, their fragments made already (by `fragment`, with the same include_id_number).
     The same input gives the same bytes."""
     payments = list(payments)
-    if payments:
-        check_batch(payments)
+    check_instructions(payments)  # the rest of check_batch's rules: pain001_files
     fragments = [*(fragment(p, include_id_number) for p in payments), *made]
     return pain001_files(header, debtor, fragments, max_txs_per_file=max_txs_per_file,
                          max_bytes_per_file=max_bytes_per_file)
@@ -166,13 +165,14 @@ def write_pain001(header: BatchHeader, debtor: Debtor, payments: Iterable[Paymen
 def pain001_files(header: BatchHeader, debtor: Debtor, fragments: list[Fragment], *,
                   max_txs_per_file: int = DEFAULT_MAX_TXS_PER_FILE,
                   max_bytes_per_file: int = DEFAULT_MAX_BYTES_PER_FILE) -> list[BankFile]:
-    """The files holding these payments' fragments, sorted by end_to_end_id."""
+    """The files holding these payments' fragments, sorted by end_to_end_id, refused by
+    check_batch's rules."""
     if not 1 <= max_txs_per_file <= 1_000_000:
         raise InvalidInstruction(f"max_txs_per_file {max_txs_per_file} must be 1..1000000")
     # Sorted in place: the run's fragments come in runs already in order (each half of the
     # pensioners, the one-offs), which a sort merges in linear time.
     fragments.sort(key=_end_to_end_id)
-    _check_fragments(fragments)
+    check_payments(fragments)
     # The envelope with the widest numbers it can hold bounds every real envelope's size.
     head, tail = _envelope(header, debtor, 1, max_txs_per_file, MAX_TOTAL_FEN)
     runs = _pack([f.xml for f in fragments], len(head) + len(tail), max_txs_per_file,
@@ -196,22 +196,6 @@ def pain001_files(header: BatchHeader, debtor: Debtor, fragments: list[Fragment]
 
 def _end_to_end_id(f: Fragment) -> str:
     return f.end_to_end_id
-
-
-def _check_fragments(ordered: list[Fragment]) -> None:
-    """check_batch's rules, on fragments sorted by end_to_end_id (the payments they were made
-    of were checked one by one as they were made)."""
-    if not ordered:
-        raise InvalidInstruction("there are no payments to write")
-    if len(ordered) > MAX_PAYMENTS_PER_EXPORT:
-        raise InvalidInstruction(
-            f"{len(ordered)} payments is more than the limit of {MAX_PAYMENTS_PER_EXPORT}")
-    for a, b in zip(ordered, ordered[1:], strict=False):
-        if a.end_to_end_id == b.end_to_end_id:
-            raise InvalidInstruction(f"end_to_end_id {a.end_to_end_id} appears twice")
-    total = sum(f.amount_fen for f in ordered)
-    if total > MAX_TOTAL_FEN:
-        raise InvalidInstruction(f"total {total} fen is more than the limit of {MAX_TOTAL_FEN}")
 
 
 def _xsd_path() -> Path:
