@@ -952,6 +952,16 @@ class Ledger(Application[UUID]):
         return {"as_of": as_of.isoformat() if as_of else None, "deposits": rows,
                 "total_fen": sum(r["principal_fen"] for r in rows)}
 
+    # ---- upkeep -----------------------------------------------------------------------
+
+    def keep_registers_in_order(self) -> list[dict[str, Any]]:
+        """The registers funding rewrites each month put back in participant-id order on
+        disk where they have drifted from it, else vacuumed (ledger.maintenance)."""
+        from dataclasses import asdict
+
+        from ledger.maintenance import keep_in_order
+        return [asdict(u) for u in keep_in_order(self.recorder)]
+
     # ---- reading ----------------------------------------------------------------------
 
     def fund_positions(self) -> dict[str, int]:

@@ -460,6 +460,35 @@ def init(ctx: typer.Context, json_out: JsonFlag = False) -> None:
                  "ledger ready")
 
 
+@app.command()
+@guarded
+def maintain(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """Put the registers funding rewrites every month back in participant-id order on disk
+    where they have drifted from it, else vacuum them (PostgreSQL; nothing on SQLite). Run
+    it after a first load and once a year, out of hours: it locks each register while it
+    rewrites it."""
+    st = settings_of(ctx, json_out)
+    done = st.ledger().keep_registers_in_order()
+    if st.json:
+        sys.stdout.write(dump_json({"registers": done}) + "\n")
+        return
+    if not done:
+        out_console().print("nothing to do: the registers of a SQLite store are in key order")
+        return
+    table = Table(title="Registers", title_justify="left")
+    for column in ("register", "order before", "done", "order after", "seconds"):
+        table.add_column(column)
+    for u in done:
+        table.add_row(u["table"], _order(u["correlation_before"]),
+                      "put in id order" if u["clustered"] else "vacuumed",
+                      _order(u["correlation_after"]), f"{u['seconds']:.1f}")
+    out_console().print(table)
+
+
+def _order(correlation: float | None) -> str:
+    return "-" if correlation is None else f"{correlation:.2f}"
+
+
 def rules_payload(ledger: Ledger, on: date) -> dict[str, Any]:
     version = ledger.rules_on(on, "on")
     return {"on": on.isoformat(), "in_force": version.label,

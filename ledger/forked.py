@@ -24,7 +24,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from ledger.errors import LedgerError
-from ledger.store import StoreQueries
+from ledger.store import StoreQueries, autocommit_connection
 
 CHILD_CONNECT_S = 10  # the child's own database connection: connect timeout
 CHILD_WAIT_S = 120.0  # the longest a parent waits for word from its child
@@ -53,15 +53,10 @@ class OwnQueries(StoreQueries):
 
     def __init__(self, queries: StoreQueries) -> None:
         self.is_postgres, self.prefix = queries.is_postgres, queries.prefix
-        pool = queries.recorder.datastore.pool
         if self.is_postgres:
-            import psycopg
-
-            kwargs = {k: v for k, v in pool.kwargs.items() if k != "row_factory"}
-            self.conn: Any = psycopg.connect(pool.conninfo, autocommit=True,
-                                             connect_timeout=CHILD_CONNECT_S, **kwargs)
+            self.conn: Any = autocommit_connection(queries.recorder, CHILD_CONNECT_S)
         else:
-            self.conn = sqlite3.connect(pool.db_name, uri=True)
+            self.conn = sqlite3.connect(queries.recorder.datastore.pool.db_name, uri=True)
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         sql = sql.replace("{p}", self.prefix)
