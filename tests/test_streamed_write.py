@@ -6,10 +6,12 @@ of the same rows stores, or, on any error, nothing."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
@@ -18,6 +20,7 @@ from ledger.application import Ledger
 from ledger.audit import verify_chain
 from ledger.store import BulkEvent, PensionerRow, RegisterVersion
 from ledger.streamed_write import bulk_write
+from tests.conftest import PG_DSN
 from tests.helpers import contribute, enrol, make_id
 from tests.test_bulk_store import TOPIC, stored_count, stray_events, write
 
@@ -177,6 +180,26 @@ def pg_ledger(pg_url: str) -> Iterator[Ledger]:
     app.close()
 
 
+LOCK_WAIT_S = 10.0
+
+
+def wait_for_lock(ledger: Ledger) -> None:
+    """Until a session holds the events table's EXCLUSIVE lock (the streamed write's)."""
+    recorder: Any = ledger.recorder
+    deadline = time.monotonic() + LOCK_WAIT_S
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND "
+                "c.relname = %s AND l.mode = 'ExclusiveLock' AND l.granted",
+                (recorder.datastore.schema, recorder.events_table_name)).fetchone()
+            if row is not None and row[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"the streamed write took no lock within {LOCK_WAIT_S} s")
+
+
 def test_another_writer_waits_for_the_streamed_write_and_comes_after_it(
         pg_ledger: Ledger) -> None:
     ledger = pg_ledger
@@ -191,6 +214,9 @@ def test_another_writer_waits_for_the_streamed_write_and_comes_after_it(
 
     with bulk_write(ledger.recorder) as w:
         w.add(stray_events(2))
+        # The writer thread takes the lock on its own connection: the other writer starts
+        # once it holds it (started sooner, the other could take it first).
+        wait_for_lock(ledger)
         other = threading.Thread(target=contribution)
         for chunk_events, ride_along in chunks_for(pids, [], [3]):
             w.add(chunk_events, **ride_along)
