@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from queue import Full, Queue
 from threading import Event, Thread
-from typing import Any, NamedTuple, Protocol, TypeVar, cast
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
@@ -40,7 +40,7 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Identifier, Literal
 from pydantic import BaseModel
 
-from ledger import binary_copy, jsonbytes
+from ledger import jsonbytes
 from ledger.errors import Refused
 from ledger.postings import ACCOUNT_NAMES, GUARDED_ACCOUNTS
 
@@ -632,8 +632,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             # A month's funding rewrites every pensioner's facts: binary COPY, then one UPDATE.
             _temp_table(curs, "pensioner_facts_in", SQL("id uuid, facts text"))
             with curs.copy("COPY pensioner_facts_in FROM STDIN (FORMAT BINARY)") as copy:
-                copy.write(binary_copy.stream(binary_copy.ids_texts(
-                    [(r.participant_id, r.facts) for r in facts_only])))
+                copy.set_types(["uuid", "text"])
+                for facts_row in facts_only:
+                    copy.write_row((facts_row.participant_id, facts_row.facts))
             curs.execute(SQL("UPDATE {s}.pensioner_register AS r SET facts = v.facts FROM "
                              "pensioner_facts_in AS v WHERE r.participant_id = v.id "
                              "AND r.participant_id BETWEEN %s AND %s").format(s=s),
@@ -658,7 +659,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             # COPY, like a plain INSERT, violates the key if anyone is paid twice for a month.
             with curs.copy(SQL("COPY {s}.paid_months (participant_id, month, end_to_end_id) "
                                "FROM STDIN (FORMAT BINARY)").format(s=s)) as copy:
-                copy.write(binary_copy.stream(binary_copy.ids_two_texts(ride.paid_months_add)))
+                copy.set_types(["uuid", "text", "text"])
+                for row in ride.paid_months_add:
+                    copy.write_row(row)
         elif ride.paid_months_add:
             added = ride.paid_months_add
             # A plain INSERT: paying one pensioner twice for a month violates the key.
@@ -696,13 +699,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                                                    for n, t in zip(names, types, strict=True)))
             with curs.copy(SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(Identifier(temp))
                            ) as copy:
-                if columns:
-                    copy.set_types(["uuid", "int8", "int8", *("text" for _ in columns)])
-                    for r in rows:
-                        copy.write_row(r)
-                else:  # a month's funding: a million versions
-                    copy.write(binary_copy.stream(binary_copy.ids_versions(
-                        cast(Sequence[tuple[UUID, int, int]], rows))))
+                copy.set_types(["uuid", "int8", "int8", *("text" for _ in columns)])
+                write_row = copy.write_row
+                for r in rows:
+                    write_row(r)
             curs.execute(update.format(s=s, a=assigned, u=SQL("{} AS u").format(Identifier(temp)))
                          + SQL(" AND r.participant_id BETWEEN %s AND %s"),
                          _id_range([r[0] for r in rows]))
@@ -787,14 +787,16 @@ class BulkTransaction:
             with self.curs.copy(SQL("COPY {t} (originator_id, originator_version, topic, "
                                     "state, notification_id) FROM STDIN (FORMAT BINARY)")
                                 .format(t=self.table)) as copy:
+                copy.set_types(["uuid", "int8", "text", "bytea", "int8"])
+                write_row = copy.write_row
                 nid = self.next_id
-                copy.write(binary_copy.SIGNATURE)
                 for i in range(0, len(events), HASH_SLICE):
                     part = events[i:i + HASH_SLICE]
-                    copy.write(binary_copy.events(part, nid))
-                    nid += len(part)
+                    for s in part:
+                        write_row((s.originator_id, s.originator_version, s.topic, s.state,
+                                   nid))
+                        nid += 1
                     self.chain.add(part)  # while the server stores what was just sent
-                copy.write(binary_copy.TRAILER)
             self.next_id = nid
         self.recorder._write_ride_along(self.curs, **ride_along)
 
