@@ -377,8 +377,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.reuse:
             while run.live_batch(ledger, f"2026-{first:02d}") is not None:
                 first += 1
-            if first + args.runs - 1 > 9:
-                raise SystemExit(f"months 2026-{first:02d} on do not fit in 2026-09")
+            if first + args.runs - 1 > 12:
+                raise SystemExit(f"months 2026-{first:02d} on do not fit in 2026")
             print(f"reusing {args.reuse}: from 2026-{first:02d}", file=sys.stderr)
         else:
             ledger.init(actor="admin")
