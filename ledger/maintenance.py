@@ -25,7 +25,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.errors import LockNotAvailable
 from psycopg.sql import SQL, Identifier
+
+from ledger.errors import Refused
 
 # The registers funding rewrites every month, each clustered on its primary key.
 REGISTERS = ("participant_register", "pensioner_register")
@@ -61,15 +64,21 @@ def keep_in_order(recorder: Any) -> list[RegisterUpkeep]:
         for table in REGISTERS:
             started = time.perf_counter()
             name = SQL("{}.{}").format(Identifier(schema), Identifier(table))
-            conn.execute(SQL("ANALYZE {}").format(name))
-            before = _correlation(conn, schema, table)
-            clustered = before is not None and before < MIN_CORRELATION
-            if clustered:
-                conn.execute(SQL("CLUSTER {} USING {}").format(
-                    name, Identifier(f"{table}_pkey")))
+            try:
                 conn.execute(SQL("ANALYZE {}").format(name))
-            else:
-                conn.execute(SQL("VACUUM {}").format(name))
+                before = _correlation(conn, schema, table)
+                clustered = before is not None and before < MIN_CORRELATION
+                if clustered:
+                    conn.execute(SQL("CLUSTER {} USING {}").format(
+                        name, Identifier(f"{table}_pkey")))
+                    conn.execute(SQL("ANALYZE {}").format(name))
+                else:
+                    conn.execute(SQL("VACUUM {}").format(name))
+            except LockNotAvailable:
+                # The statement is rolled back whole: the register is as it was.
+                raise Refused("registers", f"{table} is in use by another session (waited "
+                              f"{LOCK_TIMEOUT_MS // 1000} s for its lock); run maintain "
+                              "again out of hours") from None
             after = _correlation(conn, schema, table)
             done.append(RegisterUpkeep(table, before, clustered, after,
                                        round(time.perf_counter() - started, 3)))

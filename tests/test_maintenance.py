@@ -8,7 +8,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from ledger import maintenance
 from ledger.application import Ledger
+from ledger.errors import Refused
 from ledger.maintenance import MIN_CORRELATION, REGISTERS
 from tests.conftest import PG_DSN
 from tests.test_cli import cli, ok
@@ -85,3 +87,20 @@ def test_a_sqlite_store_has_nothing_to_do(sqlite_ledger: Ledger, tmp_path: Any) 
     assert ok(db, "init")
     assert ok(db, "maintain") == {"registers": []}
     assert "nothing to do" in cli(db, "maintain").output
+
+
+def test_a_register_in_use_is_left_as_it_was_with_a_clear_refusal(
+        loaded: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, schema = loaded
+    monkeypatch.setattr(maintenance, "LOCK_TIMEOUT_MS", 300)
+    before = ids_as_stored(schema, "pensioner_register")
+    ledger = Ledger(url, cipher_key="")
+    with psycopg.connect(PG_DSN) as reader:  # a long read of the register, in a transaction
+        reader.execute(f'SELECT count(*) FROM "{schema}".pensioner_register').fetchone()
+        with pytest.raises(Refused, match="pensioner_register is in use by another session"):
+            ledger.keep_registers_in_order()
+    assert ids_as_stored(schema, "pensioner_register") == before
+    # Once the reader is done, it goes through.
+    assert [u["table"] for u in ledger.keep_registers_in_order()] == list(REGISTERS)
+    assert ids_as_stored(schema, "pensioner_register") == sorted(before)
+    ledger.close()
