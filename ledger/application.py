@@ -962,6 +962,11 @@ class Ledger(Application[UUID]):
         from ledger.maintenance import keep_in_order
         return [asdict(u) for u in keep_in_order(self.recorder)]
 
+    def registers_drifted(self) -> list[str]:
+        """The registers whose rows have drifted from participant-id order on disk."""
+        from ledger.maintenance import drifted
+        return drifted(self.recorder)
+
     # ---- reading ----------------------------------------------------------------------
 
     def fund_positions(self) -> dict[str, int]:

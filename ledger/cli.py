@@ -479,9 +479,9 @@ def maintain(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     for column in ("register", "order before", "done", "order after", "seconds"):
         table.add_column(column)
     for u in done:
-        table.add_row(u["table"], _order(u["correlation_before"]),
+        table.add_row(u["table"], _order(u["order_before"]),
                       "put in id order" if u["clustered"] else "vacuumed",
-                      _order(u["correlation_after"]), f"{u['seconds']:.1f}")
+                      _order(u["order_after"]), f"{u['seconds']:.1f}")
     out_console().print(table)
 
 

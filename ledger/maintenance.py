@@ -11,12 +11,13 @@ share about a seventh as many pages. The monthly rewrites keep the order once it
 they are HOT updates, on the row's own page (the registers' fillfactor leaves room).
 
 `keep_in_order` puts each register in that order (CLUSTER on its primary key) when its
-order has drifted (PostgreSQL's own statistic, pg_stats.correlation, under MIN_CORRELATION:
-after a big first load, or a few years of new pensioners appended at the end), and
-otherwise vacuums it (clears the row versions the monthly rewrite leaves, where the
-server's autovacuum is off). An office runs it after a first load and once a year, out of
-hours: CLUSTER holds the table's lock while it rewrites it (seconds at a million rows), and
-gives up rather than wait long on another session's lock (LOCK_TIMEOUT_MS).
+order has drifted (`page_order` of a sample of its pages under MIN_CORRELATION: after a big
+first load, or a few years of new pensioners appended at the end), and otherwise vacuums
+it (clears the row versions the monthly rewrite leaves, where the server's autovacuum is
+off). An office runs it after a first load and once a year, out of hours: CLUSTER holds
+the table's lock while it rewrites it (seconds at a million rows), and gives up rather
+than wait long on another session's lock (LOCK_TIMEOUT_MS). `drifted` says which
+registers it would rewrite; `payout fund` prints it after a big funding.
 """
 
 from __future__ import annotations
@@ -26,25 +27,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg.errors import LockNotAvailable
-from psycopg.sql import SQL, Identifier
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Identifier, Literal
 
 from ledger.errors import Refused
 
 # The registers funding rewrites every month, each clustered on its primary key.
 REGISTERS = ("participant_register", "pensioner_register")
-ORDERED_COLUMN = "participant_id"
 MIN_CORRELATION = 0.9
 LOCK_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 10
+SAMPLE_PAGES = 2_000  # of a register's pages, read to judge its order on disk
+MIN_SAMPLE = 100     # rows, below which the order is not judged
 STATEMENT_TIMEOUT_MS = 30 * 60 * 1000  # a province's register is rewritten in minutes
 
 
 @dataclass(frozen=True)
 class RegisterUpkeep:
     table: str
-    correlation_before: float | None  # None: too few rows for the statistic
+    order_before: float | None  # page_order on disk; None: too few rows to judge
     clustered: bool                   # rewritten in id order (else vacuumed)
-    correlation_after: float | None
+    order_after: float | None
     seconds: float
 
 
@@ -64,29 +67,71 @@ def keep_in_order(recorder: Any) -> list[RegisterUpkeep]:
         for table in REGISTERS:
             started = time.perf_counter()
             name = SQL("{}.{}").format(Identifier(schema), Identifier(table))
+            before = _order_on_disk(conn, schema, table)
+            clustered = before is not None and before < MIN_CORRELATION
             try:
-                conn.execute(SQL("ANALYZE {}").format(name))
-                before = _correlation(conn, schema, table)
-                clustered = before is not None and before < MIN_CORRELATION
                 if clustered:
                     conn.execute(SQL("CLUSTER {} USING {}").format(
                         name, Identifier(f"{table}_pkey")))
                     conn.execute(SQL("ANALYZE {}").format(name))
                 else:
-                    conn.execute(SQL("VACUUM {}").format(name))
+                    conn.execute(SQL("VACUUM (ANALYZE) {}").format(name))
             except LockNotAvailable:
                 # The statement is rolled back whole: the register is as it was.
                 raise Refused("registers", f"{table} is in use by another session (waited "
                               f"{LOCK_TIMEOUT_MS // 1000} s for its lock); run maintain "
                               "again out of hours") from None
-            after = _correlation(conn, schema, table)
+            after = _order_on_disk(conn, schema, table)
             done.append(RegisterUpkeep(table, before, clustered, after,
                                        round(time.perf_counter() - started, 3)))
     return done
 
 
-def _correlation(conn: Any, schema: str, table: str) -> float | None:
-    row = conn.execute("SELECT correlation FROM pg_stats WHERE schemaname = %s AND "
-                       "tablename = %s AND attname = %s",
-                       (schema, table, ORDERED_COLUMN)).fetchone()
-    return None if row is None or row[0] is None else float(row[0])
+def drifted(recorder: Any) -> list[str]:
+    """The registers whose rows have drifted from participant-id order on disk: those
+    `keep_in_order` would rewrite. [] on SQLite."""
+    from ledger.store import LedgerPostgresRecorder
+
+    if not isinstance(recorder, LedgerPostgresRecorder):
+        return []
+    schema = recorder.datastore.schema
+    with recorder.datastore.get_connection() as conn:
+        orders = {table: _order_on_disk(conn, schema, table) for table in REGISTERS}
+    return [t for t, order in orders.items() if order is not None and order < MIN_CORRELATION]
+
+
+def _order_on_disk(conn: Any, schema: str, table: str) -> float | None:
+    """page_order of a sample of about SAMPLE_PAGES of the table's pages (all of a smaller
+    table), read without the statistics an ANALYZE keeps (a server may never run one)."""
+    name = SQL("{}.{}").format(Identifier(schema), Identifier(table))
+    with conn.cursor(row_factory=tuple_row) as curs:
+        row = curs.execute(SQL("SELECT pg_relation_size({}::regclass) / "
+                               "current_setting('block_size')::int").format(
+                                   Literal(f'"{schema}"."{table}"'))).fetchone()
+        pages = int(row[0]) if row else 0
+        percent = 100.0 if pages <= SAMPLE_PAGES else 100.0 * SAMPLE_PAGES / pages
+        rows = curs.execute(SQL("SELECT (ctid::text::point)[0], participant_id FROM {} "
+                                "TABLESAMPLE SYSTEM (%s)").format(name), (percent,)).fetchall()
+    return page_order(rows)
+
+
+def page_order(rows: list[tuple[float, Any]]) -> float | None:
+    """The correlation of pages with the ranks of the ids on them: 1 in id order, whatever
+    the order on a page (funding's updates move a row within its page), near 0 in no order;
+    None for fewer than MIN_SAMPLE rows or a single page."""
+    if len(rows) < MIN_SAMPLE:
+        return None
+    ranked = sorted(range(len(rows)), key=lambda i: rows[i][1])
+    rank = [0] * len(rows)
+    for r, i in enumerate(ranked):
+        rank[i] = r
+    pages = [p for p, _ in rows]
+    n = len(rows)
+    mean_page, mean_rank = sum(pages) / n, (n - 1) / 2
+    cov = sum((p - mean_page) * (r - mean_rank) for p, r in zip(pages, rank, strict=True))
+    var_page = sum((p - mean_page) ** 2 for p in pages)
+    var_rank = sum((r - mean_rank) ** 2 for r in rank)
+    if var_page == 0:
+        return None
+    correlation: float = cov / (var_page * var_rank) ** 0.5
+    return correlation

@@ -92,6 +92,22 @@ def _options(ctx: typer.Context) -> tuple[str, bool, bool]:
             bool(getattr(settings, "unmask", False)))
 
 
+DRIFT_HINT_MIN_PENSIONERS = 100_000  # below it, the registers' order on disk costs little
+
+
+def _hint_maintain(ledger: Ledger) -> None:
+    """After a big funding: say so on stderr if the registers have drifted from id order on
+    disk (decision #41), which an office only learns of from funding growing slower."""
+    if not ledger.queries.holds_pensioners(DRIFT_HINT_MIN_PENSIONERS):
+        return
+    drifted = ledger.registers_drifted()
+    if drifted:
+        Console(stderr=True, highlight=False).print(
+            f"note: {', '.join(drifted)} no longer in participant-id order on disk; funding "
+            "rewrites every row each month and takes longer so (about a fifth at a million "
+            "pensioners): run `pension-ledger maintain` out of hours")
+
+
 def _print(ctx: typer.Context, json_out: bool, payload: dict[str, Any], title: str) -> None:
     _, as_json, unmask = _options(ctx)
     shown = _mask(payload, unmask)
@@ -296,6 +312,7 @@ def register(app: typer.Typer, get_ledger: GetLedger) -> None:
                               progress=advance)
         _print(ctx, json_out, {"batch_id": str(batch_id), **result,
                                "value_date": value_date.isoformat()}, "batch funded")
+        _hint_maintain(ledger)
 
     @payout.command("export")
     @guarded
