@@ -7,12 +7,14 @@ approved in no order of their ids: in a register filled that way, each chunk's 1
 rows lie on 7,000 of the table's pages, and every page is written again by nearly every
 chunk (measured at 1,000,000 pensioners: 40 MB of WAL a chunk for the pensioner register,
 most of it whole pages written again after each checkpoint). In id order, a chunk's rows
-share about a seventh as many pages. The monthly rewrites keep the order once it is made:
-they are HOT updates, on the row's own page (the registers' fillfactor leaves room).
+share about a seventh as many pages. The monthly rewrites keep the rows of a chunk together
+once they are: most are HOT updates, on the row's own page (the registers' fillfactor
+leaves room), and a row that no longer fits moves to the table's end with the rest of its
+chunk.
 
 `keep_in_order` puts each register in that order (CLUSTER on its primary key) when its
-order has drifted (`page_order` of a sample of its pages under MIN_CORRELATION: after a big
-first load, or a few years of new pensioners appended at the end), and otherwise vacuums
+order has drifted (`order_of` its pages under MIN_ORDER: after a big first load, or years
+of new pensioners appended at the end), and otherwise vacuums
 it (clears the row versions the monthly rewrite leaves, where the server's autovacuum is
 off). An office runs it after a first load and once a year, out of hours: CLUSTER holds
 the table's lock while it rewrites it (seconds at a million rows), and gives up rather
@@ -25,6 +27,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from psycopg.errors import LockNotAvailable
 from psycopg.rows import tuple_row
@@ -34,18 +37,23 @@ from ledger.errors import Refused
 
 # The registers funding rewrites every month, each clustered on its primary key.
 REGISTERS = ("participant_register", "pensioner_register")
-MIN_CORRELATION = 0.9
+MIN_ORDER = 0.5  # order_of under which a register is put back in order
 LOCK_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 10
-SAMPLE_PAGES = 2_000  # of a register's pages, read to judge its order on disk
-MIN_SAMPLE = 100     # rows, below which the order is not judged
+# The order of a register on disk (order_of) is judged from the pages of RUNS runs of
+# RUN_ROWS consecutive ids and of about SAMPLE_PAGES of its pages, in a table of at least
+# MIN_TABLE_RUNS runs' worth of rows.
+RUNS = 5
+RUN_ROWS = 2_000
+SAMPLE_PAGES = 2_000
+MIN_TABLE_RUNS = 10
 STATEMENT_TIMEOUT_MS = 30 * 60 * 1000  # a province's register is rewritten in minutes
 
 
 @dataclass(frozen=True)
 class RegisterUpkeep:
     table: str
-    order_before: float | None  # page_order on disk; None: too few rows to judge
+    order_before: float | None  # order_of its pages; None: too few rows to judge
     clustered: bool                   # rewritten in id order (else vacuumed)
     order_after: float | None
     seconds: float
@@ -68,7 +76,7 @@ def keep_in_order(recorder: Any) -> list[RegisterUpkeep]:
             started = time.perf_counter()
             name = SQL("{}.{}").format(Identifier(schema), Identifier(table))
             before = _order_on_disk(conn, schema, table)
-            clustered = before is not None and before < MIN_CORRELATION
+            clustered = before is not None and before < MIN_ORDER
             try:
                 if clustered:
                     conn.execute(SQL("CLUSTER {} USING {}").format(
@@ -97,12 +105,13 @@ def drifted(recorder: Any) -> list[str]:
     schema = recorder.datastore.schema
     with recorder.datastore.get_connection() as conn:
         orders = {table: _order_on_disk(conn, schema, table) for table in REGISTERS}
-    return [t for t, order in orders.items() if order is not None and order < MIN_CORRELATION]
+    return [t for t, order in orders.items() if order is not None and order < MIN_ORDER]
 
 
 def _order_on_disk(conn: Any, schema: str, table: str) -> float | None:
-    """page_order of a sample of about SAMPLE_PAGES of the table's pages (all of a smaller
-    table), read without the statistics an ANALYZE keeps (a server may never run one)."""
+    """order_of the table: the pages of RUNS runs of RUN_ROWS consecutive ids, read in key
+    order as funding reads them, and of a sample of about SAMPLE_PAGES of its pages (all of a
+    smaller table); without the statistics an ANALYZE keeps (a server may never run one)."""
     name = SQL("{}.{}").format(Identifier(schema), Identifier(table))
     with conn.cursor(row_factory=tuple_row) as curs:
         row = curs.execute(SQL("SELECT pg_relation_size({}::regclass) / "
@@ -110,28 +119,34 @@ def _order_on_disk(conn: Any, schema: str, table: str) -> float | None:
                                    Literal(f'"{schema}"."{table}"'))).fetchone()
         pages = int(row[0]) if row else 0
         percent = 100.0 if pages <= SAMPLE_PAGES else 100.0 * SAMPLE_PAGES / pages
-        rows = curs.execute(SQL("SELECT (ctid::text::point)[0], participant_id FROM {} "
-                                "TABLESAMPLE SYSTEM (%s)").format(name), (percent,)).fetchall()
-    return page_order(rows)
+        sample = [r[0] for r in curs.execute(SQL(
+            "SELECT (ctid::text::point)[0] FROM {} TABLESAMPLE SYSTEM (%s)").format(name),
+            (percent,)).fetchall()]
+        runs = []
+        for k in range(RUNS):
+            # Ids are hashes (uuid5), spread evenly: runs from evenly spaced ids.
+            first = UUID(int=(k << 128) // RUNS)
+            runs.append([r[0] for r in curs.execute(SQL(
+                "SELECT (ctid::text::point)[0] FROM {} WHERE participant_id >= %s "
+                "ORDER BY participant_id LIMIT %s").format(name), (first, RUN_ROWS)).fetchall()])
+    return order_of(runs, sample)
 
 
-def page_order(rows: list[tuple[float, Any]]) -> float | None:
-    """The correlation of pages with the ranks of the ids on them: 1 in id order, whatever
-    the order on a page (funding's updates move a row within its page), near 0 in no order;
-    None for fewer than MIN_SAMPLE rows or a single page."""
-    if len(rows) < MIN_SAMPLE:
+def order_of(runs: list[list[float]], sample: list[float]) -> float | None:
+    """How closely rows of consecutive ids lie together on disk, from the pages of some runs
+    of consecutive ids and of a sample of the table's pages: the rows a run has on each page
+    it lies on, over the rows the table holds on a page. About 1 when each run's rows fill
+    the pages they are on (in id order, whatever the order on a page, and whatever rows an
+    update moved to the table's end, which funding does a chunk of ids at a time); about
+    1 / (rows a page holds) when each row of a run is on a page of its own (no order). None
+    for a sample under MIN_TABLE_RUNS runs' worth of rows: in a table that small, a run lies
+    on most of its pages in any order (and reading it costs little anyway)."""
+    rows = sum(len(run) for run in runs)
+    longest = max((len(run) for run in runs), default=0)
+    if rows == 0 or len(sample) < MIN_TABLE_RUNS * longest:
         return None
-    ranked = sorted(range(len(rows)), key=lambda i: rows[i][1])
-    rank = [0] * len(rows)
-    for r, i in enumerate(ranked):
-        rank[i] = r
-    pages = [p for p, _ in rows]
-    n = len(rows)
-    mean_page, mean_rank = sum(pages) / n, (n - 1) / 2
-    cov = sum((p - mean_page) * (r - mean_rank) for p, r in zip(pages, rank, strict=True))
-    var_page = sum((p - mean_page) ** 2 for p in pages)
-    var_rank = sum((r - mean_rank) ** 2 for r in rank)
-    if var_page == 0:
-        return None
-    correlation: float = cov / (var_page * var_rank) ** 0.5
-    return correlation
+    run_pages = sum(len(set(run)) for run in runs)
+    per_page_in_runs = rows / run_pages
+    per_page_in_table = len(sample) / len(set(sample))
+    order: float = per_page_in_runs / per_page_in_table
+    return order
