@@ -47,6 +47,7 @@ RUNS = 5
 RUN_ROWS = 2_000
 SAMPLE_PAGES = 2_000
 MIN_TABLE_RUNS = 10
+MIN_SAMPLE = 1_000  # rows of the sampled pages
 STATEMENT_TIMEOUT_MS = 30 * 60 * 1000  # a province's register is rewritten in minutes
 
 
@@ -129,21 +130,25 @@ def _order_on_disk(conn: Any, schema: str, table: str) -> float | None:
             runs.append([r[0] for r in curs.execute(SQL(
                 "SELECT (ctid::text::point)[0] FROM {} WHERE participant_id >= %s "
                 "ORDER BY participant_id LIMIT %s").format(name), (first, RUN_ROWS)).fetchall()])
-    return order_of(runs, sample)
+    return order_of(runs, sample, percent / 100)
 
 
-def order_of(runs: list[list[float]], sample: list[float]) -> float | None:
+def order_of(runs: list[list[float]], sample: list[float], sampled: float = 1.0
+             ) -> float | None:
     """How closely rows of consecutive ids lie together on disk, from the pages of some runs
     of consecutive ids and of a sample of the table's pages: the rows a run has on each page
     it lies on, over the rows the table holds on a page. About 1 when each run's rows fill
     the pages they are on (in id order, whatever the order on a page, and whatever rows an
     update moved to the table's end, which funding does a chunk of ids at a time); about
-    1 / (rows a page holds) when each row of a run is on a page of its own (no order). None
-    for a sample under MIN_TABLE_RUNS runs' worth of rows: in a table that small, a run lies
-    on most of its pages in any order (and reading it costs little anyway)."""
+    1 / (rows a page holds) when each row of a run is on a page of its own (no order).
+    `sampled`: the share of the table's pages in the sample. None for a table under
+    MIN_TABLE_RUNS runs' worth of rows (in a table that small, a run lies on most of its
+    pages in any order, and reading it costs little anyway) or a sample under MIN_SAMPLE."""
+    assert 0 < sampled <= 1
     rows = sum(len(run) for run in runs)
     longest = max((len(run) for run in runs), default=0)
-    if rows == 0 or len(sample) < MIN_TABLE_RUNS * longest:
+    if (rows == 0 or len(sample) < MIN_SAMPLE
+            or len(sample) / sampled < MIN_TABLE_RUNS * longest):
         return None
     run_pages = sum(len(set(run)) for run in runs)
     per_page_in_runs = rows / run_pages

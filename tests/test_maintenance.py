@@ -191,3 +191,13 @@ def test_funding_a_big_register_out_of_order_says_to_maintain_it(
     ledger.keep_registers_in_order()
     assert ledger.registers_drifted() == []
     ledger.close()
+
+
+def test_a_big_table_is_judged_from_a_sample_of_its_pages() -> None:
+    # A bloated register: a sample of a tenth of its pages holds fewer rows than ten runs.
+    pages = layout(10, list(range(20_000)))
+    runs = [[pages[i] for i in range(s, s + 1_000)] for s in range(0, 20_000, 4_000)]
+    sample = [p for p in pages.values() if p % 10 == 0]
+    assert len(sample) < maintenance.MIN_TABLE_RUNS * 1_000
+    assert maintenance.order_of(runs, sample, sampled=0.1) == pytest.approx(1.0)
+    assert maintenance.order_of(runs, sample[:900], sampled=0.1) is None  # under MIN_SAMPLE
