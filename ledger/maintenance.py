@@ -55,7 +55,7 @@ STATEMENT_TIMEOUT_MS = 30 * 60 * 1000  # a province's register is rewritten in m
 class RegisterUpkeep:
     table: str
     order_before: float | None  # order_of its pages; None: too few rows to judge
-    clustered: bool                   # rewritten in id order (else vacuumed)
+    clustered: bool  # rewritten in id order (else vacuumed)
     order_after: float | None
     seconds: float
 
