@@ -485,8 +485,8 @@ def maintain(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     out_console().print(table)
 
 
-def _order(correlation: float | None) -> str:
-    return "-" if correlation is None else f"{correlation:.2f}"
+def _order(order: float | None) -> str:
+    return "-" if order is None else f"{order:.2f}"
 
 
 def rules_payload(ledger: Ledger, on: date) -> dict[str, Any]:

@@ -14,12 +14,12 @@ chunk.
 
 `keep_in_order` puts each register in that order (CLUSTER on its primary key) when its
 order has drifted (`order_of` its pages under MIN_ORDER: after a big first load, or years
-of new pensioners appended at the end), and otherwise vacuums
-it (clears the row versions the monthly rewrite leaves, where the server's autovacuum is
-off). An office runs it after a first load and once a year, out of hours: CLUSTER holds
-the table's lock while it rewrites it (seconds at a million rows), and gives up rather
-than wait long on another session's lock (LOCK_TIMEOUT_MS). `drifted` says which
-registers it would rewrite; `payout fund` prints it after a big funding.
+of new pensioners appended at the end), and otherwise vacuums it (clears the row versions
+the monthly rewrite leaves, where the server's autovacuum is off). An office runs it after
+a first load and once a year, out of hours: CLUSTER holds the table's lock while it
+rewrites it (seconds at a million rows), and gives up rather than wait long on another
+session's lock (LOCK_TIMEOUT_MS). `drifted` says which registers it would rewrite;
+`payout fund` prints it after a big funding.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from uuid import UUID
 
 from psycopg.errors import LockNotAvailable
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier, Literal
+from psycopg.sql import SQL, Identifier
 
 from ledger.errors import Refused
 
@@ -115,9 +115,9 @@ def _order_on_disk(conn: Any, schema: str, table: str) -> float | None:
     smaller table); without the statistics an ANALYZE keeps (a server may never run one)."""
     name = SQL("{}.{}").format(Identifier(schema), Identifier(table))
     with conn.cursor(row_factory=tuple_row) as curs:
-        row = curs.execute(SQL("SELECT pg_relation_size({}::regclass) / "
-                               "current_setting('block_size')::int").format(
-                                   Literal(f'"{schema}"."{table}"'))).fetchone()
+        row = curs.execute("SELECT pg_relation_size(%s::regclass) / "
+                           "current_setting('block_size')::int",
+                           (name.as_string(curs),)).fetchone()
         pages = int(row[0]) if row else 0
         percent = 100.0 if pages <= SAMPLE_PAGES else 100.0 * SAMPLE_PAGES / pages
         sample = [r[0] for r in curs.execute(SQL(
