@@ -67,6 +67,7 @@ from ledger.store import (
     RegisterRow,
     RegisterVersion,
     StoreQueries,
+    copied_part,
     seal,
     unseal,
 )
@@ -365,7 +366,7 @@ class _Payments:
         self.one_off_lines: list[dict[str, Any]] = []  # in batch order
         self.count = 0
         self.total_fen = 0
-        self.seen: set[str] = set()
+        self.seen: set[bytes] = set()  # the participant ids paid, as 16 bytes
         self.no_longer_owed: list[str] = []  # changed since the draft: why, by line
         self.due_for: DueCalculator | None = None  # made for the first of those
 
@@ -408,28 +409,47 @@ class _Payments:
         connection of its own and sends back what it paid. Each chunk is sent to the write
         once every chunk before it has been, so the stored events are those one process
         would store, in its order. A child that dies, fails or hangs fails the funding,
-        and nothing is stored."""
+        and nothing is stored.
+
+        On PostgreSQL the child sends its chunks ready to store (ledger.store.copied_part:
+        rows in the binary COPY format and the events' hashes), this process only passing
+        them on. It gives its events the notification ids they will have: the pension lines
+        come before any one-off line in a batch (PayoutBatch.draft), so every chunk with a
+        pension line follows chunks of MAX_LINES_PER_EVENT pension lines each, one event
+        each. The write refuses a part out of place."""
+        write = self.write
+        assert write is not None
         chunks = chunks_of(self.batch.line_count)
         assert MAX_LINES_PER_EVENT <= REGISTER_CHUNK and chunks >= 2
         if self.due_for is None:  # made here: the child may not read the rule set
             self.due_for = DueCalculator.under(self.ledger.ruleset(), self.batch.period)
-        child = Child("fund-share", lambda post: self._child_share(post, chunks),
+        base_id = write.next_id()  # the first pension event's, or None
+        child = Child("fund-share", lambda post: self._child_share(post, chunks, base_id),
                       what="the process funding half the batch", nothing="nothing funded")
-        parts: dict[int, dict[str, list[Any]]] = {}
+        parts: dict[int, dict[str, Any]] = {}
         sent = 0  # chunks sent to the write, in order
+        refusing = False  # a line no longer owed: the batch is refused, nothing more sent
 
         def send_ready() -> None:
-            nonlocal sent
+            nonlocal sent, refusing
             while sent in parts:
-                self._send(parts[sent])
+                part = parts[sent]
+                refusing = refusing or bool(part["no_longer_owed"])
+                if refusing:
+                    pass
+                elif "copied" in part:
+                    write.add_copied(part["copied"])
+                else:
+                    self._send(part)
                 sent += 1
 
         try:
             def take(wait: bool) -> None:
                 for kind, *body in child.messages(wait=wait):
-                    assert kind == "paid", kind
-                    chunk_no, line_count, count, total_fen, packed = body
-                    parts[chunk_no] = self._unpacked(packed)
+                    assert kind in ("paid", "copied"), kind
+                    chunk_no, line_count, count, total_fen, result = body
+                    parts[chunk_no] = (self._unpacked(result) if kind == "paid"
+                                       else self._taken(result))
                     self.count += count
                     self.total_fen += total_fen
                     if progress:
@@ -450,28 +470,53 @@ class _Payments:
             child.close()
         assert sent == chunks
         assert sorted(parts) == list(range(chunks))
-        for name in self._OUTPUTS:
-            setattr(self, name, [x for chunk_no in range(chunks) for x in parts[chunk_no][name]])
-        self.seen.update(str(r.participant_id) for chunk_no in _childs(chunks)
-                         for r in parts[chunk_no]["register_versions"])
+        paid = len(self.register_versions)  # this process's
+        for chunk_no in _childs(chunks):
+            blob = parts[chunk_no]["paid_ids"]
+            self.seen.update(blob[i:i + 16] for i in range(0, len(blob), 16))
+            paid += len(blob) // 16
         # Each share holds one line per pensioner (_add); together, too.
-        assert len(self.seen) == len(self.register_versions), "a pensioner with two lines"
+        assert len(self.seen) == paid, "a pensioner with two lines"
+        for name in ("no_longer_owed", "one_off_lines"):
+            setattr(self, name, [x for chunk_no in range(chunks) for x in parts[chunk_no][name]])
 
     def _marks(self) -> tuple[int, ...]:
         return tuple(len(getattr(self, name)) for name in self._OUTPUTS)
 
-    def _child_share(self, post: Post, chunks: int) -> None:
-        """In the forked child: pay its chunks (_childs), posting each one's results."""
+    def _child_share(self, post: Post, chunks: int, base_id: int | None) -> None:
+        """In the forked child: pay its chunks (_childs), posting each one's results, ready
+        to store when the write gave base_id (the id of chunk 0's first event)."""
         queries = OwnQueries(self.ledger.queries)
         try:
             for chunk_no in _childs(chunks):
                 before, count, total_fen = self._marks(), self.count, self.total_fen
                 lines = chunk_lines(self.ledger, self.batch.id, chunk_no, queries)
                 self._add_chunk(lines, queries)
-                post(("paid", chunk_no, len(lines), self.count - count,
-                      self.total_fen - total_fen, self._packed(before)))
+                if base_id is None:
+                    post(("paid", chunk_no, len(lines), self.count - count,
+                          self.total_fen - total_fen, self._packed(before)))
+                else:
+                    post(("copied", chunk_no, len(lines), self.count - count,
+                          self.total_fen - total_fen,
+                          self._copied(before, base_id + chunk_no * MAX_LINES_PER_EVENT)))
         finally:
             queries.close()
+
+    def _copied(self, before: tuple[int, ...], first_id: int) -> tuple[Any, ...]:
+        """The results since `before`, ready to store (copied_part) with their events from
+        first_id on; the participant ids paid as 16 bytes each."""
+        part = self._since(before)
+        versions = part["register_versions"]
+        return (copied_part(first_id, part["stored"], versions, part["pensioners"],
+                            part["paid_add"]),
+                b"".join([v.participant_id.bytes for v in versions]),
+                part["no_longer_owed"], part["one_off_lines"])
+
+    @staticmethod
+    def _taken(copied: tuple[Any, ...]) -> dict[str, Any]:
+        part, paid_ids, no_longer_owed, one_offs = copied
+        return {"copied": part, "paid_ids": paid_ids, "no_longer_owed": no_longer_owed,
+                "one_off_lines": one_offs}
 
     def _packed(self, before: tuple[int, ...]) -> tuple[Any, ...]:
         """The results since `before`, by columns, participant ids as their 16 bytes."""
@@ -513,7 +558,8 @@ class _Payments:
                 pids(pensioner_ids), facts, strict=True)],
             "paid_add": [(pid, month, e2e) for pid, (month, e2e) in zip(
                 pids(paid_ids), paid, strict=True)],
-            "no_longer_owed": no_longer_owed, "one_off_lines": one_offs}
+            "no_longer_owed": no_longer_owed, "one_off_lines": one_offs,
+            "paid_ids": stored_ids if version_ids is None else version_ids}
 
     def refuse_lines_no_longer_owed(self) -> None:
         """After every line is added: refuse the batch whole if any is no longer owed."""
@@ -615,8 +661,9 @@ class _Payments:
             self.no_longer_owed.append(_named(line, why))
             return True
         # One line per pensioner: each is paid at the version after the one read.
-        assert pid_text not in self.seen, f"{pid_text} has two lines"
-        self.seen.add(pid_text)
+        key = pid.bytes
+        assert key not in self.seen, f"{pid_text} has two lines"
+        self.seen.add(key)
         version = at + 1
         self.count += 1
         self.total_fen += line["amount_fen"]
@@ -644,7 +691,7 @@ class _Payments:
         for line in self.one_off_lines:
             by_participant.setdefault(UUID(line["participant_id"]), []).append(line)
         for pid, lines in by_participant.items():
-            if str(pid) in self.seen:
+            if pid.bytes in self.seen:
                 # The run drafts no one-off beside a pension line (one version each).
                 raise Refused("batch", f"{lines[0]['end_to_end_id']}: a one-off beside a "
                               "pension line; cancel the batch and draft the month again")

@@ -41,6 +41,7 @@ from psycopg.sql import SQL, Composable, Identifier, Literal
 from pydantic import BaseModel
 
 from ledger import jsonbytes
+from ledger.copy_rows import CopyData, copy_rows
 from ledger.errors import Refused
 from ledger.postings import ACCOUNT_NAMES, GUARDED_ACCOUNTS
 
@@ -249,43 +250,30 @@ class ChainHasher:
     """The hash chain's blocks over events stored with the contiguous notification ids
     first_id, first_id + 1, ...: fed in that order, a slice at a time (so a bulk write can
     hash what it has just sent while the server stores it), at most MAX_BLOCK_EVENTS
-    events a block. The digests of events_digest, without a tuple and a call per event."""
+    events a block. The digests of events_digest."""
 
     def __init__(self, first_id: int) -> None:
         self.closed: list[ChainBlock] = []
         self.first = self.next_id = first_id
         self.hash = hashlib.sha256()
-        self.topics: dict[str, bytes] = {}
-        self.last_id: UUID | str | None = None
-        self.oid = b""
 
     def add(self, events: Sequence[EventRow]) -> None:
+        self.add_hashes(event_hashes(self.next_id, events))
+
+    def add_hashes(self, hashes: bytes) -> None:
+        """The next events by their event_hashes (made elsewhere: ledger.copy_rows)."""
+        assert len(hashes) % EVENT_HASH_LEN == 0
         room = self.first + MAX_BLOCK_EVENTS - self.next_id
-        if len(events) > room:
-            self.add(events[:room])
-            self.add(events[room:])
+        count = len(hashes) // EVENT_HASH_LEN
+        if count > room:
+            self.add_hashes(hashes[:room * EVENT_HASH_LEN])
+            self.add_hashes(hashes[room * EVENT_HASH_LEN:])
             return
-        if not events:
+        if not count:
             return
-        if self.next_id == self.first:
-            # The shortcut below must hash exactly what an auditor's event_sha256 hashes.
-            e = events[0]
-            assert self._sha256(self.next_id, e) == event_sha256(
-                self.next_id, e.originator_id, e.originator_version, e.topic, e.state)
-        sha256, update, topics = hashlib.sha256, self.hash.update, self.topics
-        nid, last_id, oid = self.next_id, self.last_id, self.oid
-        for s in events:
-            topic = topics.get(s.topic)
-            if topic is None:
-                topic = topics[s.topic] = s.topic.encode()
-            if s.originator_id is not last_id:  # an aggregate's events come one after another
-                last_id = s.originator_id
-                oid = _hex(last_id).replace("-", "").encode()
-            update(sha256(b"%d|%s|%d|%s|%s" % (nid, oid, s.originator_version, topic,
-                                               s.state)).digest())
-            nid += 1
-        self.next_id, self.last_id, self.oid = nid, last_id, oid
-        if nid - self.first == MAX_BLOCK_EVENTS:
+        self.hash.update(hashes)
+        self.next_id += count
+        if self.next_id - self.first == MAX_BLOCK_EVENTS:
             self._close()
 
     def blocks(self) -> list[ChainBlock]:
@@ -298,11 +286,37 @@ class ChainHasher:
                                       self.hash.hexdigest()))
         self.first, self.hash = self.next_id, hashlib.sha256()
 
-    @staticmethod
-    def _sha256(nid: int, s: EventRow) -> bytes:
-        oid = _hex(s.originator_id).replace("-", "").encode()
-        return hashlib.sha256(b"%d|%s|%d|%s|%s" % (nid, oid, s.originator_version,
-                                                   s.topic.encode(), s.state)).digest()
+
+
+EVENT_HASH_LEN = 32
+
+
+def event_hashes(first_id: int, events: Sequence[EventRow]) -> bytes:
+    """event_sha256 of each event, stored with the ids first_id, first_id + 1, ...,
+    one after another: what the chain's block hashes over them. Without a tuple and a call
+    per event (a million a month's funding)."""
+    if not events:
+        return b""
+    # The shortcut below must hash exactly what an auditor's event_sha256 hashes.
+    e = events[0]
+    reference = event_sha256(first_id, e.originator_id, e.originator_version, e.topic, e.state)
+    sha256 = hashlib.sha256
+    topics: dict[str, bytes] = {}
+    out: list[bytes] = []
+    append = out.append
+    nid, last_id, oid = first_id, None, b""
+    for s in events:
+        topic = topics.get(s.topic)
+        if topic is None:
+            topic = topics[s.topic] = s.topic.encode()
+        if s.originator_id is not last_id:  # an aggregate's events come one after another
+            last_id = s.originator_id
+            oid = _hex(last_id).replace("-", "").encode()
+        append(sha256(b"%d|%s|%d|%s|%s" % (nid, oid, s.originator_version, topic,
+                                           s.state)).digest())
+        nid += 1
+    assert out[0] == reference
+    return b"".join(out)
 
 
 def chain_blocks(first_id: int, events: Sequence[EventRow]) -> list[ChainBlock]:
@@ -630,16 +644,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                                         [r.facts for r in full], [r.payee for r in full]))
         if len(facts_only) >= COPY_MIN_ROWS:
             # A month's funding rewrites every pensioner's facts: binary COPY, then one UPDATE.
-            _temp_table(curs, "pensioner_facts_in", SQL("id uuid, facts text"))
-            with curs.copy("COPY pensioner_facts_in FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["uuid", "text"])
-                for facts_row in facts_only:
-                    copy.write_row((facts_row.participant_id, facts_row.facts))
-            curs.execute(SQL("UPDATE {s}.pensioner_register AS r SET facts = v.facts FROM "
-                             "pensioner_facts_in AS v WHERE r.participant_id = v.id "
-                             "AND r.participant_id BETWEEN %s AND %s").format(s=s),
-                         _id_range([r.participant_id for r in facts_only]))
-            _check_updated(curs, len(facts_only), "pensioner_register")
+            self._update_facts(curs, [(r.participant_id, r.facts) for r in facts_only])
         elif facts_only:
             curs.execute(SQL("UPDATE {s}.pensioner_register AS r SET facts = v.facts FROM "
                              "unnest(%b::uuid[], %b::text[]) AS v(id, facts) "
@@ -656,12 +661,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                              "AND p.month = v.month").format(s=s),
                          ([r[0] for r in removed], [r[1] for r in removed]))
         if len(ride.paid_months_add) >= COPY_MIN_ROWS:
-            # COPY, like a plain INSERT, violates the key if anyone is paid twice for a month.
-            with curs.copy(SQL("COPY {s}.paid_months (participant_id, month, end_to_end_id) "
-                               "FROM STDIN (FORMAT BINARY)").format(s=s)) as copy:
-                copy.set_types(["uuid", "text", "text"])
-                for row in ride.paid_months_add:
-                    copy.write_row(row)
+            self._add_paid_months(curs, ride.paid_months_add)
         elif ride.paid_months_add:
             added = ride.paid_months_add
             # A plain INSERT: paying one pensioner twice for a month violates the key.
@@ -680,7 +680,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                           [r.amount_fen for r in offs], [r.paid_by for r in offs],
                           [r.hold for r in offs], [r.payee for r in offs]))
 
-    def _guarded_register_update(self, curs: Any, rows: Sequence[tuple[Any, ...]],
+    def _guarded_register_update(self, curs: Any, rows: Sequence[tuple[Any, ...]] | CopyData,
                                  columns: tuple[str, ...]) -> None:
         """Rows (participant_id, from_version, version, *columns) set version and columns
         of register rows still at from_version; IntegrityError unless every row was."""
@@ -693,27 +693,52 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         update = SQL("UPDATE {s}.participant_register AS r SET {a} FROM {u} "
                      "WHERE r.participant_id = u.participant_id "
                      "AND r.version = u.from_version")
-        if len(rows) >= COPY_MIN_ROWS:
+        if isinstance(rows, CopyData) or len(rows) >= COPY_MIN_ROWS:
             temp = "register_" + "_".join(columns or ("version",)) + "_in"
             _temp_table(curs, temp, SQL(", ").join(SQL("{} " + t).format(Identifier(n))
                                                    for n, t in zip(names, types, strict=True)))
-            with curs.copy(SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(Identifier(temp))
-                           ) as copy:
-                copy.set_types(["uuid", "int8", "int8", *("text" for _ in columns)])
-                write_row = copy.write_row
-                for r in rows:
-                    write_row(r)
+            _copy_in(curs, SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(Identifier(temp)),
+                     [*REGISTER_VERSION_TYPES, *("text" for _ in columns)], rows)
             curs.execute(update.format(s=s, a=assigned, u=SQL("{} AS u").format(Identifier(temp)))
-                         + SQL(" AND r.participant_id BETWEEN %s AND %s"),
-                         _id_range([r[0] for r in rows]))
+                         + SQL(" AND r.participant_id BETWEEN %s AND %s"), _key_range(rows))
         else:
+            assert not isinstance(rows, CopyData)
             arrays = SQL(", ").join(SQL("%b::" + t + "[]") for t in types)
             curs.execute(update.format(s=s, a=assigned, u=SQL("unnest({}) AS u({})").format(
                 arrays, SQL(", ").join(Identifier(n) for n in names))),
                 [[r[i] for r in rows] for i in range(len(names))])
         # The register version check: someone wrote to one of these participants since the
         # rows were read (the events' key catches the same; this is the cheap place to see it).
-        _check_updated(curs, len(rows), "participant_register")
+        _check_updated(curs, _row_count(rows), "participant_register")
+
+    def _update_facts(self, curs: Any, rows: Sequence[tuple[UUID, str]] | CopyData) -> None:
+        """Rows (participant_id, facts) set the facts of those pensioners: by binary COPY,
+        then one UPDATE; IntegrityError unless every pensioner is in the register."""
+        _temp_table(curs, "pensioner_facts_in", SQL("id uuid, facts text"))
+        _copy_in(curs, "COPY pensioner_facts_in FROM STDIN (FORMAT BINARY)",
+                 PENSIONER_FACTS_TYPES, rows)
+        curs.execute(SQL("UPDATE {s}.pensioner_register AS r SET facts = v.facts FROM "
+                         "pensioner_facts_in AS v WHERE r.participant_id = v.id "
+                         "AND r.participant_id BETWEEN %s AND %s").format(s=self._schema),
+                     _key_range(rows))
+        _check_updated(curs, _row_count(rows), "pensioner_register")
+
+    def _add_paid_months(self, curs: Any,
+                         rows: Sequence[tuple[UUID, str, str]] | CopyData) -> None:
+        # COPY, like a plain INSERT, violates the key if anyone is paid twice for a month.
+        _copy_in(curs, SQL("COPY {s}.paid_months (participant_id, month, end_to_end_id) "
+                           "FROM STDIN (FORMAT BINARY)").format(s=self._schema),
+                 PAID_MONTH_TYPES, rows)
+
+    def _write_copied(self, curs: Any, part: CopiedPart) -> None:
+        """The ride-along rows of a part made ready elsewhere, as _write_ride_along writes
+        the same rows given as values."""
+        if part.register_versions.count:
+            self._guarded_register_update(curs, part.register_versions, ())
+        if part.pensioner_facts.count:
+            self._update_facts(curs, part.pensioner_facts)
+        if part.paid_months_add.count:
+            self._add_paid_months(curs, part.paid_months_add)
 
     def _append_blocks(self, curs: Any, blocks: list[ChainBlock]) -> None:
         for first, last, n, digest in blocks:
@@ -736,6 +761,32 @@ def _temp_table(curs: Any, name: str, columns: Composable) -> None:
     curs.execute(SQL("TRUNCATE {}").format(Identifier(name)))
 
 
+def _copy_in(curs: Any, statement: Composable | str, types: Sequence[str],
+             rows: Sequence[Sequence[Any]] | CopyData) -> None:
+    """COPY the rows in, by psycopg's binary formatting, or as made ready elsewhere
+    (CopyData, with the same types: ledger.copy_rows)."""
+    with curs.copy(statement) as copy:
+        if isinstance(rows, CopyData):
+            copy.write(rows.whole())
+            return
+        copy.set_types(list(types))
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
+
+
+def _row_count(rows: Sequence[Any] | CopyData) -> int:
+    return rows.count if isinstance(rows, CopyData) else len(rows)
+
+
+def _key_range(rows: Sequence[Sequence[Any]] | CopyData) -> tuple[UUID, UUID]:
+    """The least and greatest participant id (each row's first field) among the rows."""
+    if isinstance(rows, CopyData):
+        assert rows.least_id is not None and rows.greatest_id is not None
+        return rows.least_id, rows.greatest_id
+    return _id_range([r[0] for r in rows])
+
+
 def _id_range(ids: Sequence[UUID]) -> tuple[UUID, UUID]:
     """The range of a register's key the rows lie in: an UPDATE bounded by it reads only
     that range (a chunk of a batch, in participant id order), not the whole register."""
@@ -745,6 +796,46 @@ def _id_range(ids: Sequence[UUID]) -> tuple[UUID, UUID]:
 def _check_updated(curs: Any, expected: int, table: str) -> None:
     if curs.rowcount != expected:
         raise IntegrityError(f"{table}: a row changed since it was read")
+
+
+# The binary COPY columns' types of what a bulk write stores, in the order of the rows.
+EVENT_COPY_TYPES = ("uuid", "int8", "text", "bytea", "int8")  # ..., notification_id
+REGISTER_VERSION_TYPES = ("uuid", "int8", "int8")  # participant_id, from_version, version
+PENSIONER_FACTS_TYPES = ("uuid", "text")  # participant_id, facts
+PAID_MONTH_TYPES = ("uuid", "text", "text")  # participant_id, month, end_to_end_id
+
+
+@dataclass(frozen=True)
+class CopiedPart:
+    """A part of a bulk write made ready in another process (copied_part): what
+    BulkTransaction.add would send for the same events and ride-along rows, already in
+    the binary COPY format, and the events' hashes for the chain."""
+
+    first_id: int  # the notification id its first event was given
+    events: CopyData
+    event_hashes: bytes
+    register_versions: CopyData
+    pensioner_facts: CopyData
+    paid_months_add: CopyData
+
+
+def copied_part(first_id: int, events: Sequence[EventRow],
+                register_versions: Sequence[RegisterVersion] = (),
+                pensioners: Sequence[PensionerRow] = (),
+                paid_months_add: Sequence[tuple[UUID, str, str]] = ()) -> CopiedPart:
+    """The events, stored with the notification ids from first_id on, and their
+    ride-along rows (facts-only pensioner rows) as a CopiedPart."""
+    assert all(r.payee is None for r in pensioners), "a part carries facts only"
+    nid = range(first_id, first_id + len(events))
+    return CopiedPart(
+        first_id,
+        copy_rows(EVENT_COPY_TYPES, [(e.originator_id, e.originator_version, e.topic, e.state, i)
+                                     for e, i in zip(events, nid, strict=True)]),
+        event_hashes(first_id, events),
+        copy_rows(REGISTER_VERSION_TYPES, register_versions, keyed=True),
+        copy_rows(PENSIONER_FACTS_TYPES, [(r.participant_id, r.facts) for r in pensioners],
+                  keyed=True),
+        copy_rows(PAID_MONTH_TYPES, paid_months_add))
 
 
 class BulkTransaction:
@@ -762,6 +853,8 @@ class BulkTransaction:
         self.table = SQL("{s}.{t}").format(s=recorder._schema,
                                            t=Identifier(recorder.events_table_name))
         self.table_name = self.table.as_string(curs.connection)
+        self.copy_events = SQL("COPY {t} (originator_id, originator_version, topic, state, "
+                               "notification_id) FROM STDIN (FORMAT BINARY)").format(t=self.table)
         # Python prepares a million rows between two statements of this transaction
         # (funding a province): more than eventsourcing's 5 s idle-in-transaction limit.
         curs.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{BULK_IDLE_LIMIT_S}s'")
@@ -784,10 +877,8 @@ class BulkTransaction:
 
     def add(self, events: Sequence[EventRow], **ride_along: Any) -> None:
         if events:
-            with self.curs.copy(SQL("COPY {t} (originator_id, originator_version, topic, "
-                                    "state, notification_id) FROM STDIN (FORMAT BINARY)")
-                                .format(t=self.table)) as copy:
-                copy.set_types(["uuid", "int8", "text", "bytea", "int8"])
+            with self.curs.copy(self.copy_events) as copy:
+                copy.set_types(list(EVENT_COPY_TYPES))
                 write_row = copy.write_row
                 nid = self.next_id
                 for i in range(0, len(events), HASH_SLICE):
@@ -799,6 +890,18 @@ class BulkTransaction:
                     self.chain.add(part)  # while the server stores what was just sent
             self.next_id = nid
         self.recorder._write_ride_along(self.curs, **ride_along)
+
+    def add_copied(self, part: CopiedPart) -> None:
+        """add() for a part made ready elsewhere: its events must be the next ones."""
+        if part.events.count:
+            assert part.first_id == self.next_id, ("a copied part out of place",
+                                                   part.first_id, self.next_id)
+            with self.curs.copy(self.copy_events) as copy:
+                copy.write(part.events.whole())
+            self.chain.add_hashes(part.event_hashes)
+            self.next_id += part.events.count
+            assert self.chain.next_id == self.next_id
+        self.recorder._write_copied(self.curs, part)
 
     def finish(self) -> int:
         """The sequence past the last id and the chain's blocks; the count of events."""

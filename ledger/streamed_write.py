@@ -9,6 +9,10 @@ time as the chunks are made, the server stores one chunk while Python makes the 
   - `add(events, **ride_along)` sends a chunk: its events (in order) and the kinds of
     ride-along rows that can go a chunk at a time (STREAMED): the participant register's
     versions, the pensioner register's facts (facts only) and the paid months;
+  - `add_copied(part)` sends a chunk made ready in another process (ledger.store.copied_part:
+    its rows in the binary COPY format, its events' hashes), whose first event is to have
+    the notification id `next_id()` gives (on PostgreSQL only: elsewhere ids are given at
+    finish, and next_id() is None);
   - `finish(events, **ride_along)` sends the last events and every other ride-along row (the
     fund's guarded balances among them), hashes the chain and commits;
   - leaving the `with` block without finish, or on an error, rolls everything back.
@@ -28,13 +32,20 @@ from contextlib import contextmanager
 from queue import Queue
 from typing import Any, Protocol
 
-from ledger.store import BulkTransaction, EventRow, LedgerPostgresRecorder, PensionerRow
+from ledger.store import (
+    BulkTransaction,
+    CopiedPart,
+    EventRow,
+    LedgerPostgresRecorder,
+    PensionerRow,
+)
 
 # The ride-along rows a chunk may carry; the others go with finish.
 STREAMED = frozenset({"register_versions", "pensioners", "paid_months_add"})
 MAX_QUEUED_CHUNKS = 4  # chunks made but not yet sent: bounds what waits in memory
 MAX_CHUNK_ROWS = 100_000
 FINISH_WAIT_S = 600.0  # the longest finish waits for the server to store what was sent
+BEGIN_WAIT_S = 60.0  # the longest next_id waits for the transaction to take its first id
 
 Job = Callable[[BulkTransaction], None]
 
@@ -42,6 +53,13 @@ Job = Callable[[BulkTransaction], None]
 class BulkWrite(Protocol):
     def add(self, events: Sequence[EventRow], **ride_along: Any) -> None: ...
     def finish(self, events: Sequence[EventRow], **ride_along: Any) -> int: ...
+
+    def next_id(self) -> int | None:
+        """The notification id the next event added will be stored with; None where it is
+        known only when the write is stored (then parts cannot be made ready elsewhere)."""
+        ...
+
+    def add_copied(self, part: CopiedPart) -> None: ...
 
 
 @contextmanager
@@ -81,6 +99,12 @@ class CollectedWrite:
         for name, rows in ride_along.items():
             self.ride_along[name] += rows
 
+    def next_id(self) -> int | None:
+        return None
+
+    def add_copied(self, part: CopiedPart) -> None:
+        raise AssertionError("parts are made ready elsewhere only for a streamed write")
+
     def finish(self, events: Sequence[EventRow], **ride_along: Any) -> int:
         assert not self.finished
         self.events += events
@@ -111,6 +135,8 @@ class StreamedWrite:
         self.jobs: Queue[Job | object] = Queue(maxsize=MAX_QUEUED_CHUNKS)
         self.error: BaseException | None = None
         self.committed = threading.Event()
+        self.began = threading.Event()
+        self.first_id = 0  # the transaction's first notification id, once it began
         self.closed = False
         self.finished = False
         self.count = 0
@@ -126,6 +152,25 @@ class StreamedWrite:
         self._raise_failed()
         self.count += len(events)
         self.jobs.put(lambda write: write.add(events, **ride_along))
+
+    def next_id(self) -> int:
+        """The id of the next event added: the transaction's first (taken under the events
+        table's lock, so the ids from it on are this write's) and the count sent so far."""
+        if not self.began.wait(BEGIN_WAIT_S):
+            self._raise_failed()
+            raise TimeoutError(f"the bulk write did not begin within {BEGIN_WAIT_S} s")
+        self._raise_failed()
+        return self.first_id + self.count
+
+    def add_copied(self, part: CopiedPart) -> None:
+        """A part made ready elsewhere (ledger.store.copied_part), whose first event is to
+        be stored with next_id()."""
+        assert not self.finished
+        self._raise_failed()
+        if part.events.count:
+            assert part.first_id == self.next_id(), "a copied part out of place"
+        self.count += part.events.count
+        self.jobs.put(lambda write: write.add_copied(part))
 
     def finish(self, events: Sequence[EventRow], **ride_along: Any) -> int:
         """Send the rest, commit, and wait for it: the count of events stored."""
@@ -167,6 +212,8 @@ class StreamedWrite:
             with (self.recorder.datastore.get_connection() as conn, conn.transaction(),
                   conn.cursor() as curs):
                 write = BulkTransaction(self.recorder, curs)
+                self.first_id = write.first_id
+                self.began.set()
                 while (job := self.jobs.get()) is not _COMMIT:
                     if job is _ABORT:
                         raise _Aborted
@@ -177,6 +224,7 @@ class StreamedWrite:
             return
         except BaseException as e:
             self.error = e
+            self.began.set()  # next_id raises it
             # Keep taking what this thread is sent, so that the sender never waits on a
             # full queue; it sees the error at its next add, or at finish.
             while self.jobs.get() not in (_COMMIT, _ABORT):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import date
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,9 +19,11 @@ from ledger import disbursement, forked
 from ledger.aggregates import payout_batch
 from ledger.aggregates.participant import Participant
 from ledger.application import Ledger
+from ledger.audit import verify_chain
 from ledger.errors import InvalidInput, Refused
 from ledger.forked import ChildFailed
 from ledger.resident_id import mask
+from ledger.store import copied_part
 from payout_engine import run
 from tests.test_bulk_import import stored_count
 from tests.test_payout_rerating import register_is_a_replay
@@ -28,6 +31,7 @@ from tests.test_payout_support import (
     APPROVER,
     FINANCE,
     OPERATOR,
+    account,
     contributor,
     draft,
     first_day,
@@ -270,3 +274,91 @@ def test_payments_of_the_child_are_the_participants_events(
         [paid] = [e for e in events if isinstance(e, Participant.PensionPaid)]
         assert paid.batch_id == batch.id and paid.months == [PERIOD]
         assert paid.value_date == date(2020, 4, 1)
+
+
+def may_with_one_offs(ledger: Ledger) -> payout_batch.PayoutBatch:
+    """Twelve pensioners paid in April; one dies at its end, and May's batch pays the other
+    eleven and two one-offs to the heirs: 13 lines, chunks of 3, 3, 3, 3 and 1. The pensions
+    end in chunk 3 (the child's), the one-offs after them."""
+    people = pensioners(ledger) + [transitional(ledger, n) for n in (11, 12)]
+    april = approved(ledger)
+    fund(ledger, april)
+    dead = people[8]  # with an individual account: its balance is inherited
+    ledger.decease(id_number=dead, date_of_death=date(2020, 4, 30),
+                   reported_on=date(2020, 5, 2), actor=OPERATOR)
+    heir = account(90)
+    ledger.award_funeral_grant(id_number=dead, payee="王小五", payee_account=heir,
+                               value_date=date(2020, 5, 3), actor=OPERATOR)
+    ledger.settle_balance(id_number=dead, how="inheritance", payee="王小五",
+                          payee_account=heir, value_date=date(2020, 5, 3), actor=OPERATOR)
+    may = draft(ledger, "2020-05")
+    run.approve(ledger, may.id, may.manifest_sha256, APPROVER)
+    return may
+
+
+def test_one_offs_after_the_pensions_are_funded_in_two_as_in_one(
+        ledger: Ledger, twin: Ledger, two_processes: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # On PostgreSQL the child's chunks come ready to store, with the event ids it gave
+    # them: one where the pensions end has fewer events than lines, and the write checks
+    # each chunk's first id against its own count.
+    may = may_with_one_offs(ledger)
+    kinds = [line.kind for line in may.lines.values()]
+    assert len(kinds) == 13 and kinds[11:] == ["funeral_grant", "inheritance"]
+    two_processes.write_text("")
+
+    paid = run.fund(ledger, may.id, value_date=first_day("2020-05"), actor=FINANCE)
+
+    assert paid == {"payments": 13, "total_fen": may.total_fen}
+    chunks = [line.split() for line in two_processes.read_text().splitlines()]
+    theirs = sorted(int(size) for process, size in chunks if process != str(os.getpid()))
+    assert theirs == [3, 3]  # chunks 1 and 3
+    monkeypatch.setattr(disbursement, "FUND_IN_TWO_MIN_LINES", 10**9)
+    twin_may = may_with_one_offs(twin)
+    run.fund(twin, twin_may.id, value_date=first_day("2020-05"), actor=FINANCE)
+    assert payments_in_order(ledger) == payments_in_order(twin)
+    assert registers(ledger) == registers(twin)
+    assert ledger.open_one_offs() == [] == twin.open_one_offs()
+    for books in (ledger, twin):
+        report = verify_chain(books)
+        assert report.ok, report.problems
+
+
+@pytest.fixture
+def pg_ledger(pg_url: str) -> Iterator[Ledger]:
+    app = Ledger(pg_url, cipher_key="")
+    app.init()
+    yield app
+    app.close()
+
+
+def test_a_chunk_made_ready_out_of_place_fails_the_funding_and_stores_nothing(
+        pg_ledger: Ledger, two_processes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Were a batch's chunks not what funding takes them for, the child's events would carry
+    # ids the write has not reached: refused whole, not stored under the wrong ids.
+    pensioners(pg_ledger)
+    batch = approved(pg_ledger)
+    before = (stored_count(pg_ledger), pg_ledger.fund_positions(), registers(pg_ledger))
+    monkeypatch.setattr(disbursement, "copied_part",
+                        lambda first_id, *rows: copied_part(first_id + 1, *rows))
+
+    with pytest.raises(AssertionError, match="a copied part out of place"):
+        fund(pg_ledger, batch)
+
+    assert (stored_count(pg_ledger), pg_ledger.fund_positions(), registers(pg_ledger)) == before
+    monkeypatch.setattr(disbursement, "copied_part", copied_part)
+    assert fund(pg_ledger, batch)["payments"] == 10
+    assert verify_chain(pg_ledger).ok
+
+
+def test_a_batch_with_a_one_off_before_a_pension_is_not_drafted(
+        sqlite_ledger: Ledger, two_processes: Path) -> None:
+    lines = list(may_with_one_offs(sqlite_ledger).lines.values())
+    with pytest.raises(Refused) as exc:
+        payout_batch.PayoutBatch.draft(
+            period="2020-06", sequence=1, file_format="pain001",
+            created_at=datetime(2020, 6, 1, tzinfo=UTC), execution_date=date(2020, 6, 5),
+            lines=[lines[-1], *lines[:-1]], manifest_sha256="0" * 64, comparison={},
+            actor=OPERATOR)
+    assert (exc.value.field, exc.value.rule) == (
+        "lines", "the monthly pensions come first, then the one-off payments")

@@ -215,6 +215,11 @@ class PayoutBatch(Aggregate):
             raise Refused("lines", "every payment in a batch must be greater than zero")
         if any(line.kind not in LINE_KINDS for line in lines):
             raise Refused("lines", f"a line's kind is one of {', '.join(LINE_KINDS)}")
+        pensions = [line.kind == MONTHLY_PENSION for line in lines]
+        if pensions != sorted(pensions, reverse=True):
+            # Funding gives each LinesAdded chunk's payments their event ids from this order
+            # (ledger.disbursement._Payments.add_in_two).
+            raise Refused("lines", "the monthly pensions come first, then the one-off payments")
         ids = {line.end_to_end_id for line in lines}
         if len(ids) != len(lines):
             raise Refused("lines", "an end-to-end id appears twice")
