@@ -435,12 +435,11 @@ class _Payments:
             while sent in parts:
                 part = parts[sent]
                 refusing = refusing or bool(part["no_longer_owed"])
-                if refusing:
-                    pass
-                elif "copied" in part:
-                    write.add_copied(part["copied"])
-                else:
-                    self._send(part)
+                if not refusing:
+                    if "copied" in part:
+                        write.add_copied(part["copied"])
+                    else:
+                        self._send(part)
                 sent += 1
 
         try:
