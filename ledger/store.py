@@ -261,7 +261,7 @@ class ChainHasher:
         self.add_hashes(event_hashes(self.next_id, events))
 
     def add_hashes(self, hashes: bytes) -> None:
-        """The next events by their event_hashes (made elsewhere: ledger.copy_rows)."""
+        """The next events by their event_hashes, made elsewhere (copied_part)."""
         assert len(hashes) % EVENT_HASH_LEN == 0
         room = self.first + MAX_BLOCK_EVENTS - self.next_id
         count = len(hashes) // EVENT_HASH_LEN
