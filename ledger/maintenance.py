@@ -77,7 +77,7 @@ def keep_in_order(recorder: Any) -> list[RegisterUpkeep]:
             started = time.perf_counter()
             name = SQL("{}.{}").format(Identifier(schema), Identifier(table))
             before = _order_on_disk(conn, schema, table)
-            clustered = before is not None and before < MIN_ORDER
+            clustered = _has_drifted(before)
             try:
                 if clustered:
                     conn.execute(SQL("CLUSTER {} USING {}").format(
@@ -106,7 +106,13 @@ def drifted(recorder: Any) -> list[str]:
     schema = recorder.datastore.schema
     with recorder.datastore.get_connection() as conn:
         orders = {table: _order_on_disk(conn, schema, table) for table in REGISTERS}
-    return [t for t, order in orders.items() if order is not None and order < MIN_ORDER]
+    return [t for t, order in orders.items() if _has_drifted(order)]
+
+
+def _has_drifted(order: float | None) -> bool:
+    """Whether a register of this order_of is to be put back in order (None: too small to
+    judge, and to matter)."""
+    return order is not None and order < MIN_ORDER
 
 
 def _order_on_disk(conn: Any, schema: str, table: str) -> float | None:
