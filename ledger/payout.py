@@ -10,6 +10,7 @@ empty, then paid by the pooled fund.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
@@ -151,7 +152,9 @@ def basic_paid_after(runs: Sequence[Sequence[Any]], months: Sequence[str], basic
     return month_runs(by_month)
 
 
+@functools.lru_cache(maxsize=4096)
 def next_month(month: str) -> str:
+    # Remembered: funding and the run ask it twice a payment, of a few distinct months.
     y, m = parse_month(month, "month")
     return f"{y + (m == 12):04d}-{m % 12 + 1:02d}"
 
