@@ -43,10 +43,12 @@ _KEPT = re.compile(r"\.?[0-9a-f]{12}")  # a kept directory, or one being written
 
 @dataclass(frozen=True, slots=True)
 class DraftedFile:
-    """A file as kept: its name and bytes (what the manifest and the export need)."""
+    """A file as kept: its name and bytes (what the manifest and the export need), and where
+    it is kept (the export links it rather than write its bytes again)."""
 
     name: str
     content: bytes
+    kept_at: Path | None = None
 
 
 def keep(spool: Path | None, manifest_sha256: str, files: Iterable[NamedContent]) -> bool:
@@ -95,7 +97,7 @@ def take(spool: Path | None, manifest_sha256: str
         for p in paths:
             if p.is_symlink() or not p.is_file():
                 return None
-            files.append(DraftedFile(p.name, p.read_bytes()))
+            files.append(DraftedFile(p.name, p.read_bytes(), p))
     except OSError:
         return None
     manifest = build_manifest(files)

@@ -74,6 +74,30 @@ def test_the_draft_keeps_its_files_and_the_export_takes_them(
     assert disbursement.get_batch(two, batch.id).state == "exported"
 
 
+@pytest.mark.parametrize("linkable", [True, False], ids=["linked", "another-file-system"])
+def test_the_export_links_the_kept_files_rather_than_copy_them(
+        two: Ledger, config: PayoutConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        linkable: bool) -> None:
+    batch = funded(two, "2020-04", config)
+    kept = kept_dir(config, batch.manifest_sha256)
+    inodes = {p.name: p.stat().st_ino for p in kept.iterdir()}
+    monkeypatch.setattr(drafted_files, "discard", lambda spool, sha: None)  # to compare
+    if not linkable:
+        def cross_device(*_: object, **__: object) -> None:
+            raise OSError(18, "Invalid cross-device link")
+        monkeypatch.setattr(os, "link", cross_device)
+    out = tmp_path / "out"
+    export.export_batch(two, batch.id, out, file_format="pain001", actor=OPERATOR,
+                        config=config)
+    verify_manifest(out, batch.manifest_sha256)
+    for name, inode in inodes.items():
+        written = (out / name).stat()
+        assert (written.st_ino == inode) is linkable
+        assert stat.S_IMODE(written.st_mode) == 0o600
+        assert (out / name).read_bytes() == (kept / name).read_bytes()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_kept_files_with_other_bytes_are_made_again(
         two: Ledger, config: PayoutConfig, tmp_path: Path) -> None:
     batch = funded(two, "2020-04", config)
@@ -142,3 +166,4 @@ def test_what_a_crash_or_an_abandoned_batch_left_is_removed_after_two_months(
         os.utime(d, (long_ago, long_ago))
     draft(two, "2020-04", config=config)
     assert not old.exists() and not half_written.exists() and recent.is_dir()
+

@@ -157,6 +157,31 @@ def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     _fsync_dir(path.parent)
 
 
+def link_atomic(path: Path, source: Path) -> bool:
+    """write_atomic of a file already on disk, as a second name of it (no copy of its
+    bytes): a temporary link in the same directory, fsync, rename, fsync the directory.
+    False, nothing done, where the two cannot share the file (another file system)."""
+    tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+    try:
+        os.link(source, tmp, follow_symlinks=False)
+    except OSError:
+        return False
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return True
+
+
 def _sha256_of(path: Path) -> tuple[int, str]:
     digest, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
@@ -193,7 +218,11 @@ def export_files(out_dir: Path, files: Iterable[NamedContent], approved_hash: st
                                     "refusing to overwrite it", f.name)
             os.chmod(path, FILE_MODE)
             continue
-        write_atomic(path, f.content)
+        # Drafted bytes kept on disk (payout_engine.drafted_files) are linked, not copied:
+        # the same bytes, checked on disk below like any.
+        kept_at = getattr(f, "kept_at", None)
+        if kept_at is None or not link_atomic(path, kept_at):
+            write_atomic(path, f.content)
     write_atomic(out_dir / MANIFEST_NAME, manifest.to_json())
     return verify_manifest(out_dir, approved_hash)
 
