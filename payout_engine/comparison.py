@@ -136,6 +136,9 @@ class Comparison:
         self._tallies: dict[str, _Tally] = {}
         self._lowered: dict[str, Any] = {"pensioners": 0, "amount_fen": 0,
                                          "participant_ids": []}
+        # This month's, in the order fed: what next month's comparison reads of this one
+        # (payout_engine.line_summaries).
+        self.summaries: list[tuple[str, LineSummary]] = []
 
     def lowered(self, pensioners: int, amount_fen: int, participant_ids: list[str]) -> None:
         """Pensioners whose months paid hold more basic pension than the rules now give (a
@@ -162,6 +165,8 @@ class Comparison:
         self._count += 1
         self._total += line.amount_fen
         self._pooled += line.pooled_account_fen
+        now = LineSummary.of(line)
+        self.summaries.append((f.participant_id, now))
         before = self._prev.pop(f.participant_id, None)
         if before is None:
             if self.previous is None:
@@ -175,7 +180,6 @@ class Comparison:
                 reason = "payment_resumed"
             self._add(reason, line.participant_id, 1, line.amount_fen)
             return
-        now = LineSummary.of(line)
         delta = now.amount_fen - before.amount_fen
         if delta:
             self._add(_changed(before, now), line.participant_id, 0, delta)

@@ -1,5 +1,8 @@
 """Last month's batch, read for the comparison beside the month's run.
 
+Its lines' summaries are taken from what its draft kept (payout_engine.line_summaries) when
+they are there and hash to what its comparison record says; otherwise read as follows.
+
 The comparison puts every change from last month down to a reason, so it needs last month's
 pension lines: at a million pensioners, 525 MB of stored lines to fetch and decode, about
 seven seconds in which the run's other work waits. A big batch is read by a forked child
@@ -14,8 +17,10 @@ hangs fails the run, and nothing is drafted.
 
 from __future__ import annotations
 
-from array import array
+import multiprocessing
+import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,33 +28,45 @@ from ledger import disbursement
 from ledger.aggregates.payout_batch import MONTHLY_PENSION, PayoutBatch
 from ledger.application import Ledger
 from ledger.forked import Child, OwnQueries, Post, can_fork
+from payout_engine import line_summaries
 from payout_engine.comparison import Comparison, DeferredComparison, LineSummary
 
 IN_CHILD_MIN_LINES = 100_000  # lines of last month's batch from which a child reads them
-ID_CHARS = 36                 # a participant id as the lines store it: str(UUID)
-_INT_FIELDS = ("amount_fen", "months", "basic_fen", "deduction_fen", "pooled_fen",
-               "rerated_fen")
-assert set(_INT_FIELDS) | {"rule_versions"} == set(LineSummary._fields)
+BEGIN_POLL_S = 1.0  # how often the waiting child looks whether this process is still there
 
 Feed = Comparison | DeferredComparison
+Unpacked = tuple[Iterator[tuple[str, LineSummary]], list[tuple[UUID, int]]]
 
 
 class LastMonth:
     """Last month's standing batch (or None) and the comparison this month's run feeds."""
 
-    def __init__(self, ledger: Ledger, previous: PayoutBatch | None) -> None:
+    def __init__(self, ledger: Ledger, previous: PayoutBatch | None,
+                 spool: Path | None = None) -> None:
+        """spool: where drafts keep their lines' summaries (PayoutConfig.drafted_files)."""
         self.ledger, self.previous = ledger, previous
+        self.line_count = 0 if previous is None else previous.line_count
         self.lines: dict[str, LineSummary] = {}     # taken from the child so far
         self.one_offs: list[tuple[UUID, int]] = []
         self.made: Comparison | None = None  # once every line is in and the calls made
         self.child: Child | None = None
-        if (previous is not None and previous.line_count >= IN_CHILD_MIN_LINES
-                and can_fork(ledger)):
+        self.go: Any = None  # the child's word to read
+        self.kept = None if previous is None else _kept(previous, spool)
+        if (previous is not None and self.kept is None
+                and previous.line_count >= IN_CHILD_MIN_LINES and can_fork(ledger)):
             batch_id, line_count = previous.id, previous.line_count
+            go = self.go = multiprocessing.get_context("fork").Event()
+            parent = os.getpid()
             self.child = Child("last-month",
-                               lambda post: _child(post, ledger, batch_id, line_count),
+                               lambda post: _child(post, ledger, batch_id, line_count, go,
+                                                   parent),
                                what="the process reading last month's batch",
                                nothing="nothing drafted")
+
+    def begin(self) -> None:
+        """Tell the child to read last month's lines (again: nothing more)."""
+        if self.go is not None:
+            self.go.set()
 
     def feed(self) -> Feed:
         """What the run feeds each pensioner to: the Comparison itself, or, while a child
@@ -58,7 +75,10 @@ class LastMonth:
             return DeferredComparison()
         one_offs: list[tuple[UUID, int]] = []
         lines: Iterable[tuple[str, LineSummary]] = ()
-        if self.previous is not None:
+        if self.kept is not None:
+            lines, one_offs = self.kept
+            self.kept = None
+        elif self.previous is not None:
             lines = summaries(disbursement.line_states(self.ledger, self.previous.id),
                               one_offs)
         return Comparison(self._about(), lines, one_offs)
@@ -84,10 +104,13 @@ class LastMonth:
 
     def _take(self, *, wait: bool) -> None:
         assert self.child is not None
-        for kind, *body in self.child.messages(wait=wait):
+        if wait:
+            self.begin()
+        for kind, packed in self.child.messages(wait=wait):
             assert kind == "lines", kind
-            self.lines.update(_unpacked(*body[:4]))
-            self.one_offs += body[4]
+            lines, one_offs = line_summaries.unpack(packed)
+            self.lines.update(lines)
+            self.one_offs += one_offs
 
     def _made(self, fed: DeferredComparison) -> Comparison:
         assert self.child is not None and self.child.finished and self.made is None
@@ -115,46 +138,38 @@ def summaries(stored: Iterator[dict[str, Any]], one_offs: list[tuple[UUID, int]]
             one_offs.append((UUID(line["participant_id"]), line["amount_fen"]))
 
 
-def _child(post: Post, ledger: Ledger, batch_id: UUID, line_count: int) -> None:
-    """In the forked child: each LinesAdded chunk's summaries, posted as ("lines", ...)."""
+def _kept(previous: PayoutBatch, spool: Path | None) -> Unpacked | None:
+    """The summaries the batch's draft kept, if they are what its record says."""
+    record = previous.comparison.get("line_summaries")
+    if not isinstance(record, dict):
+        return None  # drafted before summaries were kept
+    blob = line_summaries.take(spool, record.get("sha256", ""))
+    if blob is None:
+        return None
+    try:
+        return line_summaries.unpack(blob)
+    except line_summaries.Malformed:
+        return None
+
+
+def _child(post: Post, ledger: Ledger, batch_id: UUID, line_count: int, go: Any,
+           parent: int) -> None:
+    """In the forked child, once told to begin: each LinesAdded chunk's summaries, packed
+    (line_summaries.pack: pickling a tuple a line would cost more than reading them did),
+    posted as ("lines", packed). A child whose parent is gone before then ends."""
+    while not go.wait(BEGIN_POLL_S):
+        if os.getppid() != parent:
+            return
     queries = OwnQueries(ledger.queries)
     try:
         for chunk_no in range(disbursement.chunks_of(line_count)):
-            lines = disbursement.chunk_lines(ledger, batch_id, chunk_no, queries)
-            post(("lines", *_packed(lines)))
+            post(("lines", _packed(disbursement.chunk_lines(ledger, batch_id, chunk_no,
+                                                            queries))))
     finally:
         queries.close()
 
 
-def _packed(lines: list[dict[str, Any]]) -> tuple[str, list[bytes], list[tuple[str, ...]],
-                                                  bytes, list[tuple[UUID, int]]]:
-    """A chunk's summaries by columns: the ids as one text, the integers as arrays, each
-    line's rule versions as an index into the distinct ones (pickling a tuple a line would
-    cost more than reading them did); and its one-off lines (few) as (id, amount)."""
+def _packed(lines: list[dict[str, Any]]) -> bytes:
+    """A chunk's summaries and one-off payments, packed."""
     one_offs: list[tuple[UUID, int]] = []
-    ids: list[str] = []
-    rows: list[LineSummary] = []
-    for pid, summary in summaries(iter(lines), one_offs):
-        assert len(pid) == ID_CHARS, pid
-        ids.append(pid)
-        rows.append(summary)
-    distinct: dict[tuple[str, ...], int] = {}
-    index = array("q", [distinct.setdefault(s.rule_versions, len(distinct)) for s in rows])
-    columns = [array("q", [getattr(s, name) for s in rows]).tobytes() for name in _INT_FIELDS]
-    return "".join(ids), columns, list(distinct), index.tobytes(), one_offs
-
-
-def _unpacked(ids: str, columns: list[bytes], distinct: list[tuple[str, ...]],
-              index: bytes) -> Iterator[tuple[str, LineSummary]]:
-    ints = [array("q") for _ in _INT_FIELDS]
-    for a, data in zip(ints, columns, strict=True):
-        a.frombytes(data)
-    versions = array("q")
-    versions.frombytes(index)
-    count = len(versions)
-    assert len(ids) == ID_CHARS * count and all(len(a) == count for a in ints)
-    by_name = dict(zip(_INT_FIELDS, ints, strict=True))
-    made = map(LineSummary, by_name["amount_fen"], by_name["months"], by_name["basic_fen"],
-               by_name["deduction_fen"], by_name["pooled_fen"], [distinct[i] for i in versions],
-               by_name["rerated_fen"])
-    return zip([ids[i:i + ID_CHARS] for i in range(0, len(ids), ID_CHARS)], made, strict=True)
+    return line_summaries.pack(list(summaries(iter(lines), one_offs)), one_offs)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -29,10 +31,15 @@ from ledger.application import Ledger
 from ledger.collector import collector_paused
 from ledger.errors import InvalidInput, Refused
 from ledger.payout import Due, DueCalculator, PensionerFacts, next_month
-from payout_engine import drafted_files, run_in_two
-from payout_engine.bankfiles import InvalidInstruction, PaymentInstruction, build_manifest
+from payout_engine import drafted_files, line_summaries, run_in_two
+from payout_engine.bankfiles import (
+    BankFile,
+    InvalidInstruction,
+    PaymentInstruction,
+    build_manifest,
+)
 from payout_engine.bankfiles.pain001 import Fragment
-from payout_engine.comparison import Comparison, Fed
+from payout_engine.comparison import Fed
 from payout_engine.config import BEIJING, PayoutConfig, load_config
 from payout_engine.export import (
     FILE_FORMATS,
@@ -243,58 +250,95 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
     timings.add("checks", t - started)
     # Last month's lines, for the comparison: a big batch is read by a forked child while
     # the register is read and the month computed (payout_engine.last_month).
-    last_month = LastMonth(ledger, _previous(ledger, period))
+    last_month = LastMonth(ledger, _previous(ledger, period), config.drafted_files())
     try:
         fed = last_month.feed()
         timings.add("previous_batch", time.perf_counter() - t)
         rules_version = ledger.ruleset().version
         computed, fed = _compute(ledger, period, sequence, fed, progress, timings,
-                                 last_month.ready, file_format=file_format)
+                                 last_month, file_format=file_format)
         lines, payments, excluded = computed.lines, computed.payments, computed.excluded
         t = time.perf_counter()
+        one_off_lines = _one_off_lines(ledger, period, sequence, execution, lines, payments,
+                                       excluded)
+        timings.add("one_offs", time.perf_counter() - t)
+        if not lines:
+            raise Refused("period", f"nobody is owed a pension for {period} "
+                          f"({len(excluded)} excluded for their bank details): no batch "
+                          "drafted")
+        # The files first: last month's lines may still be being read.
+        t = time.perf_counter()
+        files = bank_files(period=period, sequence=sequence, file_format=file_format,
+                           created_at=created_at, execution_date=execution, payments=payments,
+                           config=config, made=computed.fragments)
+        manifest = build_manifest(files)
+        timings.add("files", time.perf_counter() - t)
+        t = time.perf_counter()
         comparison = last_month.comparison(fed)
+        for line in one_off_lines:
+            comparison.one_off(line)
         timings.add("previous_batch", time.perf_counter() - t)
     finally:
         t = time.perf_counter()
         last_month.close()
         timings.add("child_exit", time.perf_counter() - t)
     t = time.perf_counter()
-    _one_off_lines(ledger, period, sequence, execution, comparison, lines, payments, excluded)
-    timings.add("one_offs", time.perf_counter() - t)
-
-    if not lines:
-        raise Refused("period", f"nobody is owed a pension for {period} "
-                      f"({len(excluded)} excluded for their bank details): no batch drafted")
-    t = time.perf_counter()
-    files = bank_files(period=period, sequence=sequence, file_format=file_format,
-                       created_at=created_at, execution_date=execution, payments=payments,
-                       config=config, made=computed.fragments)
-    manifest = build_manifest(files)
     record = comparison.result()
     record["excluded"] = {"count": len(excluded), "listed": excluded[:MAX_EXCLUDED_LISTED]}
     record["files"] = file_records(files, manifest)
     record["file_settings"] = config.file_settings()
     timings.add("files", time.perf_counter() - t)
+    # What next month's comparison reads of this batch, kept once the draft stands.
+    t = time.perf_counter()
+    summaries = line_summaries.pack(
+        comparison.summaries, [(line.participant_id, line.amount_fen) for line in one_off_lines])
+    record["line_summaries"] = {"sha256": line_summaries.sha256(summaries),
+                                "lines": len(comparison.summaries)}
+    timings.add("line_summaries", time.perf_counter() - t)
 
     t = time.perf_counter()
+    spool = config.drafted_files()
+    # The files and summaries are kept (written: the interpreter's lock is let go) while
+    # the draft's events are made and stored, and removed if another run's batch stands.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keep-files") as keeper:
+        kept = keeper.submit(_keep, spool, manifest.hash, files, summaries)
+        batch = None
+        try:
+            batch = _draft_or_theirs(ledger, period, sequence, file_format, created_at,
+                                     execution, lines, manifest.hash, record, actor,
+                                     rules_version)
+        finally:
+            timings.add("draft_events", time.perf_counter() - t)
+            t = time.perf_counter()
+            kept.result()
+            if batch is None or batch.manifest_sha256 != manifest.hash:
+                drafted_files.discard(spool, manifest.hash)
+    timings.add("keep_files", time.perf_counter() - t)
+    return batch
+
+
+def _draft_or_theirs(ledger: Ledger, period: str, sequence: int, file_format: str,
+                     created_at: datetime, execution: date, lines: list[BatchLine],
+                     manifest_sha256: str, record: dict[str, Any], actor: str,
+                     rules_version: int) -> PayoutBatch:
+    """The batch drafted, or the one another run drafted first (theirs stands)."""
     try:
-        batch = disbursement.draft(
+        return disbursement.draft(
             ledger, period=period, sequence=sequence, file_format=file_format,
             created_at=created_at, execution_date=execution, lines=lines,
-            manifest_sha256=manifest.hash, comparison=record, actor=actor,
+            manifest_sha256=manifest_sha256, comparison=record, actor=actor,
             rules_version=rules_version)
     except Refused:
-        # Another run drafted this month first: theirs stands.
         info = live_batch(ledger, period)
         if info is None:
             raise
-        batch = disbursement.get_batch(ledger, info.id)
-    timings.add("draft_events", time.perf_counter() - t)
-    t = time.perf_counter()
-    if batch.manifest_sha256 == manifest.hash:
-        drafted_files.keep(config.drafted_files(), manifest.hash, files)
-    timings.add("keep_files", time.perf_counter() - t)
-    return batch
+        return disbursement.get_batch(ledger, info.id)
+
+
+def _keep(spool: Path | None, manifest_sha256: str, files: list[BankFile],
+          summaries: bytes) -> None:
+    drafted_files.keep(spool, manifest_sha256, files)
+    line_summaries.keep(spool, summaries)
 
 
 @dataclass
@@ -312,18 +356,24 @@ class Computed:
 
 def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
              progress: Progress | None, timings: RunTimings,
-             ready: Callable[[Feed], Feed] = lambda fed: fed, *, file_format: str = "pain001"
+             last_month: LastMonth | None = None, *, file_format: str = "pain001"
              ) -> tuple[Computed, Feed]:
     """The month for every pensioner of the register: this process's part of them, and a
     forked child's when the register is big (payout_engine.run_in_two). Returns the lines,
     payments (the child's as pain.001 fragments) and exclusions in the register's order, and
-    the comparison fed with every pensioner."""
+    the comparison fed with every pensioner (last_month: what it compares with, read
+    meanwhile)."""
     t = time.perf_counter()
     due_for = DueCalculator.under(ledger.ruleset(), period)
     from_id = run_in_two.can_run_in_two(ledger, file_format)
     part = (None if from_id is None else
             run_in_two.ChildPart(ledger, period, sequence, due_for, from_id, progress))
     timings.add("split", time.perf_counter() - t)
+    # Last month's lines are read beside the month by a third process: at once if this
+    # process computes the whole month (the other core is free), else from halfway through
+    # this process's part, so that they are in about as it ends (payout_engine.last_month).
+    begin_at = (0 if part is None or last_month is None
+                else last_month.line_count * (100 - run_in_two.CHILD_SHARE_PERCENT) // 200)
     out = Computed()
 
     def page(fed: Feed) -> Feed:
@@ -331,9 +381,15 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
             progress(PROGRESS_EVERY)
         if part is not None:
             part.take()
-        # Last month's lines may be in by now (payout_engine.last_month): compare
-        # directly from here on.
-        return ready(fed)
+        if last_month is None:
+            return fed
+        if out.read >= begin_at:
+            last_month.begin()
+        # Last month's lines may be in by now: compare directly from here on.
+        return last_month.ready(fed)
+
+    if last_month is not None and begin_at == 0:
+        last_month.begin()
 
     try:
         pensioners = timed(ledger.pensioners_by_id(below_id=from_id), timings)
@@ -341,6 +397,8 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
                                   timings, page)
         if progress is not None:
             progress(out.read % PROGRESS_EVERY)
+        if last_month is not None:
+            last_month.begin()
         lowered = (due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
         if part is not None:
             t = time.perf_counter()
@@ -429,13 +487,16 @@ def line_of(period: str, sequence: int, pid: UUID, f: PensionerFacts, due: Due) 
 
 
 def _one_off_lines(ledger: Ledger, period: str, sequence: int, on: date,
-                   comparison: Comparison, lines: list[BatchLine],
-                   payments: list[PaymentInstruction], excluded: list[dict[str, str]]) -> None:
-    """A line for each open one-off payable (ledger.open_one_offs: neither sent nor held).
-    Few a month, so each participant is read whole (its ID number and version)."""
+                   lines: list[BatchLine], payments: list[PaymentInstruction],
+                   excluded: list[dict[str, str]]) -> list[BatchLine]:
+    """A line for each open one-off payable (ledger.open_one_offs: neither sent nor held),
+    added to lines and payments (or to excluded); returns the lines added, for the
+    comparison. Few a month, so each participant is read whole (its ID number and
+    version)."""
+    added: list[BatchLine] = []
     open_ = ledger.open_one_offs()
     if not open_:
-        return
+        return added
     rule_version = ledger.ruleset().in_force(on, "execution_date").label
     with_pension = {line.participant_id for line in lines}
     participants: dict[UUID, Any] = {}
@@ -471,7 +532,8 @@ def _one_off_lines(ledger: Ledger, period: str, sequence: int, on: date,
             continue
         lines.append(line)
         payments.append(payment)
-        comparison.one_off(line)
+        added.append(line)
+    return added
 
 
 # ---- the rest of the lifecycle, each step safe to repeat after a crash ---------------------

@@ -33,7 +33,7 @@ from payout_engine.bankfiles.pain001 import Fragment, fragment
 from payout_engine.comparison import Fed, Pensioner, Seen
 
 IN_TWO_MIN_PENSIONERS = 100_000  # pensioners in the register from which a child computes
-CHILD_SHARE_PERCENT = 55  # of the participant ids, the highest, the child's part
+CHILD_SHARE_PERCENT = 50  # of the participant ids, the highest, the child's part
 _LINE_FIELDS = tuple(BatchLine.model_fields)
 _ID_AT = _LINE_FIELDS.index("participant_id")
 # A pensioner as the comparison sees them (Seen's fields), and None if paid (their line is

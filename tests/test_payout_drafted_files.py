@@ -167,3 +167,26 @@ def test_what_a_crash_or_an_abandoned_batch_left_is_removed_after_two_months(
     draft(two, "2020-04", config=config)
     assert not old.exists() and not half_written.exists() and recent.is_dir()
 
+
+def test_a_draft_that_fails_leaves_no_files_kept(
+        two: Ledger, config: PayoutConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files are kept while the draft is stored; if it is not, they are removed."""
+    def fails(*_: object, **__: object) -> None:
+        raise RuntimeError("the store went away")
+
+    kept: list[bool] = []
+    keep = drafted_files.keep
+
+    def keeping(*args: object) -> bool:
+        kept.append(keep(*args))  # type: ignore[arg-type]
+        return kept[-1]
+
+    monkeypatch.setattr(disbursement, "draft", fails)
+    monkeypatch.setattr(drafted_files, "keep", keeping)
+    with pytest.raises(RuntimeError, match="went away"):
+        draft(two, "2020-04", config=config)
+    assert kept == [True]
+    spool = config.drafted_files()
+    assert spool is not None
+    assert not [p for p in spool.iterdir() if len(p.name) == 64]
+    assert run.batches_of(two, "2020-04") == []

@@ -33,6 +33,13 @@ from tests.test_payout_support import (
 )
 
 
+@pytest.fixture(autouse=True)
+def lines_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Last month's lines read, not their summaries taken from what the draft kept (that is
+    tests/test_payout_line_summaries.py)."""
+    monkeypatch.setattr(last_month, "_kept", lambda previous, spool: None)
+
+
 @pytest.fixture
 def in_child(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Every last month read by a child, three lines a LinesAdded event. Returns a file to
