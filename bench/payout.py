@@ -190,7 +190,8 @@ def fresh_schema(keep: bool = False) -> Iterator[str]:
         yield f"{PG_DSN}?schema={schema}"
     finally:
         if keep:
-            print(f"schema kept: --reuse {schema} (drop it when done)", file=sys.stderr)
+            print(f"schema kept: --reuse {schema} (drop it when done, and remove "
+                  f"bench/out/drafted-{schema})", file=sys.stderr)
         else:
             with psycopg.connect(PG_DSN, autocommit=True) as conn:
                 conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
@@ -392,8 +393,11 @@ def main(argv: list[str] | None = None) -> None:
                 upkeep_s = time.perf_counter() - started
                 print(f"  registers put in order: {upkeep_s:.1f} s {upkeep}", file=sys.stderr)
         work = Path(tempfile.mkdtemp(prefix="payout-", dir=OUT))
-        # The drafts keep their files beside the month's output (payout_engine.drafted_files).
-        config = PayoutConfig(drafted_files_dir=str(work / "drafted"))
+        # The drafts keep their files and line summaries (payout_engine.drafted_files,
+        # line_summaries) where an office keeps them: one place for the store, so that the
+        # next month, run later with --reuse, finds last month's.
+        spool = OUT / f"drafted-{ledger.recorder.datastore.schema}"  # type: ignore[attr-defined]
+        config = PayoutConfig(drafted_files_dir=str(spool))
         try:
             for k in range(first, first + args.runs):
                 period = f"2026-{k:02d}"
@@ -416,6 +420,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"{k}={v:.1f}" for k, v in r["parts_s"].items()), file=sys.stderr)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            if not (args.keep or args.reuse):
+                shutil.rmtree(spool, ignore_errors=True)
             ledger.close()
     parts = sorted({p for r in results for p in r["parts_s"]})
     medians = {"total_s": statistics.median(r["total_s"] for r in results),

@@ -248,8 +248,9 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
 
     t = time.perf_counter()
     timings.add("checks", t - started)
-    # Last month's lines, for the comparison: a big batch is read by a forked child while
-    # the register is read and the month computed (payout_engine.last_month).
+    # What last month's batch paid each pensioner, for the comparison: taken from what its
+    # draft kept (payout_engine.line_summaries), else its lines read, a big batch's by a
+    # forked child while the month is computed (payout_engine.last_month).
     last_month = LastMonth(ledger, _previous(ledger, period), config.drafted_files())
     try:
         fed = last_month.feed()
@@ -288,7 +289,7 @@ def _run_month(ledger: Ledger, period: str, *, actor: str, file_format: str,
     record["files"] = file_records(files, manifest)
     record["file_settings"] = config.file_settings()
     timings.add("files", time.perf_counter() - t)
-    # What next month's comparison reads of this batch, kept once the draft stands.
+    # What next month's comparison reads of this batch, kept beside its files.
     t = time.perf_counter()
     summaries = line_summaries.pack(
         comparison.summaries, [(line.participant_id, line.amount_fen) for line in one_off_lines])
