@@ -17,8 +17,6 @@ hangs fails the run, and nothing is drafted.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,6 @@ from payout_engine import line_summaries
 from payout_engine.comparison import Comparison, DeferredComparison, LineSummary
 
 IN_CHILD_MIN_LINES = 100_000  # lines of last month's batch from which a child reads them
-BEGIN_POLL_S = 1.0  # how often the waiting child looks whether this process is still there
 
 Feed = Comparison | DeferredComparison
 Unpacked = tuple[Iterator[tuple[str, LineSummary]], list[tuple[UUID, int]]]
@@ -45,28 +42,18 @@ class LastMonth:
                  spool: Path | None = None) -> None:
         """spool: where drafts keep their lines' summaries (PayoutConfig.drafted_files)."""
         self.ledger, self.previous = ledger, previous
-        self.line_count = 0 if previous is None else previous.line_count
         self.lines: dict[str, LineSummary] = {}     # taken from the child so far
         self.one_offs: list[tuple[UUID, int]] = []
         self.made: Comparison | None = None  # once every line is in and the calls made
         self.child: Child | None = None
-        self.go: Any = None  # the child's word to read
         self.kept = None if previous is None else _kept(previous, spool)
         if (previous is not None and self.kept is None
                 and previous.line_count >= IN_CHILD_MIN_LINES and can_fork(ledger)):
             batch_id, line_count = previous.id, previous.line_count
-            go = self.go = multiprocessing.get_context("fork").Event()
-            parent = os.getpid()
             self.child = Child("last-month",
-                               lambda post: _child(post, ledger, batch_id, line_count, go,
-                                                   parent),
+                               lambda post: _child(post, ledger, batch_id, line_count),
                                what="the process reading last month's batch",
                                nothing="nothing drafted")
-
-    def begin(self) -> None:
-        """Tell the child to read last month's lines (again: nothing more)."""
-        if self.go is not None:
-            self.go.set()
 
     def feed(self) -> Feed:
         """What the run feeds each pensioner to: the Comparison itself, or, while a child
@@ -104,8 +91,6 @@ class LastMonth:
 
     def _take(self, *, wait: bool) -> None:
         assert self.child is not None
-        if wait:
-            self.begin()
         for kind, packed in self.child.messages(wait=wait):
             assert kind == "lines", kind
             lines, one_offs = line_summaries.unpack(packed)
@@ -152,14 +137,10 @@ def _kept(previous: PayoutBatch, spool: Path | None) -> Unpacked | None:
         return None
 
 
-def _child(post: Post, ledger: Ledger, batch_id: UUID, line_count: int, go: Any,
-           parent: int) -> None:
-    """In the forked child, once told to begin: each LinesAdded chunk's summaries, packed
-    (line_summaries.pack: pickling a tuple a line would cost more than reading them did),
-    posted as ("lines", packed). A child whose parent is gone before then ends."""
-    while not go.wait(BEGIN_POLL_S):
-        if os.getppid() != parent:
-            return
+def _child(post: Post, ledger: Ledger, batch_id: UUID, line_count: int) -> None:
+    """In the forked child: each LinesAdded chunk's summaries, packed (line_summaries.pack:
+    pickling a tuple a line would cost more than reading them did), posted as ("lines",
+    packed)."""
     queries = OwnQueries(ledger.queries)
     try:
         for chunk_no in range(disbursement.chunks_of(line_count)):

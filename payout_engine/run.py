@@ -370,11 +370,6 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
     part = (None if from_id is None else
             run_in_two.ChildPart(ledger, period, sequence, due_for, from_id, progress))
     timings.add("split", time.perf_counter() - t)
-    # Last month's lines are read beside the month by a third process: at once if this
-    # process computes the whole month (the other core is free), else from halfway through
-    # this process's part, so that they are in about as it ends (payout_engine.last_month).
-    begin_at = (0 if part is None or last_month is None
-                else last_month.line_count * (100 - run_in_two.CHILD_SHARE_PERCENT) // 200)
     out = Computed()
 
     def page(fed: Feed) -> Feed:
@@ -382,15 +377,8 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
             progress(PROGRESS_EVERY)
         if part is not None:
             part.take()
-        if last_month is None:
-            return fed
-        if out.read >= begin_at:
-            last_month.begin()
         # Last month's lines may be in by now: compare directly from here on.
-        return last_month.ready(fed)
-
-    if last_month is not None and begin_at == 0:
-        last_month.begin()
+        return fed if last_month is None else last_month.ready(fed)
 
     try:
         pensioners = timed(ledger.pensioners_by_id(below_id=from_id), timings)
@@ -398,8 +386,6 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
                                   timings, page)
         if progress is not None:
             progress(out.read % PROGRESS_EVERY)
-        if last_month is not None:
-            last_month.begin()
         lowered = (due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids)
         if part is not None:
             t = time.perf_counter()
