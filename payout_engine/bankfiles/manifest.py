@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -143,18 +143,15 @@ def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Write `data` to `path` so a reader sees the old file or the whole new one, never half:
     a temporary file in the same directory, fsync, rename, fsync the directory."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+
+    def written() -> None:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+
+    _put_in_place(Path(tmp), path, written)
 
 
 def link_atomic(path: Path, source: Path) -> bool:
@@ -166,20 +163,30 @@ def link_atomic(path: Path, source: Path) -> bool:
         os.link(source, tmp, follow_symlinks=False)
     except OSError:
         return False
-    try:
+
+    def synced() -> None:
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fchmod(fd, FILE_MODE)
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    _put_in_place(tmp, path, synced)
+    return True
+
+
+def _put_in_place(tmp: Path, path: Path, ready: Callable[[], None]) -> None:
+    """ready() the temporary file, rename it to `path` and fsync the directory; the
+    temporary file is removed if any of it fails."""
+    try:
+        ready()
         os.replace(tmp, path)
     except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    return True
 
 
 def _sha256_of(path: Path) -> tuple[int, str]:
