@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import sys
-import tempfile
 import time
 from array import array
 from collections.abc import Iterator, Sequence
@@ -32,13 +30,13 @@ from uuid import UUID
 import orjson
 
 from ledger.aggregates.payout_batch import MAX_LINES
-from payout_engine.bankfiles.manifest import DIR_MODE, FILE_MODE
+from payout_engine import drafted_files
+from payout_engine.bankfiles.manifest import DIR_MODE, write_atomic
 from payout_engine.comparison import LineSummary
 
 FORMAT_VERSION = 1
 ID_CHARS = 36                 # a participant id as the lines store it: str(UUID)
 MAX_HEADER_BYTES = 64 * 1024 * 1024
-MAX_AGE_DAYS = 62             # two months: read by the next month's run
 SUBDIRECTORY = "line-summaries"
 INT_FIELDS = ("amount_fen", "months", "basic_fen", "deduction_fen", "pooled_fen",
               "rerated_fen")
@@ -125,16 +123,8 @@ def keep(spool: Path | None, blob: bytes) -> bool:
     try:
         folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         _prune(folder)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-        try:
-            os.fchmod(fd, FILE_MODE)
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)  # no fsync: one lost in a crash is read from the lines
-            os.replace(tmp, folder / f"{sha256(blob)}.bin")
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # Not durable: summaries lost in a crash are read from the lines.
+        write_atomic(folder / f"{sha256(blob)}.bin", blob, durable=False)
     except OSError:
         return False
     return True
@@ -157,7 +147,7 @@ def take(spool: Path | None, sha256_hex: str) -> bytes | None:
 
 def _prune(folder: Path) -> None:
     """Remove what is older than a next month's run needs."""
-    oldest = time.time() - MAX_AGE_DAYS * 86_400
+    oldest = time.time() - drafted_files.MAX_AGE_DAYS * 86_400
     for p in folder.iterdir():
         if (_KEPT_NAME.fullmatch(p.name) or p.name.endswith(".tmp")) and p.is_file() \
                 and not p.is_symlink() and p.stat().st_mtime < oldest:

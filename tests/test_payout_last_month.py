@@ -83,6 +83,16 @@ def three_months(ledger: Ledger, out: Path) -> list[dict[str, Any]]:
     return [may.comparison, june.comparison]
 
 
+def three_months_afresh(tmp_path: Path) -> list[dict[str, Any]]:
+    """three_months' comparisons (without batch ids) in a new SQLite ledger."""
+    here = Ledger(str(tmp_path / "here.db"), cipher_key="")
+    try:
+        here.init()
+        return [without_batch_ids(c) for c in three_months(here, tmp_path / "b")]
+    finally:
+        here.close()
+
+
 def reasons(comparison: dict[str, Any]) -> set[str]:
     return {r["reason"] for r in comparison["reasons"]}
 
@@ -135,13 +145,7 @@ def test_the_run_compares_directly_once_the_lines_are_in(
     assert switched == [0, 1]  # in May's run and in June's
 
     monkeypatch.setattr(last_month, "IN_CHILD_MIN_LINES", 10**9)
-    here = Ledger(str(tmp_path / "here.db"), cipher_key="")
-    try:
-        here.init()
-        assert [without_batch_ids(c) for c in by_child] == [
-            without_batch_ids(c) for c in three_months(here, tmp_path / "b")]
-    finally:
-        here.close()
+    assert [without_batch_ids(c) for c in by_child] == three_months_afresh(tmp_path)
 
 
 def act_in_child(monkeypatch: pytest.MonkeyPatch, act: Any) -> None:

@@ -139,19 +139,22 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE, *,
+                 durable: bool = True) -> None:
     """Write `data` to `path` so a reader sees the old file or the whole new one, never half:
-    a temporary file in the same directory, fsync, rename, fsync the directory."""
+    a temporary file in the same directory, fsync, rename, fsync the directory. Not
+    durable: no fsync (a copy that a crash may lose, and that is made again)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
     def written() -> None:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
 
-    _put_in_place(Path(tmp), path, written)
+    _put_in_place(Path(tmp), path, written, durable=durable)
 
 
 def link_atomic(path: Path, source: Path) -> bool:
@@ -176,9 +179,10 @@ def link_atomic(path: Path, source: Path) -> bool:
     return True
 
 
-def _put_in_place(tmp: Path, path: Path, ready: Callable[[], None]) -> None:
-    """ready() the temporary file, rename it to `path` and fsync the directory; the
-    temporary file is removed if any of it fails."""
+def _put_in_place(tmp: Path, path: Path, ready: Callable[[], None], *,
+                  durable: bool = True) -> None:
+    """ready() the temporary file, rename it to `path` and (durable) fsync the directory;
+    the temporary file is removed if any of it fails."""
     try:
         ready()
         os.replace(tmp, path)
@@ -186,7 +190,8 @@ def _put_in_place(tmp: Path, path: Path, ready: Callable[[], None]) -> None:
         if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _sha256_of(path: Path) -> tuple[int, str]:
