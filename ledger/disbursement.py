@@ -127,8 +127,7 @@ def _batch_events(ledger: Ledger, batch_id: UUID, after: int = 0,
     """The batch's stored events after version `after` (through `through`), a page at a
     time."""
     while True:
-        page = ledger.recorder.select_events(batch_id, gt=after, lte=through,
-                                             limit=EVENTS_PER_READ)
+        page = ledger.queries.events_after(batch_id, after, through, limit=EVENTS_PER_READ)
         yield from page
         if len(page) < EVENTS_PER_READ:
             return
@@ -197,18 +196,10 @@ def line_states(ledger: Ledger, batch_id: UUID) -> Iterator[dict[str, Any]]:
 def chunk_lines(ledger: Ledger, batch_id: UUID, chunk_no: int,
                 queries: StoreQueries | None = None) -> list[dict[str, Any]]:
     """The lines of one of the batch's LinesAdded events (version 2 + chunk_no) as stored
-    JSON, read through the recorder, or through queries (a forked child's own connection)."""
+    JSON, read through the ledger's queries or through `queries` (a forked child's own)."""
     version = 2 + chunk_no
-    if queries is None:
-        [stored] = ledger.recorder.select_events(batch_id, gt=version - 1, lte=version)
-        topic, state = stored.topic, stored.state
-    else:
-        table = ledger.recorder.events_table_name  # type: ignore[attr-defined]
-        [(topic, state)] = queries.fetch(
-            f"SELECT topic, state FROM {{p}}{table} WHERE originator_id = ? "
-            "AND originator_version = ?",
-            (batch_id if queries.is_postgres else batch_id.hex, version))
-    return _stored_lines(ledger, topic, bytes(state))
+    [stored] = (queries or ledger.queries).events_after(batch_id, version - 1, version)
+    return _stored_lines(ledger, stored.topic, stored.state)
 
 
 def _stored_lines(ledger: Ledger, topic: str, state: bytes) -> list[dict[str, Any]]:

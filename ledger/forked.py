@@ -53,15 +53,17 @@ class OwnQueries(StoreQueries):
 
     def __init__(self, queries: StoreQueries) -> None:
         self.is_postgres, self.prefix = queries.is_postgres, queries.prefix
+        self.recorder = queries.recorder  # for its table's name only
         if self.is_postgres:
             self.conn: Any = autocommit_connection(queries.recorder, CHILD_CONNECT_S)
         else:
             self.conn = sqlite3.connect(queries.recorder.datastore.pool.db_name, uri=True)
 
-    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def fetch(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False
+              ) -> list[tuple[Any, ...]]:
         sql = sql.replace("{p}", self.prefix)
         if self.is_postgres:
-            with self.conn.cursor() as curs:
+            with self.conn.cursor(binary=binary) as curs:
                 curs.execute(sql.replace("?", "%b"), params)  # binary, as StoreQueries.fetch
                 return list(curs.fetchall())
         return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]

@@ -1035,6 +1035,7 @@ def setup_lock(conn: Any, schema: str) -> Iterator[None]:
 # ---- reading what rides along -------------------------------------------------------
 
 MAX_EVENTS_OF_IDS = 10_000  # aggregates per events_of read
+MAX_EVENTS_AFTER = 1_000  # events per events_after read
 
 
 class StoreQueries:
@@ -1060,13 +1061,17 @@ class StoreQueries:
             conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(schema)))
             yield
 
-    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def fetch(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False
+              ) -> list[tuple[Any, ...]]:
+        """The rows of a read; binary=True has PostgreSQL send the results in binary (a
+        bytea arrives as its bytes rather than as hex text to decode: a 5 MB event state
+        took 12 ms against 55-63 ms)."""
         sql = sql.replace("{p}", self.prefix)
         if self.is_postgres:
             # Binary parameters: a text-format list parameter is quoted element by element
             # in Python (register_rows of 100,000 ids: 1.0 s, 0.6 s this way).
             with self.recorder.datastore.get_connection() as conn, \
-                    conn.cursor(row_factory=tuple_row) as curs:
+                    conn.cursor(binary=binary, row_factory=tuple_row) as curs:
                 curs.execute(sql.replace("?", "%b"), params)
                 rows: list[tuple[Any, ...]] = curs.fetchall()
                 return rows
@@ -1165,12 +1170,12 @@ class StoreQueries:
         out: dict[UUID, list[StoredEvent]] = {pid: [] for pid in pids}
         if not pids:
             return out
-        table = self.recorder.events_table_name
-        assert table.replace("_", "").isalnum(), table  # safe to name in the statement
+        table = self._events_table()
         columns = "SELECT originator_id, originator_version, topic, state FROM "
         if self.is_postgres:
             rows = self.fetch(columns + '{p}"' + table + '" WHERE originator_id = ANY(?) '
-                              "ORDER BY originator_id, originator_version", (list(pids),))
+                              "ORDER BY originator_id, originator_version", (list(pids),),
+                              binary=True)
         else:
             marks = ",".join("?" * len(pids))
             rows = self.fetch(columns + f"{table} WHERE originator_id IN ({marks}) "
@@ -1181,6 +1186,30 @@ class StoreQueries:
             out[pid].append(StoredEvent(originator_id=pid, originator_version=version,
                                         topic=topic, state=bytes(state)))
         return out
+
+    def events_after(self, originator_id: UUID, after: int = 0, through: int | None = None,
+                     limit: int = MAX_EVENTS_AFTER) -> list[StoredEvent]:
+        """An aggregate's stored events after version `after` (through `through`), in
+        version order, at most `limit`: the recorder's select_events, with the states read
+        as binary (a payout batch's LinesAdded events are 5 MB each)."""
+        assert 0 < limit <= MAX_EVENTS_AFTER, limit
+        table = self._events_table()
+        where = "WHERE originator_id = ? AND originator_version > ? "
+        params: list[Any] = [self._id(originator_id), after]
+        if through is not None:
+            where += "AND originator_version <= ? "
+            params.append(through)
+        name = '{p}"' + table + '"' if self.is_postgres else table
+        rows = self.fetch(f"SELECT originator_version, topic, state FROM {name} {where}"
+                          f"ORDER BY originator_version LIMIT {int(limit)}", params,
+                          binary=True)
+        return [StoredEvent(originator_id=originator_id, originator_version=version,
+                            topic=topic, state=bytes(state)) for version, topic, state in rows]
+
+    def _events_table(self) -> str:
+        table: str = self.recorder.events_table_name
+        assert table.replace("_", "").isalnum(), table  # safe to name in a statement
+        return table
 
     def receipt_owner(self, receipt_no: str) -> UUID | None:
         rows = self.fetch("SELECT participant_id FROM {p}booked_receipts WHERE receipt_no = ?",

@@ -8,6 +8,7 @@ each payment settled or failed (a settled one may still come back) -> closed.
 from __future__ import annotations
 
 from datetime import date, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -24,6 +25,8 @@ BatchState = Literal["drafted", "approved", "funded", "exported", "closed", "can
 # is a PensionPaid, a one-off payable (participant.ONE_OFF_KINDS) a OneOffPaid.
 MONTHLY_PENSION = "monthly_pension"
 LINE_KINDS = (MONTHLY_PENSION, *ONE_OFF_KINDS)
+AMOUNT_FEN, KIND, END_TO_END_ID = (attrgetter(name) for name in
+                                   ("amount_fen", "kind", "end_to_end_id"))
 # The EndToEndId's first letter: a participant's one-offs and pension in the same batch
 # must have different ids, and the bank's answers must say which was paid.
 E2E_LETTERS = {MONTHLY_PENSION: "P", "funeral_grant": "F", "inheritance": "I", "refund": "R",
@@ -132,9 +135,9 @@ class PayoutBatch(Aggregate):
         lines: list[BatchLine]
 
         def apply(self, b: Any) -> None:
-            for line in self.lines:
-                assert line.end_to_end_id not in b.lines
-                b.lines[line.end_to_end_id] = line
+            count = len(b.lines)
+            b.lines.update(zip(map(END_TO_END_ID, self.lines), self.lines, strict=True))
+            assert len(b.lines) == count + len(self.lines), "an end-to-end id twice"
 
     class Approved(Aggregate.Event):
         manifest_sha256: str
@@ -211,19 +214,22 @@ class PayoutBatch(Aggregate):
             raise InvalidInput("format", f"must be one of {', '.join(FILE_FORMATS)}")
         if len(lines) > MAX_LINES:
             raise Refused("lines", f"a batch holds at most {MAX_LINES} payments")
-        if any(line.amount_fen <= 0 for line in lines):
+        # Each check over a million lines a month, by map and the built-ins (in C): by
+        # generators they took 4-5 s of a month's run on a slow machine.
+        amounts = list(map(AMOUNT_FEN, lines))
+        if amounts and min(amounts) <= 0:
             raise Refused("lines", "every payment in a batch must be greater than zero")
-        if any(line.kind not in LINE_KINDS for line in lines):
+        kinds = list(map(KIND, lines))
+        if not set(kinds) <= set(LINE_KINDS):
             raise Refused("lines", f"a line's kind is one of {', '.join(LINE_KINDS)}")
-        pensions = [line.kind == MONTHLY_PENSION for line in lines]
-        if pensions != sorted(pensions, reverse=True):
+        pensions = kinds.count(MONTHLY_PENSION)
+        if kinds[:pensions].count(MONTHLY_PENSION) != pensions:
             # Funding gives each LinesAdded chunk's payments their event ids from this order
             # (ledger.disbursement._Payments.add_in_two).
             raise Refused("lines", "the monthly pensions come first, then the one-off payments")
-        ids = {line.end_to_end_id for line in lines}
-        if len(ids) != len(lines):
+        if len(set(map(END_TO_END_ID, lines))) != len(lines):
             raise Refused("lines", "an end-to-end id appears twice")
-        total = sum(line.amount_fen for line in lines)
+        total = sum(amounts)
         batch = cls._create(cls.Drafted, id=cls.id_for(period, sequence), period=period,
                             sequence=sequence, file_format=file_format, created_at=created_at,
                             execution_date=execution_date, line_count=len(lines),
