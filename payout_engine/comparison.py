@@ -108,19 +108,6 @@ class Seen(NamedTuple):
                    f.start_month)
 
 
-class Share(NamedTuple):
-    """A comparison's tallies and what it was fed, as plain values to send (a pickled
-    LineSummary is a class reference and a call each: a million a month)."""
-
-    tallies: dict[str, tuple[int, int, int, list[str]]]
-    payments: int  # paid in this run
-    total_fen: int
-    pooled_fen: int
-    paid_ids: list[str]                # in the order fed, with the summaries of their lines
-    summaries: list[tuple[Any, ...]]
-    not_paid_ids: list[str]
-
-
 @dataclass
 class _Tally:
     headcount: int = 0
@@ -216,35 +203,6 @@ class Comparison:
         else:
             reason = "nothing_owed"
         self._add(reason, pid, -1, -before.amount_fen)
-
-    def share(self, not_paid_ids: list[str]) -> Share:
-        """What this comparison was fed (it was fed the pensioners after those of the
-        comparison it is added to, and nothing else: a forked child's copy, fed its part of
-        the register), to send; not_paid_ids: the ids of the pensioners fed as not paid."""
-        return Share({r: (t.headcount, t.payments, t.amount_fen, t.samples)
-                      for r, t in self._tallies.items()},
-                     self._count, self._total, self._pooled,
-                     [pid for pid, _ in self.summaries],
-                     [tuple(summary) for _, summary in self.summaries], not_paid_ids)
-
-    def add(self, share: Share) -> None:
-        """The pensioners fed to a copy of this comparison made before (a forked child's:
-        share()), after those fed here: the comparison ends as if fed them all here."""
-        for reason, (headcount, payments, amount_fen, samples) in share.tallies.items():
-            t = self._tallies.setdefault(reason, _Tally())
-            t.headcount += headcount
-            t.payments += payments
-            t.amount_fen += amount_fen
-            t.samples += samples[:MAX_SAMPLES - len(t.samples)]
-        self._count += share.payments
-        self._total += share.total_fen
-        self._pooled += share.pooled_fen
-        for pid in share.paid_ids:
-            self._prev.pop(pid, None)
-        for pid in share.not_paid_ids:
-            self._prev.pop(pid, None)
-        self.summaries += zip(share.paid_ids, map(LineSummary._make, share.summaries),
-                              strict=True)
 
     def result(self) -> dict[str, Any]:
         for pid, before in self._prev.items():  # paid last month, gone from the register

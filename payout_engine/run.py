@@ -368,8 +368,7 @@ def _compute(ledger: Ledger, period: str, sequence: int, comparison: Feed,
     due_for = DueCalculator.under(ledger.ruleset(), period)
     from_id = run_in_two.can_run_in_two(ledger, file_format)
     part = (None if from_id is None else
-            run_in_two.ChildPart(ledger, period, sequence, due_for, from_id, progress,
-                                 comparison))
+            run_in_two.ChildPart(ledger, period, sequence, due_for, from_id, progress))
     timings.add("split", time.perf_counter() - t)
     out = Computed()
 

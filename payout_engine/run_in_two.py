@@ -5,16 +5,13 @@ Reading the register and computing a million pensioners is most of a month's run
 Python, on one core; a machine has two. The child (ledger.forked) reads its rows over a
 connection of its own, computes each pensioner by the same code (run.compute_into) and
 sends back, a page at a time, what this process needs of each in the cheapest form to
-pickle: the line's values as a tuple (its participant id as 16 bytes) and the payment's
-pain.001 fragment (the payment's checks ran in the child, as they run here). When last
-month's lines are in before the child is forked (the usual month: its draft kept them), the
-child feeds its own copy of the comparison and sends what it was fed at the end
-(comparison.Share), which this process adds to its own; otherwise it sends what the
-comparison reads of each pensioner (comparison.Seen), which this process feeds in the
-register's order once its own part is done. This process makes each line again without
-validating it (Immutable.trusted: the values were made by the same code) and writes the
-files from its own payments and the child's fragments. The batch is the one a single
-process drafts, line for line and byte for byte.
+pickle: the line's values as a tuple (its participant id as 16 bytes), the payment's
+pain.001 fragment (the payment's checks ran in the child, as they run here) and what the
+comparison reads of the pensioner (comparison.Seen). This process makes each line again
+without validating it (Immutable.trusted: the values were made by the same code), feeds
+the comparison in the register's order once its own part is done, and writes the files
+from its own payments and the child's fragments. The batch is the one a single process
+drafts, line for line and byte for byte.
 
 Only for pain.001: a domestic file numbers each record within its file, so its records
 cannot be made ahead. A child that dies, fails or hangs fails the run, and nothing is
@@ -33,7 +30,7 @@ from ledger.application import Ledger
 from ledger.forked import Child, OwnQueries, Post, can_fork
 from ledger.payout import DueCalculator
 from payout_engine.bankfiles.pain001 import Fragment, fragment
-from payout_engine.comparison import Comparison, Fed, Pensioner, Seen, Share
+from payout_engine.comparison import Fed, Pensioner, Seen
 
 IN_TWO_MIN_PENSIONERS = 100_000  # pensioners in the register from which a child computes
 CHILD_SHARE_PERCENT = 50  # of the participant ids, the highest, the child's part
@@ -67,14 +64,8 @@ class ChildPart:
     """The child computing the register's pensioners from `from_id`, and what it sent."""
 
     def __init__(self, ledger: Ledger, period: str, sequence: int, due_for: DueCalculator,
-                 from_id: UUID, progress: Callable[[int], None] | None,
-                 comparison: Fed | None = None) -> None:
-        """comparison: what this process feeds its own pensioners to; a Comparison (last
-        month's lines in) is fed the child's pensioners in the child."""
+                 from_id: UUID, progress: Callable[[int], None] | None) -> None:
         self.progress = progress
-        compared = comparison if isinstance(comparison, Comparison) else None
-        self.compared = compared  # fed in the child: its Share is added to it at the end
-        self.share: Share | None = None
         # Each page's lines (as values) and comparison calls, until this process's own part
         # is done: its pensioners come first in the comparison.
         self.pages: list[tuple[list[tuple[Any, ...]], list[Call]]] = []
@@ -85,8 +76,7 @@ class ChildPart:
         self.waited_s = 0.0  # for the child's pages, once this process's part was done
         self.child = Child(
             "run-part",
-            lambda post: _child_part(post, ledger, period, sequence, due_for, from_id,
-                                     compared),
+            lambda post: _child_part(post, ledger, period, sequence, due_for, from_id),
             what="the process computing part of the month", nothing="nothing drafted")
 
     def take(self) -> None:
@@ -105,34 +95,26 @@ class ChildPart:
                 self.progress(read)
         else:
             assert kind == "end", kind
-            self.lowered, self.timings, self.share = body
+            self.lowered, self.timings = body
 
     def finish(self, comparison: F) -> tuple[list[BatchLine], F]:
         """Once this process's own part is done: the child's lines, made again here, and
         the comparison fed its pensioners after this process's own, in the register's
-        order (by the child, or here). Each page is taken in as it comes, while the child
-        computes the next."""
+        order. Each page is taken in as it comes, while the child computes the next."""
         lines: list[BatchLine] = []
         messages = self.child.messages(wait=True)
         while True:
             for line_values, calls in self.pages:
                 page_lines = _lines(line_values)
-                if self.compared is None:
-                    comparison = _feed(comparison, calls, page_lines)
-                else:
-                    assert not calls
+                comparison = _feed(comparison, calls, page_lines)
                 lines += page_lines
             self.pages = []
             t = time.perf_counter()
             message = next(messages, None)
             self.waited_s += time.perf_counter() - t
             if message is None:
-                break
+                return lines, comparison
             self._keep(message)
-        if self.compared is not None:
-            assert comparison is self.compared and self.share is not None
-            self.compared.add(self.share)
-        return lines, comparison
 
     def close(self) -> None:
         self.child.close()
@@ -173,39 +155,20 @@ class _Recorded:
         self.calls.append((tuple(Seen.of(f)), excluded))
 
 
-class _Compared:
-    """The comparison fed here (the child's copy), and the ids of the pensioners not paid
-    (Comparison.share). Its calls stay empty: nothing to send a pensioner."""
-
-    def __init__(self, comparison: Comparison) -> None:
-        self.comparison = comparison
-        self.calls: list[Call] = []
-        self.not_paid_ids: list[str] = []
-
-    def paid(self, f: Pensioner, line: BatchLine) -> None:
-        self.comparison.paid(f, line)
-
-    def not_paid(self, f: Pensioner, excluded: bool = False) -> None:
-        self.not_paid_ids.append(f.participant_id)
-        self.comparison.not_paid(f, excluded)
-
-
 def _child_part(post: Post, ledger: Ledger, period: str, sequence: int,
-                due_for: DueCalculator, from_id: UUID, compared: Comparison | None) -> None:
+                due_for: DueCalculator, from_id: UUID) -> None:
     """In the forked child: compute the month for the pensioners from `from_id`, posting
-    each page's results; feeding `compared` (a copy of this process's, made by the fork)
-    when given, its Share posted at the end."""
+    each page's results."""
     from payout_engine import run  # the run imports this module
 
     queries = OwnQueries(ledger.queries)
     try:
         out = run.Computed()
-        recorded: _Recorded | _Compared = (_Recorded() if compared is None
-                                           else _Compared(compared))
+        recorded = _Recorded()
         timings = run.RunTimings()
         sent = 0
 
-        def send(fed: _Recorded | _Compared) -> _Recorded | _Compared:
+        def send(fed: _Recorded) -> _Recorded:
             nonlocal sent
             post(("page", out.read - sent, [_values(line) for line in out.lines],
                   [fragment(p) for p in out.payments], recorded.calls, out.excluded))
@@ -219,10 +182,8 @@ def _child_part(post: Post, ledger: Ledger, period: str, sequence: int,
         run.compute_into(out, run.timed(rows, timings), due_for, period, sequence,
                          recorded, timings, send)
         send(recorded)
-        share = (None if isinstance(recorded, _Recorded)
-                 else recorded.comparison.share(recorded.not_paid_ids))
         post(("end", (due_for.lowered_count, due_for.lowered_fen, due_for.lowered_ids),
-              timings.parts, share))
+              timings.parts))
     finally:
         queries.close()
 

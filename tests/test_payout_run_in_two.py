@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ledger import disbursement, forked
 from ledger.application import Ledger
 from ledger.forked import ChildFailed
-from payout_engine import comparison, drafted_files, export, last_month, run, run_in_two
+from payout_engine import drafted_files, export, run, run_in_two
 from payout_engine.bankfiles.pain001 import fragment, write_pain001
 from tests.helpers import make_id
 from tests.test_bankfiles_pain001 import FUND, HEADER, pension
@@ -88,32 +88,16 @@ def lines_of(batch: Any) -> list[dict[str, Any]]:
     return [line.model_dump(mode="json") for line in batch.lines.values()]
 
 
-def comparable(record: dict[str, Any]) -> dict[str, Any]:
-    previous = record["previous"]
-    return {**record, "previous": previous and {**previous, "batch_id": None}}
+def comparable(comparison: dict[str, Any]) -> dict[str, Any]:
+    previous = comparison["previous"]
+    return {**comparison, "previous": previous and {**previous, "batch_id": None}}
 
 
-@pytest.mark.parametrize("last_month_read", ["before", "meanwhile"])
-@pytest.mark.parametrize("samples", [comparison.MAX_SAMPLES, 1])
 def test_a_month_computed_in_two_processes_is_the_month_computed_in_one(
         ledger: Ledger, twin: Ledger, child_log: Path, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path, last_month_read: str, samples: int) -> None:
-    """Last month's lines read before the child is forked (the child feeds its pensioners
-    to its copy of the comparison, which is added to this process's) or meanwhile, by
-    another child (the child sends what the comparison reads of each pensioner); with the
-    samples of each reason cut short, they are the first pensioners', as in one process."""
-    monkeypatch.setattr(comparison, "MAX_SAMPLES", samples)
-    if last_month_read == "meanwhile":
-        monkeypatch.setattr(last_month, "IN_CHILD_MIN_LINES", 1)
-        monkeypatch.setattr(last_month, "_kept", lambda previous, spool: None)
-    added: list[int] = []
-    add = comparison.Comparison.add
-    monkeypatch.setattr(comparison.Comparison, "add", lambda self, share: (
-        added.append(len(share.paid_ids) + len(share.not_paid_ids)), add(self, share))[-1])
+        tmp_path: Path) -> None:
     people = county(ledger)
     in_two = may(ledger, people)
-    # April has no month before it, so its comparison is ready at the fork: fed in the child.
-    assert len(added) == (2 if last_month_read == "before" else 1) and all(added)
 
     made_by = [line.split() for line in child_log.read_text().splitlines()]
     assert made_by and {process for process, _ in made_by} != {str(os.getpid())}
