@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ledger import disbursement, forked
 from ledger.application import Ledger
 from ledger.forked import ChildFailed
-from payout_engine import drafted_files, export, run, run_in_two
+from payout_engine import comparison, drafted_files, export, last_month, run, run_in_two
 from payout_engine.bankfiles.pain001 import fragment, write_pain001
 from tests.helpers import make_id
 from tests.test_bankfiles_pain001 import FUND, HEADER, pension
@@ -88,14 +88,23 @@ def lines_of(batch: Any) -> list[dict[str, Any]]:
     return [line.model_dump(mode="json") for line in batch.lines.values()]
 
 
-def comparable(comparison: dict[str, Any]) -> dict[str, Any]:
-    previous = comparison["previous"]
-    return {**comparison, "previous": previous and {**previous, "batch_id": None}}
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    previous = record["previous"]
+    return {**record, "previous": previous and {**previous, "batch_id": None}}
 
 
+@pytest.mark.parametrize(("last_month_read", "samples"), [("before", comparison.MAX_SAMPLES),
+                                                         ("meanwhile", 1)])
 def test_a_month_computed_in_two_processes_is_the_month_computed_in_one(
         ledger: Ledger, twin: Ledger, child_log: Path, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+        tmp_path: Path, last_month_read: str, samples: int) -> None:
+    """Last month's lines read before the month is computed, or meanwhile by another child
+    (payout_engine.last_month); with the samples of each reason cut short, they are the
+    first pensioners', as in one process."""
+    monkeypatch.setattr(comparison, "MAX_SAMPLES", samples)
+    if last_month_read == "meanwhile":
+        monkeypatch.setattr(last_month, "IN_CHILD_MIN_LINES", 1)
+        monkeypatch.setattr(last_month, "_kept", lambda previous, spool: None)
     people = county(ledger)
     in_two = may(ledger, people)
 
