@@ -22,13 +22,13 @@ import statistics
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+from bench.contributions import OUT, PG_DSN
+
 CHUNK = 10_000
 MAX_ROWS = 5_000_000
 STATE = b'{"timestamp":"2026-12-02T00:25:37.625985Z","actor":"finance",' + b"x" * 356 + b"}"
@@ -93,7 +93,7 @@ def main() -> None:
     assert 0 < args.rows <= MAX_ROWS and 0 < args.rounds <= 20
     schema = Identifier(f"bench_wal_{uuid.uuid4().hex[:8]}")
     runs: dict[str, list[tuple[float, int]]] = {"lz4": [], "off": []}
-    with psycopg.connect(DSN, autocommit=True) as conn:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
         try:
             ids = set_up(conn, schema, args.rows)
             for n in range(args.rounds):
@@ -114,9 +114,8 @@ def main() -> None:
                          "WAL lz4 / off": medians["lz4"]["wal_bytes"]
                          / medians["off"]["wal_bytes"]},
               "load": os.getloadavg()}
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    path = out / f"wal-compression-{datetime.now():%Y-%m-%dT%H%M%S}.json"
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"wal-compression-{datetime.now():%Y-%m-%dT%H%M%S}.json"
     path.write_text(json.dumps(result, indent=2))
     print(json.dumps({"medians": medians, "ratios": result["ratios"]}, indent=2))
     print(f"written to {path}")

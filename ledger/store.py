@@ -841,9 +841,8 @@ def copied_part(first_id: int, events: Sequence[EventRow],
 def compress_wal(curs: Any) -> bool:
     """Have this transaction's WAL full-page images compressed with lz4, where the server
     has lz4 and this role may set wal_compression (PostgreSQL 15 on: a superuser, or a role
-    granted SET on it). A month's funding at a million writes about 2 GB of WAL, much of it
-    whole pages again after each checkpoint: 1.47 GB so, and funding took 39 s against 42-48
-    s (decision #45). Returns whether it is set."""
+    granted SET on it): a month's funding writes about 2 GB of WAL, much of it whole pages
+    again after each checkpoint (decision #45). Returns whether it is set."""
     if curs.connection.info.server_version < 150000:
         return False
     curs.execute("SELECT 'lz4' = ANY(enumvals) AND has_parameter_privilege("
@@ -1189,15 +1188,14 @@ class StoreQueries:
         out: dict[UUID, list[StoredEvent]] = {pid: [] for pid in pids}
         if not pids:
             return out
-        table = self._events_table()
-        columns = "SELECT originator_id, originator_version, topic, state FROM "
+        columns = f"SELECT originator_id, originator_version, topic, state FROM {self._events()} "
         if self.is_postgres:
-            rows = self.fetch(columns + '{p}"' + table + '" WHERE originator_id = ANY(?) '
+            rows = self.fetch(columns + "WHERE originator_id = ANY(?) "
                               "ORDER BY originator_id, originator_version", (list(pids),),
                               binary=True)
         else:
             marks = ",".join("?" * len(pids))
-            rows = self.fetch(columns + f"{table} WHERE originator_id IN ({marks}) "
+            rows = self.fetch(columns + f"WHERE originator_id IN ({marks}) "
                               "ORDER BY originator_id, originator_version",
                               [pid.hex for pid in pids])
         for oid, version, topic, state in rows:
@@ -1212,23 +1210,22 @@ class StoreQueries:
         version order, at most `limit`: the recorder's select_events, with the states read
         as binary (a payout batch's LinesAdded events are 5 MB each)."""
         assert 0 < limit <= MAX_EVENTS_AFTER, limit
-        table = self._events_table()
         where = "WHERE originator_id = ? AND originator_version > ? "
         params: list[Any] = [self._id(originator_id), after]
         if through is not None:
             where += "AND originator_version <= ? "
             params.append(through)
-        name = '{p}"' + table + '"' if self.is_postgres else table
-        rows = self.fetch(f"SELECT originator_version, topic, state FROM {name} {where}"
+        rows = self.fetch(f"SELECT originator_version, topic, state FROM {self._events()} {where}"
                           f"ORDER BY originator_version LIMIT {int(limit)}", params,
                           binary=True)
         return [StoredEvent(originator_id=originator_id, originator_version=version,
                             topic=topic, state=bytes(state)) for version, topic, state in rows]
 
-    def _events_table(self) -> str:
+    def _events(self) -> str:
+        """The events table as a statement names it ({p} is the schema on PostgreSQL)."""
         table: str = self.recorder.events_table_name
         assert table.replace("_", "").isalnum(), table  # safe to name in a statement
-        return table
+        return '{p}"' + table + '"' if self.is_postgres else table
 
     def receipt_owner(self, receipt_no: str) -> UUID | None:
         rows = self.fetch("SELECT participant_id FROM {p}booked_receipts WHERE receipt_no = ?",
