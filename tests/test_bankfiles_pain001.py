@@ -25,7 +25,7 @@ from payout_engine.bankfiles import (
     write_pain001,
 )
 from payout_engine.bankfiles.model import MAX_AMOUNT_FEN, format_fen
-from payout_engine.bankfiles.pain001 import NAMESPACE
+from payout_engine.bankfiles.pain001 import NAMESPACE, _pack
 from tests.conftest import examples
 
 NS = {"p": NAMESPACE}
@@ -92,6 +92,33 @@ def test_split_by_bytes_keeps_every_file_under_the_limit() -> None:
     for f in files:
         check_self_consistent(f)
     assert sum(f.nb_of_txs for f in files) == 40
+
+
+def greedy_split(sizes: list[int], envelope: int, max_txs: int, max_bytes: int
+                 ) -> list[range]:
+    """The split into files restated fragment by fragment: a file takes the next fragment
+    unless it holds max_txs already or the fragment would take it past max_bytes."""
+    runs, start, size = [], 0, envelope
+    for i, fragment_bytes in enumerate(sizes):
+        assert envelope + fragment_bytes <= max_bytes
+        if i - start == max_txs or size + fragment_bytes > max_bytes:
+            runs.append(range(start, i))
+            start, size = i, envelope
+        size += fragment_bytes
+    runs.append(range(start, len(sizes)))
+    return runs
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(sizes=st.lists(st.integers(1, 60), max_size=80), envelope=st.integers(0, 40),
+       max_txs=st.integers(1, 12), slack=st.integers(0, 200))
+def test_the_files_are_split_as_fragment_by_fragment(sizes: list[int], envelope: int,
+                                                     max_txs: int, slack: int) -> None:
+    """For all fragment sizes and limits under which every fragment fits a file alone, the
+    split found by bisecting the running total is the one taken fragment by fragment."""
+    max_bytes = envelope + max(sizes, default=0) + slack
+    assert _pack(sizes, envelope, max_txs, max_bytes) == \
+        greedy_split(sizes, envelope, max_txs, max_bytes)
 
 
 def test_one_payment_larger_than_the_byte_limit_is_refused() -> None:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from operator import itemgetter
 
 # Limits on everything (TIGER_STYLE). One payment can be a large one-off (inheritance,
 # refund) but never a billion yuan; a file total must fit the domestic format's 18 digits.
@@ -271,7 +272,7 @@ class BankFile:
 
     def __post_init__(self) -> None:
         assert self.nb_of_txs == len(self.payments) > 0
-        assert self.ctrl_sum_fen == sum(amount for _, amount in self.payments)
+        assert self.ctrl_sum_fen == sum(map(_SECOND, self.payments))
 
 
 def check_batch(payments: tuple[PaymentInstruction, ...] | list[PaymentInstruction]) -> None:
@@ -287,6 +288,9 @@ def check_instructions(payments: Iterable[object]) -> None:
             raise InvalidInstruction(f"{p!r} is not a PaymentInstruction")
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
 def check_payments(payments: Sequence[tuple[str, int] | tuple[str, int, bytes]]) -> None:
     """check_batch's rules on the payments' (end_to_end_id, amount_fen, ...): each was checked
     as a PaymentInstruction when it was made (a pain.001 fragment made ahead keeps these)."""
@@ -295,12 +299,13 @@ def check_payments(payments: Sequence[tuple[str, int] | tuple[str, int, bytes]])
     if len(payments) > MAX_PAYMENTS_PER_EXPORT:
         raise InvalidInstruction(
             f"{len(payments)} payments is more than the limit of {MAX_PAYMENTS_PER_EXPORT}")
-    seen: set[str] = set()
-    total = 0
-    for end_to_end_id, amount_fen, *_ in payments:
-        if end_to_end_id in seen:
-            raise InvalidInstruction(f"end_to_end_id {end_to_end_id} appears twice")
-        seen.add(end_to_end_id)
-        total += amount_fen
+    ids = list(map(_FIRST, payments))
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        for end_to_end_id in ids:
+            if end_to_end_id in seen:
+                raise InvalidInstruction(f"end_to_end_id {end_to_end_id} appears twice")
+            seen.add(end_to_end_id)
+    total = sum(map(_SECOND, payments))
     if total > MAX_TOTAL_FEN:
         raise InvalidInstruction(f"total {total} fen is more than the limit of {MAX_TOTAL_FEN}")
