@@ -216,45 +216,46 @@ def draft(ledger: Ledger, *, period: str, sequence: int, file_format: str,
           manifest_sha256: str, comparison: dict[str, Any], actor: str,
           rules_version: int = 0) -> PayoutBatch:
     """Store the drafted batch in one transaction and return it as drafted (not read back:
-    its lines are the ones given)."""
+    its lines are the ones given). Each event goes to the store as soon as it is mapped: on
+    PostgreSQL, a million lines' events are stored while the next are mapped."""
     batch = PayoutBatch.draft(period=period, sequence=sequence, file_format=file_format,
                               created_at=created_at, execution_date=execution_date, lines=lines,
                               manifest_sha256=manifest_sha256, comparison=comparison,
                               actor=actor, rules_version=rules_version)
-    stored = _stored_batch_events(ledger, batch.collect_events())
     try:
-        ledger.recorder.insert_events_bulk(stored)  # type: ignore[attr-defined]
+        with bulk_write(ledger.recorder) as write:
+            for stored in _stored_batch_events(ledger, batch.collect_events()):
+                write.add([stored])
+            write.finish([])
     except IntegrityError:
         raise Refused("period", f"batch {period}/{sequence} was already drafted") from None
     return batch
 
 
-def _stored_batch_events(ledger: Ledger, events: Sequence[Any]) -> list[StoredEvent]:
+def _stored_batch_events(ledger: Ledger, events: Sequence[Any]) -> Iterator[StoredEvent]:
     """The mapper's stored events, with each LinesAdded's lines dumped straight from the
     validated lines' fields by orjson (about a fifth of the time of pydantic's JSON dump).
     The first LinesAdded is also mapped by the mapper, and must match byte for byte."""
-    out: list[StoredEvent] = []
     fast = type(ledger.mapper) is PydanticMapper  # another mapper maps in its own way
     checked = False
     for e in events:
         if type(e) is not PayoutBatch.LinesAdded or not fast:
-            out.append(ledger.mapper.to_stored_event(e))
+            yield ledger.mapper.to_stored_event(e)
             continue
         head = e.model_dump(mode="json", exclude={"originator_id", "originator_version",
                                                    "lines"})
         plain = ledger.mapper.transcoder.encode(
             {**head, "lines": [line.__dict__ for line in e.lines]})
         if checked:
-            out.append(StoredEvent(e.originator_id, e.originator_version, LINES_TOPIC,
-                                   seal(ledger.mapper, plain)))
+            yield StoredEvent(e.originator_id, e.originator_version, LINES_TOPIC,
+                              seal(ledger.mapper, plain))
             continue
         assert list(PayoutBatch.LinesAdded.model_fields)[-1] == "lines"
         mapped = ledger.mapper.to_stored_event(e)
         assert plain == unseal(ledger.mapper, mapped.state), \
             "LinesAdded: fast encoding differs"
         checked = True
-        out.append(mapped)
-    return out
+        yield mapped
 
 
 def approve(ledger: Ledger, batch_id: UUID, manifest_sha256: str, actor: str) -> PayoutBatch:

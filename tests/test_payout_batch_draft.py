@@ -8,16 +8,21 @@ holds every line by its end-to-end id, and its total is their sum.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 from uuid import UUID
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import disbursement
+from ledger.aggregates import payout_batch
 from ledger.aggregates.participant import ONE_OFF_KINDS
 from ledger.aggregates.payout_batch import LINE_KINDS, MONTHLY_PENSION, BatchLine, PayoutBatch
+from ledger.application import Ledger
 from ledger.errors import Refused
 from tests.conftest import examples
+from tests.test_bulk_import import stored_count
 
 KINDS = (*LINE_KINDS, "bonus")  # "bonus": a kind no batch pays
 
@@ -96,3 +101,24 @@ def test_each_rule_refuses_by_name() -> None:
             draft(lines)
         assert (exc.value.field, exc.value.rule) == ("lines", rule)
     assert draft([*pension, one_off]).total_fen == 800
+
+
+def test_a_batch_drafted_twice_is_refused_the_second_time_and_nothing_more_is_stored(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one month at once: the second draft's events are refused whole by the
+    store (the batch's id is the month's and sequence's), however many were sent before
+    the refusal was seen, and the run takes the batch that stands."""
+    monkeypatch.setattr(payout_batch, "MAX_LINES_PER_EVENT", 2)  # several LinesAdded events
+    lines = [line(f"E{n:03d}", 100 + n, MONTHLY_PENSION) for n in range(9)]
+    kw: dict[str, Any] = dict(
+        period="2026-01", sequence=1, file_format="pain001",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC), execution_date=date(2026, 1, 5),
+        manifest_sha256="0" * 64, comparison={}, actor="maker")
+    first = disbursement.draft(ledger, lines=lines, **kw)
+    stored = stored_count(ledger)
+    with pytest.raises(Refused, match="batch 2026-01/1 was already drafted"):
+        disbursement.draft(ledger, lines=lines[:4], **{**kw, "manifest_sha256": "1" * 64})
+    assert stored_count(ledger) == stored
+    again = disbursement.get_batch(ledger, first.id)
+    assert again.manifest_sha256 == "0" * 64
+    assert [x.end_to_end_id for x in again.lines.values()] == [x.end_to_end_id for x in lines]
