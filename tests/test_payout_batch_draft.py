@@ -122,3 +122,15 @@ def test_a_batch_drafted_twice_is_refused_the_second_time_and_nothing_more_is_st
     again = disbursement.get_batch(ledger, first.id)
     assert again.manifest_sha256 == "0" * 64
     assert [x.end_to_end_id for x in again.lines.values()] == [x.end_to_end_id for x in lines]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(participant_id=st.uuids(), year=st.integers(2000, 2099), month=st.integers(1, 12),
+       sequence=st.integers(1, 99), kind=st.sampled_from(LINE_KINDS))
+def test_an_end_to_end_id_is_the_kind_month_sequence_and_the_id_s_first_24_hex_digits(
+        participant_id: UUID, year: int, month: int, sequence: int, kind: str) -> None:
+    period = f"{year}-{month:02d}"
+    restated = (f"{payout_batch.E2E_LETTERS[kind]}{year}{month:02d}{sequence:02d}"
+                f"{participant_id.hex[:24].upper()}")
+    assert payout_batch.end_to_end_id(period, sequence, participant_id, kind) == restated
+    assert len(restated) <= 35  # pain.001's Max35Text
