@@ -258,6 +258,10 @@ class BatchHeader:
 
 # -- output ------------------------------------------------------------------------------------
 
+# A payment as the files and their checks carry it: (end_to_end_id, amount_fen, ...).
+END_TO_END_ID, AMOUNT_FEN = itemgetter(0), itemgetter(1)
+
+
 @dataclass(frozen=True, slots=True)
 class BankFile:
     """One file to hand to the bank, with what it carries, for the manifest and for matching
@@ -272,7 +276,7 @@ class BankFile:
 
     def __post_init__(self) -> None:
         assert self.nb_of_txs == len(self.payments) > 0
-        assert self.ctrl_sum_fen == sum(map(_SECOND, self.payments))
+        assert self.ctrl_sum_fen == sum(map(AMOUNT_FEN, self.payments))
 
 
 def check_batch(payments: tuple[PaymentInstruction, ...] | list[PaymentInstruction]) -> None:
@@ -288,9 +292,6 @@ def check_instructions(payments: Iterable[object]) -> None:
             raise InvalidInstruction(f"{p!r} is not a PaymentInstruction")
 
 
-_FIRST, _SECOND = itemgetter(0), itemgetter(1)
-
-
 def check_payments(payments: Sequence[tuple[str, int] | tuple[str, int, bytes]]) -> None:
     """check_batch's rules on the payments' (end_to_end_id, amount_fen, ...): each was checked
     as a PaymentInstruction when it was made (a pain.001 fragment made ahead keeps these)."""
@@ -299,13 +300,13 @@ def check_payments(payments: Sequence[tuple[str, int] | tuple[str, int, bytes]])
     if len(payments) > MAX_PAYMENTS_PER_EXPORT:
         raise InvalidInstruction(
             f"{len(payments)} payments is more than the limit of {MAX_PAYMENTS_PER_EXPORT}")
-    ids = list(map(_FIRST, payments))
+    ids = list(map(END_TO_END_ID, payments))
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         for end_to_end_id in ids:
             if end_to_end_id in seen:
                 raise InvalidInstruction(f"end_to_end_id {end_to_end_id} appears twice")
             seen.add(end_to_end_id)
-    total = sum(map(_SECOND, payments))
+    total = sum(map(AMOUNT_FEN, payments))
     if total > MAX_TOTAL_FEN:
         raise InvalidInstruction(f"total {total} fen is more than the limit of {MAX_TOTAL_FEN}")

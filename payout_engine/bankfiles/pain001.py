@@ -20,7 +20,9 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from payout_engine.bankfiles.model import (
+    AMOUNT_FEN,
     CURRENCY,
+    END_TO_END_ID,
     MAX_TOTAL_FEN,
     BankFile,
     BankFileError,
@@ -145,7 +147,7 @@ def _pack(sizes: Sequence[int], envelope_bytes: int, max_txs: int,
 # end-to-end id, amount in fen and XML. A plain tuple: a million cross between processes,
 # and a NamedTuple pickles and unpickles several times slower.
 Fragment = tuple[str, int, bytes]
-_END_TO_END_ID, _AMOUNT_FEN, _XML = itemgetter(0), itemgetter(1), itemgetter(2)
+_XML = itemgetter(2)
 
 
 def fragment(p: PaymentInstruction, include_id_number: bool = True) -> Fragment:
@@ -179,7 +181,7 @@ def pain001_files(header: BatchHeader, debtor: Debtor, fragments: list[Fragment]
         raise InvalidInstruction(f"max_txs_per_file {max_txs_per_file} must be 1..1000000")
     # Sorted in place: the run's fragments come in runs already in order (each half of the
     # pensioners, the one-offs), which a sort merges in linear time.
-    fragments.sort(key=_END_TO_END_ID)
+    fragments.sort(key=END_TO_END_ID)
     check_payments(fragments)
     # The envelope with the widest numbers it can hold bounds every real envelope's size.
     head, tail = _envelope(header, debtor, 1, max_txs_per_file, MAX_TOTAL_FEN)
@@ -188,8 +190,8 @@ def pain001_files(header: BatchHeader, debtor: Debtor, fragments: list[Fragment]
                  max_bytes_per_file)
     if len(runs) > MAX_FILES:
         raise InvalidInstruction(f"{len(runs)} files is more than the limit of {MAX_FILES}")
-    ids = list(map(_END_TO_END_ID, fragments))
-    amounts = list(map(_AMOUNT_FEN, fragments))
+    ids = list(map(END_TO_END_ID, fragments))
+    amounts = list(map(AMOUNT_FEN, fragments))
     files = []
     for seq, run in enumerate(runs, start=1):
         chosen = slice(run.start, run.stop)
